@@ -1,0 +1,194 @@
+"""How a network is adapted to a target PDE: LoTRA, full fine-tuning, scratch, or slim KAN.
+
+- `lotra`: A frozen, a TuckerUpdate per layer (or per-layer `full` / `frozen`);
+- `full`: every A trainable from the pretrained values;
+- `scratch`: a freshly initialised network, all trainable (no source needed);
+- `slim`: A = 0 frozen, Tucker factors trained from a random start (no source needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pinnkan.adapters.tucker import INITS, TuckerUpdate, ranks_from_cr, tucker_param_count
+from pinnkan.errors import PinnkanError
+from pinnkan.kan import KAN
+
+ADAPTERS = ("lotra", "full", "scratch", "slim")
+LAYER_MODES = ("lotra", "full", "frozen")
+LR_STRATEGIES = ("theory", "uniform")
+COMPONENTS = ("G", "U1", "U2", "U3")
+
+
+@dataclass
+class AdapterConfig:
+    """Adapter choice and LoTRA options (METHOD.md §2); `validate` checks them at the edge."""
+
+    name: str = "lotra"
+    cr: float = 0.25
+    ranks: list[Any] | None = None  # [r1, r2, r3] for every layer, or one triple per layer
+    init: str = "grad"
+    lr_strategy: str = "theory"
+    multipliers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 1.0))
+    layers: list[str] | None = None  # per-layer mode: lotra | full | frozen (default all lotra)
+
+    def validate(self, n_layers: int) -> None:
+        if self.name not in ADAPTERS:
+            raise PinnkanError(
+                f"unknown adapter {self.name!r}; choose one of: {', '.join(ADAPTERS)}"
+            )
+        if not 0.0 < float(self.cr) <= 1.0:
+            raise PinnkanError(f"cr={self.cr} is outside (0, 1]; pass e.g. cr=0.25")
+        if self.init not in INITS:
+            raise PinnkanError(f"unknown LoTRA init {self.init!r}; choose one of: {', '.join(INITS)}")
+        if self.lr_strategy not in LR_STRATEGIES:
+            raise PinnkanError(
+                f"unknown LoTRA lr strategy {self.lr_strategy!r}; choose one of: "
+                f"{', '.join(LR_STRATEGIES)} (explicit multipliers: adapter.multipliers.G=...)"
+            )
+        bad = sorted(set(self.multipliers) - set(COMPONENTS))
+        if bad:
+            raise PinnkanError(f"unknown LoTRA multiplier(s) {bad}; use {list(COMPONENTS)}")
+        for k, v in self.multipliers.items():
+            if not float(v) > 0:
+                raise PinnkanError(f"adapter.multipliers.{k}={v} must be > 0")
+        if self.layers is not None:
+            if len(self.layers) != n_layers or any(m not in LAYER_MODES for m in self.layers):
+                raise PinnkanError(
+                    f"adapter.layers={list(self.layers)} must list {n_layers} modes out of "
+                    f"{', '.join(LAYER_MODES)}"
+                )
+
+    def layer_ranks(self, layer: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Explicit ranks when given, else from cr."""
+        if self.ranks is None:
+            return ranks_from_cr(shape, float(self.cr))
+        r = self.ranks[layer] if isinstance(self.ranks[0], list | tuple) else self.ranks
+        if len(r) != 3:
+            raise PinnkanError(f"adapter.ranks must be [r1, r2, r3] (or one per layer), got {r}")
+        return tuple(int(v) for v in r)  # type: ignore[return-value]
+
+
+def needs_source(name: str) -> bool:
+    """Whether the adapter starts from a pretrained network."""
+    return name in ("lotra", "full")
+
+
+def layer_shape(model: KAN, layer: int) -> tuple[int, int, int]:
+    return tuple(model.layers[layer].A.shape)  # type: ignore[return-value]
+
+
+def loss_gradients(model: KAN, loss_fn: Callable[[KAN], Tensor]) -> list[Tensor]:
+    """∂L/∂A for every layer at the current A (the first batch of the target problem)."""
+    tensors = [layer.A for layer in model.layers]
+    saved = [t.requires_grad for t in tensors]
+    for t in tensors:
+        t.requires_grad_(True)
+    grads = torch.autograd.grad(loss_fn(model), tensors)
+    for t, s in zip(tensors, saved):
+        t.requires_grad_(s)
+    return [g.detach() for g in grads]
+
+
+def prepare(
+    model: KAN,
+    cfg: AdapterConfig,
+    generator: torch.Generator,
+    loss_fn: Callable[[KAN], Tensor] | None = None,
+) -> None:
+    """Freeze / attach adapters on `model` in place according to `cfg`."""
+    n_layers = len(model.layers)
+    cfg.validate(n_layers)
+    if cfg.name in ("full", "scratch"):
+        for layer in model.layers:
+            layer.A.requires_grad_(True)
+        return
+    modes = cfg.layers or ["lotra"] * n_layers
+    init = cfg.init
+    grads: list[Tensor | None] = [None] * n_layers
+    if cfg.name == "slim":
+        init = "random"  # no pretrained network, so no meaningful gradient direction
+    elif init in ("grad", "hosvd"):
+        if loss_fn is None:
+            raise ValueError("LoTRA init from the gradient needs loss_fn")
+        grads = list(loss_gradients(model, loss_fn))
+    for idx, (layer, mode) in enumerate(zip(model.layers, modes)):
+        if cfg.name == "slim":
+            with torch.no_grad():
+                layer.A.zero_()
+        layer.A.requires_grad_(mode == "full")
+        if mode != "lotra":
+            continue
+        shape = layer_shape(model, idx)
+        upd = TuckerUpdate(shape, cfg.layer_ranks(idx, shape), dtype=layer.A.dtype, device=layer.A.device)
+        upd.initialise(init, generator, grads[idx])
+        if cfg.name == "slim":
+            upd.randomise_core(generator, target_var=1.0 / shape[0])
+        layer.adapter = upd
+
+
+def param_groups(model: KAN, cfg: AdapterConfig, lr: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: one per LoTRA component per layer, one per trainable A.
+
+    `theory`: η·c_G, η·c_1/n_in, η·c_2, η·c_3/n_d; `uniform`: η·c for every component.
+    """
+    groups: list[dict[str, Any]] = []
+    for idx, layer in enumerate(model.layers):
+        if layer.A.requires_grad:
+            groups.append({"params": [layer.A], "lr": lr, "name": f"layer{idx}.A"})
+        upd = layer.adapter
+        if upd is None:
+            continue
+        n_in, _, n_d = upd.shape
+        scale = {"G": 1.0, "U1": 1.0 / n_in, "U2": 1.0, "U3": 1.0 / n_d}
+        for comp in COMPONENTS:
+            factor = float(cfg.multipliers.get(comp, 1.0))
+            if cfg.lr_strategy == "theory":
+                factor *= scale[comp]
+            groups.append(
+                {"params": [getattr(upd, comp)], "lr": lr * factor, "name": f"layer{idx}.{comp}"}
+            )
+    return groups
+
+
+def count_parameters(model: KAN) -> tuple[int, int]:
+    """(trainable, total) parameter counts; total counts frozen A and adapters alike."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def adapter_summary(model: KAN) -> list[dict[str, Any]]:
+    """Per-layer shape, mode, ranks and trainable count (reported honestly in results)."""
+    rows = []
+    for idx, layer in enumerate(model.layers):
+        shape = tuple(layer.A.shape)
+        if layer.adapter is not None:
+            ranks = layer.adapter.ranks
+            rows.append(
+                {"layer": idx, "shape": shape, "mode": "lotra", "ranks": ranks,
+                 "trainable": tucker_param_count(shape, ranks)}  # type: ignore[arg-type]
+            )
+        else:
+            mode = "full" if layer.A.requires_grad else "frozen"
+            rows.append(
+                {"layer": idx, "shape": shape, "mode": mode, "ranks": None,
+                 "trainable": layer.A.numel() if layer.A.requires_grad else 0}
+            )
+    return rows
+
+
+__all__ = [
+    "ADAPTERS",
+    "AdapterConfig",
+    "TuckerUpdate",
+    "adapter_summary",
+    "count_parameters",
+    "needs_source",
+    "param_groups",
+    "prepare",
+]

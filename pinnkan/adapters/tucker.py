@@ -1,0 +1,106 @@
+"""LoTRA: the Tucker-form update ΔA = G ×1 U1 ×2 U2 ×3 U3 of one KAN layer's tensor A.
+
+ΔA[i,j,k] = Σ_{a,b,c} G[a,b,c] U1[i,a] U2[j,b] U3[k,c];  G (r1,r2,r3), U1 (n_in,r1),
+U2 (n_out,r2), U3 (n_d,r3). Ranks come from a compression ratio cr or are given explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pinnkan.errors import PinnkanError
+
+INITS = ("grad", "random", "hosvd")
+
+
+def ranks_from_cr(shape: tuple[int, int, int], cr: float) -> tuple[int, int, int]:
+    """r_m = max(1, ceil(cr · dim_m)) for each mode, cr in (0, 1]."""
+    if not 0.0 < cr <= 1.0:
+        raise PinnkanError(f"cr={cr} is outside (0, 1]; pass a compression ratio like cr=0.25")
+    # round before ceil so that e.g. 0.1 * 30 = 3.0000000000000004 gives 3, not 4
+    return tuple(max(1, math.ceil(round(cr * d, 9))) for d in shape)  # type: ignore[return-value]
+
+
+def tucker_param_count(shape: tuple[int, int, int], ranks: tuple[int, int, int]) -> int:
+    """r1·r2·r3 + n_in·r1 + n_out·r2 + n_d·r3 (METHOD.md §2)."""
+    (n1, n2, n3), (r1, r2, r3) = shape, ranks
+    return r1 * r2 * r3 + n1 * r1 + n2 * r2 + n3 * r3
+
+
+def tucker_product(G: Tensor, U1: Tensor, U2: Tensor, U3: Tensor) -> Tensor:
+    """G ×1 U1 ×2 U2 ×3 U3, shape (n_in, n_out, n_d)."""
+    return torch.einsum("abc,ia,jb,kc->ijk", G, U1, U2, U3)
+
+
+def unfold(t: Tensor, mode: int) -> Tensor:
+    """Mode-m unfolding of a 3-way tensor: (dim_m, product of the other dims)."""
+    return t.movedim(mode, 0).reshape(t.shape[mode], -1)
+
+
+def leading_subspace(t: Tensor, mode: int, rank: int) -> Tensor:
+    """Top-`rank` left singular vectors of the mode unfolding, (dim_m, rank).
+
+    Columns past the unfolding's own rank are filled with orthonormal completions from the SVD,
+    so the result always has `rank` orthonormal columns (rank <= dim_m).
+    """
+    u, _, _ = torch.linalg.svd(unfold(t, mode), full_matrices=True)
+    return u[:, :rank]
+
+
+class TuckerUpdate(nn.Module):
+    """Trainable Tucker factors of one layer; `delta()` gives ΔA (n_in, n_out, n_d)."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        ranks: tuple[int, int, int],
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        for m, (r, d) in enumerate(zip(ranks, shape), start=1):
+            if not 1 <= r <= d:
+                raise PinnkanError(f"rank r{m}={r} must be between 1 and the mode size {d}")
+        self.shape, self.ranks = tuple(shape), tuple(ranks)
+        kw = {"dtype": dtype, "device": device}
+        self.G = nn.Parameter(torch.zeros(*ranks, **kw))
+        self.U1 = nn.Parameter(torch.zeros(shape[0], ranks[0], **kw))
+        self.U2 = nn.Parameter(torch.zeros(shape[1], ranks[1], **kw))
+        self.U3 = nn.Parameter(torch.zeros(shape[2], ranks[2], **kw))
+
+    def delta(self) -> Tensor:
+        return tucker_product(self.G, self.U1, self.U2, self.U3)
+
+    def n_params(self) -> int:
+        return tucker_param_count(self.shape, self.ranks)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def initialise(
+        self, method: str, generator: torch.Generator, grad: Tensor | None = None
+    ) -> None:
+        """G = 0; U1, U3 Gaussian / √dim; U2 from the gradient (`grad`), Gaussian (`random`),
+        or all three factors from the gradient's HOSVD (`hosvd`)."""
+        if method not in INITS:
+            raise PinnkanError(f"unknown LoTRA init {method!r}; choose one of: {', '.join(INITS)}")
+        if method != "random" and grad is None:
+            raise ValueError(f"init {method!r} needs the loss gradient w.r.t. A")
+        self.G.zero_()
+        for m, u in enumerate((self.U1, self.U2, self.U3)):
+            if method == "hosvd" or (method == "grad" and m == 1):
+                u.copy_(leading_subspace(grad.to(u.dtype), m, u.shape[1]))  # type: ignore[union-attr]
+            else:
+                g = torch.randn(u.shape, generator=generator, dtype=u.dtype)
+                u.copy_(g / math.sqrt(u.shape[0]))
+
+    @torch.no_grad()
+    def randomise_core(self, generator: torch.Generator, target_var: float) -> None:
+        """Gaussian G scaled so that ΔA entries have variance ≈ target_var (slim KAN)."""
+        r1, r2, r3 = self.ranks
+        n1, n2, n3 = self.shape
+        # var ΔA = r1 r2 r3 σ² · var(U1) var(U2) var(U3), with var(U_m) = 1/n_m
+        std = math.sqrt(target_var * n1 * n2 * n3 / (r1 * r2 * r3))
+        self.G.copy_(torch.randn(self.G.shape, generator=generator, dtype=self.G.dtype) * std)

@@ -1,0 +1,95 @@
+"""`pinnkan <stage> [hydra overrides...]`: dispatch to the stage's Hydra entry point.
+
+Config-group choices (pde=, model=, adapter=, optim=) and the obvious numeric ranges are checked
+here first, so a typo gets one clear line instead of Hydra's multi-line report.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module, resources
+
+from pinnkan import __version__
+
+STAGES = {
+    "pretrain": "train the source KAN on the PDE family's source parameters",
+    "transfer": "adapt a pretrained KAN to a target member (adapter=lotra|full|scratch|slim)",
+}
+GROUPS = ("pde", "model", "adapter", "optim")
+
+USAGE = f"""usage: pinnkan <stage> [key=value ...] [-m key=a,b,c ...]
+
+stages:
+{chr(10).join(f"  {k:<10} {v}" for k, v in STAGES.items())}
+
+examples:
+  pinnkan pretrain pde=elliptic
+  pinnkan transfer cr=0.25
+  pinnkan transfer pde=parabolic pde.target.nu=0.2 cr=0.5
+  pinnkan transfer -m cr=0.5,0.25,0.125
+  pinnkan <stage> --help      (Hydra's help: every config value)
+"""
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the YAML configs available in a config group."""
+    folder = resources.files("pinnkan.conf") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_overrides(stage: str, args: list[str]) -> str | None:
+    """A one-line message for an override we can tell is wrong before Hydra runs, else None."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key in GROUPS:
+            options = group_options(key)
+            if key == "adapter" and stage != "transfer":
+                return f"adapter= applies to `pinnkan transfer`, not `pinnkan {stage}`"
+            for choice in value.split(","):
+                if choice not in options:
+                    return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}"
+        if key in ("cr",):
+            for v in value.split(","):
+                try:
+                    ok = 0.0 < float(v) <= 1.0
+                except ValueError:
+                    ok = False
+                if not ok:
+                    return f"cr={v} is outside (0, 1]; pass a compression ratio like cr=0.25"
+        if key in ("train.steps", "optim.lbfgs_steps"):
+            for v in value.split(","):
+                lowest = 0 if key == "optim.lbfgs_steps" else 1
+                if not v.strip().lstrip("-").isdigit() or int(v) < lowest:
+                    return f"{key}={v} must be an integer >= {lowest}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pinnkan` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"pinnkan {__version__}")
+        return 0
+    stage, rest = args[0], args[1:]
+    if stage not in STAGES:
+        print(f"pinnkan: error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}",
+              file=sys.stderr)
+        return 2
+    problem = check_overrides(stage, rest)
+    if problem:
+        print(f"pinnkan: error: {problem}", file=sys.stderr)
+        return 2
+    entry = import_module(f"pinnkan.stages.{stage}")
+    sys.argv = [f"pinnkan {stage}", *rest]
+    entry.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""PDE families by name; `build_pde` makes one member from its parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pinnkan.errors import PinnkanError
+from pinnkan.pde.advection import Advection
+from pinnkan.pde.base import Condition, PDEFamily
+from pinnkan.pde.elliptic import Elliptic
+from pinnkan.pde.parabolic import Parabolic
+from pinnkan.pde.wave import Wave
+
+FAMILIES: dict[str, type[PDEFamily]] = {
+    cls.name: cls for cls in (Elliptic, Parabolic, Advection, Wave)
+}
+
+
+def build_pde(
+    name: str, params: dict[str, Any], weights: dict[str, float] | None = None
+) -> PDEFamily:
+    """The member of family `name` with the given parameters."""
+    if name not in FAMILIES:
+        raise PinnkanError(f"unknown pde {name!r}; choose one of: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name](weights=weights, **dict(params))
+
+
+__all__ = ["FAMILIES", "Condition", "PDEFamily", "build_pde"]

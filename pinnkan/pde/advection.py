@@ -1,0 +1,45 @@
+"""Hyperbolic family (advection): u_t + β u_x = 0 on (0, 2π)×(0,1], periodic in x,
+u(x,0) = sin(x); u* = sin(x − βt)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pinnkan.jet import Jet
+from pinnkan.pde.base import PI, Condition, PDEFamily, edge_points
+
+
+class Advection(PDEFamily):
+    name = "hyperbolic"
+    coords = ("x", "t")
+    domain = ((0.0, 2.0 * PI), (0.0, 1.0))
+    defaults = {"beta": 1.0}
+
+    def exact(self, x: Tensor) -> Tensor:
+        return torch.sin(x[:, 0] - self.params["beta"] * x[:, 1])
+
+    def residual(self, x: Tensor, jet: Jet) -> Tensor:
+        return jet.d(1) + self.params["beta"] * jet.d(0)
+
+    def _periodic_pairs(self, n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+        """n points on x = 0 stacked over the same n times on x = 2π, (2n, 2)."""
+        left = edge_points(self, max(1, n // 2), gen, dtype, axis=0, side=0)
+        right = left.clone()
+        right[:, 0] = self.domain[0][1]
+        return torch.cat([left, right])
+
+    def conditions(self) -> list[Condition]:
+        def periodic(x: Tensor, jet: Jet) -> Tensor:
+            half = x.shape[0] // 2
+            return jet.u[:half] - jet.u[half:]
+
+        return [
+            Condition("boundary", self._periodic_pairs, periodic, self.weights["boundary"]),
+            Condition(
+                "initial",
+                lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=1, side=0),
+                lambda x, jet: jet.u - self.exact(x),
+                self.weights["initial"],
+            ),
+        ]

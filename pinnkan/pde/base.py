@@ -1,0 +1,118 @@
+"""What a PDE family is to pinnkan: coordinates on a box, parameters, a residual written
+against a Jet, boundary/initial conditions, and the exact solution used as reference."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from pinnkan.errors import PinnkanError
+from pinnkan.jet import Jet
+
+PI = math.pi
+
+
+@dataclass
+class Condition:
+    """A boundary or initial condition: where to sample it and its residual there.
+
+    `sample(n, gen, dtype)` returns points (m, D); `residual(x, jet)` returns (m,) residuals,
+    squared and averaged into the loss with `weight`. `derivatives` says whether the residual
+    reads jet.d1/jet.d2 (then the jet engine runs there, else a plain forward pass).
+    """
+
+    name: str
+    sample: Callable[[int, torch.Generator, torch.dtype], Tensor]
+    residual: Callable[[Tensor, Jet], Tensor]
+    weight: float = 1.0
+    derivatives: bool = False
+
+
+class PDEFamily:
+    """Base class of a PDE family member; subclasses set the class attributes and methods.
+
+    To add an operator, subclass this, set `name`, `coords`, `domain`, `defaults`, write
+    `residual`, `exact` and `conditions`, and register the class in `pinnkan.pde.FAMILIES`.
+    """
+
+    name: ClassVar[str]
+    coords: ClassVar[tuple[str, ...]]
+    domain: ClassVar[tuple[tuple[float, float], ...]]
+    defaults: ClassVar[dict[str, float]]
+
+    def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise PinnkanError(
+                f"unknown parameter(s) {unknown} for pde={self.name}; "
+                f"it takes {sorted(self.defaults)}"
+            )
+        self.params = {k: float(params.get(k, v)) for k, v in self.defaults.items()}
+        for k, v in self.params.items():
+            if not math.isfinite(v):
+                raise PinnkanError(f"pde parameter {k}={v} must be a finite number")
+        self.weights = {"residual": 1.0, "boundary": 1.0, "initial": 1.0, **(weights or {})}
+
+    # --- to implement -----------------------------------------------------------------------
+    def residual(self, x: Tensor, jet: Jet) -> Tensor:
+        """PDE residual at interior points x (B, D), shape (B,)."""
+        raise NotImplementedError
+
+    def exact(self, x: Tensor) -> Tensor:
+        """Exact solution at points x (B, D), shape (B,)."""
+        raise NotImplementedError
+
+    def conditions(self) -> list[Condition]:
+        """Boundary and initial conditions."""
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return len(self.coords)
+
+    def sample_interior(self, n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+        """n uniform random points in the open box, (n, D)."""
+        return self.box_points(torch.rand(n, self.dim, generator=gen, dtype=dtype))
+
+    def box_points(self, unit: Tensor) -> Tensor:
+        """Map points of [0, 1]^D to the domain box."""
+        lo = torch.tensor([d[0] for d in self.domain], dtype=unit.dtype)
+        hi = torch.tensor([d[1] for d in self.domain], dtype=unit.dtype)
+        return lo + unit * (hi - lo)
+
+    def grid(self, n: int, dtype: torch.dtype) -> tuple[dict[str, Tensor], Tensor]:
+        """Evaluation grid: 1-D axes per coordinate and the points (n^D, D) in 'ij' order."""
+        axes = {c: torch.linspace(a, b, n, dtype=dtype) for c, (a, b) in zip(self.coords, self.domain)}
+        mesh = torch.meshgrid(*axes.values(), indexing="ij")
+        return axes, torch.stack([m.reshape(-1) for m in mesh], dim=1)
+
+    def describe(self) -> str:
+        ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
+        return f"{self.name}({ps})"
+
+
+# --- sampling helpers shared by the families -------------------------------------------------
+def edge_points(
+    family: PDEFamily, n: int, gen: torch.Generator, dtype: torch.dtype, axis: int, side: int
+) -> Tensor:
+    """n random points on the face where coordinate `axis` sits at its lower (0) or upper (1) end."""
+    unit = torch.rand(n, family.dim, generator=gen, dtype=dtype)
+    unit[:, axis] = float(side)
+    return family.box_points(unit)
+
+
+def dirichlet_box(family: PDEFamily, axes: tuple[int, ...]) -> Callable:
+    """Sampler over both faces of each listed axis (n points split evenly)."""
+
+    def sample(n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+        faces = [(a, s) for a in axes for s in (0, 1)]
+        per = max(1, n // len(faces))
+        return torch.cat([edge_points(family, per, gen, dtype, a, s) for a, s in faces])
+
+    return sample

@@ -1,0 +1,48 @@
+"""Wave equation: u_tt = c² u_xx on (0,1)×(0,1], u = 0 at x = 0, 1, u(x,0) = sin(πx) +
+½ sin(3πx), u_t(x,0) = 0; u* = sin(πx)cos(cπt) + ½ sin(3πx)cos(3cπt)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pinnkan.jet import Jet
+from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box, edge_points
+
+
+class Wave(PDEFamily):
+    name = "wave"
+    coords = ("x", "t")
+    domain = ((0.0, 1.0), (0.0, 1.0))
+    defaults = {"c": 1.0}
+
+    def exact(self, x: Tensor) -> Tensor:
+        c = self.params["c"]
+        xs, t = x[:, 0], x[:, 1]
+        return torch.sin(PI * xs) * torch.cos(c * PI * t) + 0.5 * torch.sin(
+            3.0 * PI * xs
+        ) * torch.cos(3.0 * c * PI * t)
+
+    def residual(self, x: Tensor, jet: Jet) -> Tensor:
+        c = self.params["c"]
+        return jet.dd(1) - c * c * jet.dd(0)
+
+    def conditions(self) -> list[Condition]:
+        def initial(n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+            return edge_points(self, n, gen, dtype, axis=1, side=0)
+
+        return [
+            Condition(
+                "boundary", dirichlet_box(self, (0,)), lambda x, jet: jet.u, self.weights["boundary"]
+            ),
+            Condition(
+                "initial", initial, lambda x, jet: jet.u - self.exact(x), self.weights["initial"]
+            ),
+            Condition(
+                "initial_velocity",
+                initial,
+                lambda x, jet: jet.d(1),
+                self.weights["initial"],
+                derivatives=True,
+            ),
+        ]

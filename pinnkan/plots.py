@@ -1,0 +1,105 @@
+"""PNG plots written beside results.h5: solution/error fields and training curves (Agg only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pinnkan.results import RunResult
+
+DPI = 100
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Render ``fig`` with the Agg canvas to ``path``; no pyplot state is touched."""
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _as_2d(result: RunResult, u: np.ndarray) -> tuple[np.ndarray, str]:
+    """Reduce a field to 2-D (middle slice of axes beyond the second) for display."""
+    note = ""
+    while u.ndim > 2:
+        mid = u.shape[-1] // 2
+        c = result.coords[u.ndim - 1]
+        note += f", {c}={float(np.asarray(result.grid[c])[mid]):.3g}"
+        u = u[..., mid]
+    return u, note
+
+
+def plot_fields(path: Path, result: RunResult) -> Path:
+    """Plot prediction, reference and |error| side by side so a run can be judged at a glance."""
+    u_pred = np.asarray(result.u_pred, dtype=np.float64)  # (n_c0, n_c1, ...)
+    u_ref = np.asarray(result.u_ref, dtype=np.float64)  # same shape
+    panels = [("prediction", u_pred), ("reference", u_ref), ("|error|", np.abs(u_pred - u_ref))]
+    coords = result.coords
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    if u_pred.ndim == 1:
+        x = np.asarray(result.grid[coords[0]])  # (n_c0,)
+        for ax, (title, u) in zip(axes, panels):
+            ax.plot(x, u)
+            ax.set_xlabel(coords[0])
+            ax.set_ylabel("u")
+            ax.set_title(title)
+    else:
+        x = np.asarray(result.grid[coords[0]])  # (n_c0,) -> horizontal axis
+        y = np.asarray(result.grid[coords[1]])  # (n_c1,) -> vertical axis
+        vmin = float(np.nanmin([np.nanmin(u_pred), np.nanmin(u_ref)]))
+        vmax = float(np.nanmax([np.nanmax(u_pred), np.nanmax(u_ref)]))
+        for i, (ax, (title, u)) in enumerate(zip(axes, panels)):
+            u2, note = _as_2d(result, u)  # (n_c0, n_c1)
+            shared = i < 2 and bool(np.isfinite([vmin, vmax]).all())
+            limits = {"vmin": vmin, "vmax": vmax} if shared else {}
+            cmap = "viridis" if i < 2 else "magma"
+            mesh = ax.pcolormesh(x, y, u2.T, shading="auto", cmap=cmap, **limits)
+            fig.colorbar(mesh, ax=ax)
+            ax.set_xlabel(coords[0])
+            ax.set_ylabel(coords[1])
+            ax.set_title(title + note)
+    fig.suptitle(f"{result.stage}: {result.pde} {result.pde_params}")
+    return _save(fig, path)
+
+
+def _curve(ax: Axes, step: np.ndarray, values: np.ndarray, ylabel: str) -> None:
+    """Draw one positive-valued curve on a log axis, skipping NaN/inf/non-positive samples."""
+    ok = np.isfinite(values) & np.isfinite(step) & (values > 0)
+    if ok.any():
+        ax.plot(step[ok], values[ok], marker="o" if ok.sum() == 1 else None)
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no finite data", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_training(path: Path, result: RunResult) -> Path:
+    """Plot loss and rel_l2 against step on log scales, to read convergence and time-to-accuracy."""
+    hist = result.history
+    step = np.asarray(hist.get("step", []), dtype=np.float64).reshape(-1)  # (n_samples,)
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_err = fig.subplots(1, 2)
+    for ax, key in ((ax_loss, "loss"), (ax_err, "rel_l2")):
+        values = np.asarray(hist.get(key, []), dtype=np.float64).reshape(-1)  # (n_samples,)
+        n = min(len(step), len(values))
+        _curve(ax, step[:n], values[:n], key)
+    ax_loss.set_title("training loss")
+    ax_err.set_title("relative L2 error")
+    fig.suptitle(f"{result.stage}: {result.pde} {result.pde_params}")
+    return _save(fig, path)
+
+
+def plot_run(out_dir: Path, result: RunResult) -> list[Path]:
+    """Write fields.png and training.png into ``out_dir`` (beside results.h5); return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        plot_fields(out_dir / "fields.png", result),
+        plot_training(out_dir / "training.png", result),
+    ]

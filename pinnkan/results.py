@@ -1,0 +1,226 @@
+"""The one definition of the ``results.h5`` layout (METHOD.md section 4): write it, read it back.
+
+Layout (every string is a plain ``str`` attribute, so plain h5py reads the file without pinnkan):
+
+- root attributes: ``pinnkan_version``, ``stage``, ``pde``, ``pde_params`` (JSON object string),
+  ``seed``, ``config`` (resolved YAML), ``error_metric`` (:data:`ERROR_METRIC`), ``status``,
+  plus any extra entries of :attr:`RunResult.attrs` (e.g. ``adapter``, ``cr``);
+- ``grid/<coord>``: 1-D axis of the evaluation grid for each coordinate;
+- ``fields/u_pred``, ``fields/u_ref``, ``fields/abs_error``: arrays on that grid, axis ``i`` is
+  coordinate ``coords[i]``; the ``fields`` group attribute ``axes`` is the coordinate names in
+  axis order, encoded as a JSON list string, e.g. ``'["x", "t"]'``;
+- ``metrics``: group whose attributes are the scalar metrics (``rel_l2``, ``max_abs_error``,
+  ``n_trainable``, ``n_total``, ``train_seconds``, ``steps``, plus extras);
+- ``history/<key>``: equal-length 1-D datasets ``step``, ``seconds``, ``loss``, ``rel_l2``;
+- transfer runs only: ``lotra/layer_<l>/{G,U1,U2,U3}`` and ``model/layer_<l>/{A_pretrained,delta}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import pinnkan
+
+RESULTS_FILE = "results.h5"
+
+ERROR_METRIC = (
+    "rel_l2 = ||u_pred - u_ref||_2 / ||u_ref||_2 over all points of the evaluation grid; "
+    "max_abs_error = max |u_pred - u_ref| over the grid"
+)
+
+REQUIRED_METRICS = ("rel_l2", "max_abs_error", "n_trainable", "n_total", "train_seconds", "steps")
+REQUIRED_HISTORY = ("step", "seconds", "loss", "rel_l2")
+LOTRA_KEYS = ("G", "U1", "U2", "U3")
+MODEL_KEYS = ("A_pretrained", "delta")
+RESERVED_ATTRS = (
+    "pinnkan_version",
+    "stage",
+    "pde",
+    "pde_params",
+    "seed",
+    "config",
+    "error_metric",
+    "status",
+)
+
+
+@dataclass
+class RunResult:
+    """Everything one run stores in ``results.h5``; built by a stage, consumed by the writer."""
+
+    stage: str
+    pde: str
+    pde_params: dict[str, float]
+    seed: int
+    config_yaml: str
+    coords: list[str]  # coordinate names in axis order, e.g. ["x", "y"] or ["x", "t"]
+    grid: dict[str, np.ndarray]  # coord -> 1-D axis, shape (n_coord,)
+    u_pred: np.ndarray  # shape tuple(len(grid[c]) for c in coords)
+    u_ref: np.ndarray  # same shape as u_pred
+    metrics: dict[str, float | int]  # REQUIRED_METRICS plus any extras
+    history: dict[str, np.ndarray]  # REQUIRED_HISTORY (plus extras), each shape (n_samples,)
+    status: str = "ok"
+    lotra: dict[int, dict[str, np.ndarray]] | None = None  # layer -> {"G","U1","U2","U3"}
+    # layer -> {"A_pretrained", "delta"}; delta shape (n_in, n_out, n_d)
+    model_tensors: dict[int, dict[str, np.ndarray]] | None = None
+    attrs: dict[str, str | int | float] = field(default_factory=dict)  # extra root attributes
+
+
+def relative_l2(u_pred: np.ndarray, u_ref: np.ndarray) -> float:
+    """Relative L2 error ||u_pred - u_ref||_2 / ||u_ref||_2 over all grid points (ERROR_METRIC)."""
+    diff = np.asarray(u_pred, dtype=np.float64) - np.asarray(u_ref, dtype=np.float64)
+    return float(np.linalg.norm(diff.ravel()) / np.linalg.norm(np.asarray(u_ref, np.float64)))
+
+
+def max_abs_error(u_pred: np.ndarray, u_ref: np.ndarray) -> float:
+    """Maximum pointwise absolute error max |u_pred - u_ref| over the grid (ERROR_METRIC)."""
+    diff = np.asarray(u_pred, dtype=np.float64) - np.asarray(u_ref, dtype=np.float64)
+    return float(np.max(np.abs(diff)))
+
+
+def _validate(result: RunResult) -> None:
+    """Check shapes and required keys up front, so a malformed result fails before any I/O."""
+    missing = [c for c in result.coords if c not in result.grid]
+    if missing:
+        raise ValueError(f"grid lacks axes for coords {missing}")
+    shape = tuple(len(np.asarray(result.grid[c]).reshape(-1)) for c in result.coords)
+    for name, arr in (("u_pred", result.u_pred), ("u_ref", result.u_ref)):
+        if np.shape(arr) != shape:
+            raise ValueError(f"{name} has shape {np.shape(arr)}, grid implies {shape}")
+    lacking = [k for k in REQUIRED_METRICS if k not in result.metrics]
+    if lacking:
+        raise ValueError(f"metrics lack {lacking}")
+    lacking = [k for k in REQUIRED_HISTORY if k not in result.history]
+    if lacking:
+        raise ValueError(f"history lacks {lacking}")
+    lengths = {k: len(np.asarray(v).reshape(-1)) for k, v in result.history.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"history entries differ in length: {lengths}")
+    clash = [k for k in result.attrs if k in RESERVED_ATTRS]
+    if clash:
+        raise ValueError(f"extra attrs would overwrite reserved root attributes {clash}")
+
+
+def _write_layers(
+    parent: h5py.Group, layers: dict[int, dict[str, np.ndarray]], keys: tuple[str, ...]
+) -> None:
+    """Write ``layer_<l>/<key>`` datasets for each layer index into ``parent``."""
+    for layer, tensors in sorted(layers.items()):
+        missing = [k for k in keys if k not in tensors]
+        if missing:
+            raise ValueError(f"{parent.name}/layer_{layer} lacks {missing}")
+        grp = parent.create_group(f"layer_{int(layer)}")
+        for key in keys:
+            grp.create_dataset(key, data=np.asarray(tensors[key]))
+
+
+def _write_file(f: h5py.File, result: RunResult) -> None:
+    """Fill an open, empty HDF5 file with the layout described in the module docstring."""
+    f.attrs["pinnkan_version"] = str(pinnkan.__version__)
+    f.attrs["stage"] = str(result.stage)
+    f.attrs["pde"] = str(result.pde)
+    f.attrs["pde_params"] = json.dumps(dict(result.pde_params), default=_py)
+    f.attrs["seed"] = int(result.seed)
+    f.attrs["config"] = str(result.config_yaml)
+    f.attrs["error_metric"] = ERROR_METRIC
+    f.attrs["status"] = str(result.status)
+    for key, value in result.attrs.items():
+        f.attrs[key] = value
+
+    grid = f.create_group("grid")
+    for c in result.coords:
+        grid.create_dataset(c, data=np.asarray(result.grid[c]).reshape(-1))  # (n_c,)
+
+    fields = f.create_group("fields")
+    fields.attrs["axes"] = json.dumps(list(result.coords))
+    u_pred = np.asarray(result.u_pred)  # (n_c0, n_c1, ...)
+    u_ref = np.asarray(result.u_ref)  # (n_c0, n_c1, ...)
+    fields.create_dataset("u_pred", data=u_pred)
+    fields.create_dataset("u_ref", data=u_ref)
+    fields.create_dataset("abs_error", data=np.abs(u_pred - u_ref))
+
+    metrics = f.create_group("metrics")
+    for key, value in result.metrics.items():
+        metrics.attrs[key] = value
+
+    history = f.create_group("history")
+    for key, value in result.history.items():
+        history.create_dataset(key, data=np.asarray(value).reshape(-1))  # (n_samples,)
+
+    if result.lotra is not None:
+        _write_layers(f.create_group("lotra"), result.lotra, LOTRA_KEYS)
+    if result.model_tensors is not None:
+        _write_layers(f.create_group("model"), result.model_tensors, MODEL_KEYS)
+
+
+def write_results(path: Path, result: RunResult) -> None:
+    """Write ``result`` to ``path`` atomically, so readers never see a half-written results.h5.
+
+    The file is built as ``.<name>.tmp-<pid>`` in the same directory and moved onto ``path`` with
+    ``os.replace`` only once complete; on any error the temporary file is deleted and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    _validate(result)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            _write_file(f, result)
+            f.flush()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _py(value: Any) -> Any:
+    """Turn an h5py attribute value (numpy scalar, bytes) into a plain Python value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_py(v) for v in value.tolist()] if value.dtype.kind in "OS" else value
+    return value
+
+
+def _read_layers(f: h5py.File, name: str) -> dict[int, dict[str, np.ndarray]]:
+    """Read ``<name>/layer_<l>/*`` into {l: {key: array}}; empty when the group is absent."""
+    if name not in f:
+        return {}
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for gname, grp in f[name].items():
+        layer = int(gname.removeprefix("layer_"))
+        out[layer] = {key: ds[()] for key, ds in grp.items()}
+    return dict(sorted(out.items()))
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """Read a results.h5 into plain dicts/arrays, for tests and the report command."""
+    with h5py.File(Path(path), "r") as f:
+        attrs = {k: _py(v) for k, v in f.attrs.items()}
+        if "pde_params" in attrs:
+            attrs["pde_params"] = json.loads(attrs["pde_params"])
+        coords = list(json.loads(_py(f["fields"].attrs["axes"])))
+        return {
+            "attrs": attrs,
+            "coords": coords,
+            "grid": {c: f["grid"][c][()] for c in coords},
+            "fields": {k: ds[()] for k, ds in f["fields"].items()},
+            "metrics": {k: _py(v) for k, v in f["metrics"].attrs.items()},
+            "history": {k: ds[()] for k, ds in f["history"].items()},
+            "lotra": _read_layers(f, "lotra"),
+            "model": _read_layers(f, "model"),
+        }
