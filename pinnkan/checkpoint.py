@@ -72,7 +72,9 @@ def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, Any], dict[str, Ten
         meta = json.loads(obj["meta"])
         state = dict(obj["state"])
     except (KeyError, TypeError, ValueError):
-        raise PinnkanError(f"{what} {path} is damaged (bad header); re-run the stage that wrote it") from None
+        raise PinnkanError(
+            f"{what} {path} is damaged (bad header); re-run the stage that wrote it"
+        ) from None
     if not all(isinstance(v, Tensor) for v in state.values()):
         raise PinnkanError(f"{what} {path} is damaged (non-tensor entries)")
     return meta, state

@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage, rest = args[0], args[1:]
     if stage not in STAGES:
-        print(f"pinnkan: error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}",
-              file=sys.stderr)
+        print(
+            f"pinnkan: error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}",
+            file=sys.stderr,
+        )
         return 2
     problem = check_overrides(stage, rest)
     if problem:

@@ -109,7 +109,12 @@ class KAN(nn.Module):
         self.register_buffer("hi", hi)
         self.layers = nn.ModuleList(
             KANLayer(
-                a, b, basis, dtype=dtype, device=device, generator=generator,
+                a,
+                b,
+                basis,
+                dtype=dtype,
+                device=device,
+                generator=generator,
                 spline_scale=spline_scale,
             )
             for a, b in zip(self.widths[:-1], self.widths[1:])

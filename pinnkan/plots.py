@@ -96,7 +96,7 @@ def plot_training(path: Path, result: RunResult) -> Path:
 
 
 def plot_run(out_dir: Path, result: RunResult) -> list[Path]:
-    """Write fields.png and training.png into ``out_dir`` (beside results.h5); return their paths."""
+    """Write fields.png and training.png into ``out_dir`` (beside results.h5); return the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [

@@ -123,7 +123,9 @@ def pde_from_config(cfg: dict[str, Any], which: str) -> PDEFamily:
     return build_pde(p.get("name", "?"), p.get(which, {}) or {}, p.get("weights"))
 
 
-def evaluate(model: KAN, pde: PDEFamily, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def evaluate(
+    model: KAN, pde: PDEFamily, n: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Grid axes, prediction and reference on the evaluation grid (shape n per axis)."""
     axes, pts = pde.grid(n, model.lo.dtype)
     with torch.no_grad():
@@ -138,8 +140,14 @@ def evaluate(model: KAN, pde: PDEFamily, n: int) -> tuple[dict[str, np.ndarray],
 
 
 def _fit(
-    cfg: dict[str, Any], model: KAN, pde: PDEFamily, setup: Setup, groups: list[dict[str, Any]],
-    gen: torch.Generator, desc: str, loss_fn: PinnLoss,
+    cfg: dict[str, Any],
+    model: KAN,
+    pde: PDEFamily,
+    setup: Setup,
+    groups: list[dict[str, Any]],
+    gen: torch.Generator,
+    desc: str,
+    loss_fn: PinnLoss,
 ) -> tuple[History, float]:
     n = int(cfg.get("eval", {}).get("n", 101))
     _, pts = pde.grid(n, setup.dtype)
@@ -150,8 +158,15 @@ def _fit(
 
 
 def _result(
-    cfg: dict[str, Any], stage: str, model: KAN, pde: PDEFamily, setup: Setup, hist: History,
-    config_yaml: str, extra_metrics: dict[str, Any], attrs: dict[str, Any],
+    cfg: dict[str, Any],
+    stage: str,
+    model: KAN,
+    pde: PDEFamily,
+    setup: Setup,
+    hist: History,
+    config_yaml: str,
+    extra_metrics: dict[str, Any],
+    attrs: dict[str, Any],
 ) -> RunResult:
     n = int(cfg.get("eval", {}).get("n", 101))
     grid, pred, ref = evaluate(model, pde, n)
@@ -166,9 +181,17 @@ def _result(
         **extra_metrics,
     }
     return RunResult(
-        stage=stage, pde=pde.name, pde_params=dict(pde.params), seed=setup.seed,
-        config_yaml=config_yaml, coords=list(pde.coords), grid=grid, u_pred=pred, u_ref=ref,
-        metrics=metrics, history={k: np.asarray(v) for k, v in hist.as_dict().items()},
+        stage=stage,
+        pde=pde.name,
+        pde_params=dict(pde.params),
+        seed=setup.seed,
+        config_yaml=config_yaml,
+        coords=list(pde.coords),
+        grid=grid,
+        u_pred=pred,
+        u_ref=ref,
+        metrics=metrics,
+        history={k: np.asarray(v) for k, v in hist.as_dict().items()},
         attrs={k: v for k, v in attrs.items() if v is not None},
     )
 
@@ -179,8 +202,15 @@ def _finish(run_dir: Path, result: RunResult) -> RunResult:
     m = result.metrics
     log.info(
         "%s %s%s: rel_l2 %.3e, max |err| %.3e, %d trainable / %d parameters, %.1f s -> %s",
-        result.stage, result.pde, json.dumps(result.pde_params), m["rel_l2"], m["max_abs_error"],
-        m["n_trainable"], m["n_total"], m["train_seconds"], run_dir,
+        result.stage,
+        result.pde,
+        json.dumps(result.pde_params),
+        m["rel_l2"],
+        m["max_abs_error"],
+        m["n_trainable"],
+        m["n_total"],
+        m["train_seconds"],
+        run_dir,
     )
     return result
 
@@ -196,11 +226,25 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
     hist, _ = _fit(cfg, model, pde, setup, groups, gen, "pretrain", loss_fn)
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"stage": "pretrain", "pde": pde.name, "pde_params": pde.params, "spec": model.spec(),
-            "precision": str(cfg.get("precision", "float32"))}
+    meta = {
+        "stage": "pretrain",
+        "pde": pde.name,
+        "pde_params": pde.params,
+        "spec": model.spec(),
+        "precision": str(cfg.get("precision", "float32")),
+    }
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, meta, model.state_dict())
-    result = _result(cfg, "pretrain", model, pde, setup, hist, config_yaml, {},
-                     {"model": "bspline", "widths": json.dumps(model.widths)})
+    result = _result(
+        cfg,
+        "pretrain",
+        model,
+        pde,
+        setup,
+        hist,
+        config_yaml,
+        {},
+        {"model": "bspline", "widths": json.dumps(model.widths)},
+    )
     return _finish(run_dir, result)
 
 
@@ -249,7 +293,8 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
     if want != have:
         diff = ", ".join(
             f"{k}: checkpoint {have.get(k)} vs config {want[k]}"
-            for k in want if have.get(k) != want[k]
+            for k in want
+            if have.get(k) != want[k]
         )
         raise PinnkanError(
             f"checkpoint {path} has a different network shape ({diff}); set model.* to match it "
@@ -262,8 +307,11 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
     setup = resolve_setup(cfg)
     a = dict(cfg.get("adapter", {}))
     acfg = AdapterConfig(
-        name=a.get("name", "lotra"), cr=float(cfg.get("cr", 0.25)), ranks=a.get("ranks"),
-        init=a.get("init", "grad"), lr_strategy=a.get("lr_strategy", "theory"),
+        name=a.get("name", "lotra"),
+        cr=float(cfg.get("cr", 0.25)),
+        ranks=a.get("ranks"),
+        init=a.get("init", "grad"),
+        lr_strategy=a.get("lr_strategy", "theory"),
         multipliers={k: float(v) for k, v in (a.get("multipliers") or {}).items()},
         layers=a.get("layers"),
     )
@@ -283,53 +331,88 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
             raise PinnkanError(f"checkpoint {source_path} does not fit the network") from None
     A_pt = [layer.A.detach().clone() for layer in model.layers]
     loss_fn = PinnLoss(pde, setup.train.derivatives)
-    first = loss_fn.sample(setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device)
+    first = loss_fn.sample(
+        setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device
+    )
     prepare(model, acfg, gen, lambda m: loss_fn(m, first))
     groups = param_groups(model, acfg, setup.train.lr)
     summary = adapter_summary(model)
     n_full = sum(t.numel() for t in A_pt)
     log.info(
         "transfer %s with %s (cr=%g) from %s: %d trainable vs %d for full fine-tuning",
-        pde.describe(), acfg.name, acfg.cr, source_path or "fresh init",
-        sum(r["trainable"] for r in summary), n_full,
+        pde.describe(),
+        acfg.name,
+        acfg.cr,
+        source_path or "fresh init",
+        sum(r["trainable"] for r in summary),
+        n_full,
     )
     hist, _ = _fit(cfg, model, pde, setup, groups, gen, f"transfer[{acfg.name}]", loss_fn)
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec_meta = {"pde": pde.name, "pde_params": pde.params, "spec": model.spec(),
-                 "precision": str(cfg.get("precision", "float32"))}
+    spec_meta = {
+        "pde": pde.name,
+        "pde_params": pde.params,
+        "spec": model.spec(),
+        "precision": str(cfg.get("precision", "float32")),
+    }
     merged = {f"layers.{i}.A": layer.coefficients() for i, layer in enumerate(model.layers)}
     merged.update({k: v for k, v in model.state_dict().items() if k in ("lo", "hi")})
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, {**spec_meta, "stage": "transfer"}, merged)
     lotra = {
         i: {c: getattr(layer.adapter, c).detach().cpu().numpy() for c in ("G", "U1", "U2", "U3")}
-        for i, layer in enumerate(model.layers) if layer.adapter is not None
+        for i, layer in enumerate(model.layers)
+        if layer.adapter is not None
     }
     if lotra:
         base = {f"layers.{i}.A": t for i, t in enumerate(A_pt)}
-        adapter_state = {f"layers.{i}.{c}": torch.from_numpy(v) for i, d in lotra.items() for c, v in d.items()}
-        save_checkpoint(run_dir / ADAPTER_FILE, ADAPTER_FORMAT, {
-            **spec_meta, "adapter": acfg.name, "cr": acfg.cr,
-            "ranks": {str(i): list(layer.adapter.ranks) for i, layer in enumerate(model.layers)
-                      if layer.adapter is not None},
-            "base_hash": tensors_hash(base), "base_source": str(source_path) if source_path else None,
-        }, adapter_state)
+        adapter_state = {
+            f"layers.{i}.{c}": torch.from_numpy(v) for i, d in lotra.items() for c, v in d.items()
+        }
+        save_checkpoint(
+            run_dir / ADAPTER_FILE,
+            ADAPTER_FORMAT,
+            {
+                **spec_meta,
+                "adapter": acfg.name,
+                "cr": acfg.cr,
+                "ranks": {
+                    str(i): list(layer.adapter.ranks)
+                    for i, layer in enumerate(model.layers)
+                    if layer.adapter is not None
+                },
+                "base_hash": tensors_hash(base),
+                "base_source": str(source_path) if source_path else None,
+            },
+            adapter_state,
+        )
     model_tensors = None
     if acfg.name != "scratch":
         model_tensors = {
-            i: {"A_pretrained": A_pt[i].cpu().numpy(),
-                "delta": (layer.coefficients().detach() - A_pt[i]).cpu().numpy()}
+            i: {
+                "A_pretrained": A_pt[i].cpu().numpy(),
+                "delta": (layer.coefficients().detach() - A_pt[i]).cpu().numpy(),
+            }
             for i, layer in enumerate(model.layers)
         }
     attrs = {
-        "adapter": acfg.name, "cr": float(acfg.cr), "lr_strategy": acfg.lr_strategy,
-        "init": acfg.init, "source": str(source_path) if source_path else None,
+        "adapter": acfg.name,
+        "cr": float(acfg.cr),
+        "lr_strategy": acfg.lr_strategy,
+        "init": acfg.init,
+        "source": str(source_path) if source_path else None,
         "source_pde_params": json.dumps(source_meta.get("pde_params")) if source_meta else None,
-        "model": "bspline", "widths": json.dumps(model.widths),
-        "layers": json.dumps([{**r, "shape": list(r["shape"]),
-                               "ranks": list(r["ranks"]) if r["ranks"] else None} for r in summary]),
+        "model": "bspline",
+        "widths": json.dumps(model.widths),
+        "layers": json.dumps(
+            [
+                {**r, "shape": list(r["shape"]), "ranks": list(r["ranks"]) if r["ranks"] else None}
+                for r in summary
+            ]
+        ),
     }
-    result = _result(cfg, "transfer", model, pde, setup, hist, config_yaml,
-                     {"n_full_finetune": n_full}, attrs)
+    result = _result(
+        cfg, "transfer", model, pde, setup, hist, config_yaml, {"n_full_finetune": n_full}, attrs
+    )
     result.lotra, result.model_tensors = lotra or None, model_tensors
     return _finish(run_dir, result)
 

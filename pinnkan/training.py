@@ -66,7 +66,12 @@ class History:
     rel_l2: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[Any]]:
-        return {"step": self.step, "seconds": self.seconds, "loss": self.loss, "rel_l2": self.rel_l2}
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "loss": self.loss,
+            "rel_l2": self.rel_l2,
+        }
 
 
 class PinnLoss:
@@ -77,7 +82,11 @@ class PinnLoss:
         self.conditions = pde.conditions()
 
     def sample(
-        self, n_interior: int, n_boundary: int, gen: torch.Generator, dtype: torch.dtype,
+        self,
+        n_interior: int,
+        n_boundary: int,
+        gen: torch.Generator,
+        dtype: torch.dtype,
         device: torch.device,
     ) -> dict[str, Tensor]:
         """One batch of collocation points, drawn on the CPU generator for reproducibility."""
@@ -127,7 +136,9 @@ class Progress:
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.3e}", rel_l2=f"{rel_l2:.3e}", refresh=False)
         elif self.log_lines and (step % self.log_every == 0 or step == self.total):
-            log.info("%s step %d/%d  loss %.3e  rel_l2 %.3e", self.desc, step, self.total, loss, rel_l2)
+            log.info(
+                "%s step %d/%d  loss %.3e  rel_l2 %.3e", self.desc, step, self.total, loss, rel_l2
+            )
 
     def close(self) -> None:
         if self.bar is not None:

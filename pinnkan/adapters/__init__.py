@@ -45,7 +45,9 @@ class AdapterConfig:
         if not 0.0 < float(self.cr) <= 1.0:
             raise PinnkanError(f"cr={self.cr} is outside (0, 1]; pass e.g. cr=0.25")
         if self.init not in INITS:
-            raise PinnkanError(f"unknown LoTRA init {self.init!r}; choose one of: {', '.join(INITS)}")
+            raise PinnkanError(
+                f"unknown LoTRA init {self.init!r}; choose one of: {', '.join(INITS)}"
+            )
         if self.lr_strategy not in LR_STRATEGIES:
             raise PinnkanError(
                 f"unknown LoTRA lr strategy {self.lr_strategy!r}; choose one of: "
@@ -125,7 +127,9 @@ def prepare(
         if mode != "lotra":
             continue
         shape = layer_shape(model, idx)
-        upd = TuckerUpdate(shape, cfg.layer_ranks(idx, shape), dtype=layer.A.dtype, device=layer.A.device)
+        upd = TuckerUpdate(
+            shape, cfg.layer_ranks(idx, shape), dtype=layer.A.dtype, device=layer.A.device
+        )
         upd.initialise(init, generator, grads[idx])
         if cfg.name == "slim":
             upd.randomise_core(generator, target_var=1.0 / shape[0])
@@ -170,14 +174,24 @@ def adapter_summary(model: KAN) -> list[dict[str, Any]]:
         if layer.adapter is not None:
             ranks = layer.adapter.ranks
             rows.append(
-                {"layer": idx, "shape": shape, "mode": "lotra", "ranks": ranks,
-                 "trainable": tucker_param_count(shape, ranks)}  # type: ignore[arg-type]
+                {
+                    "layer": idx,
+                    "shape": shape,
+                    "mode": "lotra",
+                    "ranks": ranks,
+                    "trainable": tucker_param_count(shape, ranks),
+                }  # type: ignore[arg-type]
             )
         else:
             mode = "full" if layer.A.requires_grad else "frozen"
             rows.append(
-                {"layer": idx, "shape": shape, "mode": mode, "ranks": None,
-                 "trainable": layer.A.numel() if layer.A.requires_grad else 0}
+                {
+                    "layer": idx,
+                    "shape": shape,
+                    "mode": mode,
+                    "ranks": None,
+                    "trainable": layer.A.numel() if layer.A.requires_grad else 0,
+                }
             )
     return rows
 

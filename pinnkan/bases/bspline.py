@@ -23,8 +23,13 @@ def local_cubic(u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     v = 1.0 - u
     u2 = u * u
     val = torch.stack(
-        [v * v * v / 6.0, (3.0 * u2 * u - 6.0 * u2 + 4.0) / 6.0,
-         (-3.0 * u2 * u + 3.0 * u2 + 3.0 * u + 1.0) / 6.0, u2 * u / 6.0], dim=-1
+        [
+            v * v * v / 6.0,
+            (3.0 * u2 * u - 6.0 * u2 + 4.0) / 6.0,
+            (-3.0 * u2 * u + 3.0 * u2 + 3.0 * u + 1.0) / 6.0,
+            u2 * u / 6.0,
+        ],
+        dim=-1,
     )
     d1 = torch.stack([-0.5 * v * v, 1.5 * u2 - 2.0 * u, -1.5 * u2 + u + 0.5, 0.5 * u2], dim=-1)
     d2 = torch.stack([v, 3.0 * u - 2.0, 1.0 - 3.0 * u, u], dim=-1)

@@ -88,7 +88,9 @@ class PDEFamily:
 
     def grid(self, n: int, dtype: torch.dtype) -> tuple[dict[str, Tensor], Tensor]:
         """Evaluation grid: 1-D axes per coordinate and the points (n^D, D) in 'ij' order."""
-        axes = {c: torch.linspace(a, b, n, dtype=dtype) for c, (a, b) in zip(self.coords, self.domain)}
+        axes = {
+            c: torch.linspace(a, b, n, dtype=dtype) for c, (a, b) in zip(self.coords, self.domain)
+        }
         mesh = torch.meshgrid(*axes.values(), indexing="ij")
         return axes, torch.stack([m.reshape(-1) for m in mesh], dim=1)
 
@@ -101,7 +103,7 @@ class PDEFamily:
 def edge_points(
     family: PDEFamily, n: int, gen: torch.Generator, dtype: torch.dtype, axis: int, side: int
 ) -> Tensor:
-    """n random points on the face where coordinate `axis` sits at its lower (0) or upper (1) end."""
+    """n random points on the face where coordinate `axis` is at its low (0) or high (1) end."""
     unit = torch.rand(n, family.dim, generator=gen, dtype=dtype)
     unit[:, axis] = float(side)
     return family.box_points(unit)

@@ -33,7 +33,10 @@ class Wave(PDEFamily):
 
         return [
             Condition(
-                "boundary", dirichlet_box(self, (0,)), lambda x, jet: jet.u, self.weights["boundary"]
+                "boundary",
+                dirichlet_box(self, (0,)),
+                lambda x, jet: jet.u,
+                self.weights["boundary"],
             ),
             Condition(
                 "initial", initial, lambda x, jet: jet.u - self.exact(x), self.weights["initial"]

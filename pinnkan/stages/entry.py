@@ -21,9 +21,7 @@ log = logging.getLogger("pinnkan")
 EXIT_USER_ERROR = 2
 
 
-def run_stage(
-    cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]
-) -> float | None:
+def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]) -> float | None:
     """Run `stage` for one Hydra job; returns the relative L2 error (None if the job failed).
 
     In a single run a user error exits with status 2 after one line on stderr; in a multirun

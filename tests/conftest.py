@@ -1,0 +1,75 @@
+"""Shared helpers for the CLI tests: run `pinnkan` in a subprocess, tiny overrides, one source."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Overrides that make one run take a few seconds: 3 Adam steps on a [dim, 4, 1] KAN, 9x9 grid.
+TINY: list[str] = [
+    "train.steps=3",
+    "train.n_interior=64",
+    "train.n_boundary=16",
+    "train.eval_every=1",
+    "eval.n=9",
+    "model.hidden=[4]",
+]
+
+
+def tiny(outputs_root: Path, *extra: str) -> list[str]:
+    """TINY plus an explicit `outputs_root=` and any extra overrides."""
+    return [*TINY, f"outputs_root={outputs_root}", *extra]
+
+
+def run_pinnkan(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m pinnkan.cli *args` in `cwd` with one thread; capture text output."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TORCH_NUM_THREADS="1",
+        MPLBACKEND="Agg",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "pinnkan.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def describe(proc: subprocess.CompletedProcess) -> str:
+    """Exit code and output of a finished call, for assertion messages."""
+    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """A finished tiny elliptic pretrain run (`run_dir`) under its own `outputs_root`."""
+
+    run_dir: Path
+    outputs_root: Path
+
+
+@pytest.fixture(scope="session")
+def source_run(tmp_path_factory: pytest.TempPathFactory) -> SourceRun:
+    """Pretrain one tiny elliptic source once per session; share it, never write into it."""
+    base = tmp_path_factory.mktemp("source")
+    root = base / "outputs"
+    run_dir = root / "pretrain" / "elliptic" / "src"
+    proc = run_pinnkan(
+        ["pretrain", "pde=elliptic", *tiny(root), f"hydra.run.dir={run_dir}"], cwd=base
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert (run_dir / "model.pt").is_file(), describe(proc)
+    assert (run_dir / "results.h5").is_file(), describe(proc)
+    return SourceRun(run_dir=run_dir, outputs_root=root)
