@@ -10,6 +10,7 @@ import sys
 from importlib import import_module, resources
 
 from pinnkan import __version__
+from pinnkan.stages.entry import FAILED_JOBS
 
 STAGES = {
     "pretrain": "train the source KAN on the PDE family's source parameters",
@@ -88,8 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pinnkan: error: {problem}", file=sys.stderr)
         return 2
     entry = import_module(f"pinnkan.stages.{stage}")
+    FAILED_JOBS.clear()
     sys.argv = [f"pinnkan {stage}", *rest]
     entry.main()
+    if FAILED_JOBS:
+        first_num, first_msg = FAILED_JOBS[0]
+        print(
+            f"pinnkan: error: {len(FAILED_JOBS)} sweep job(s) failed (job {first_num}: "
+            f"{first_msg}); the other jobs' results are in their directories",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -275,6 +275,19 @@ def test_multirun_sweep(tmp_path: Path, source_run: SourceRun) -> None:
     assert not list(root.glob("transfer/**/results.h5"))
 
 
+def test_multirun_with_a_failed_job(tmp_path: Path, source_run: SourceRun) -> None:
+    """One bad job is reported and makes the exit status non-zero; the good job's results stay."""
+    root = tmp_path / "outputs"
+    args = ["transfer", "-m", "pde.target.mu=1.5,nan", *tiny(root), f"source={source_run.run_dir}"]
+    proc = run_pinnkan(args, tmp_path, timeout=180)
+    assert proc.returncode == 1, describe(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("pinnkan: error: 1 sweep job(s) failed (job 1:"), last
+    found = sorted((root / "multirun").rglob("results.h5"))
+    assert len(found) == 1 and found[0].parent.name == "0", found
+
+
 # --- 8. bad input -------------------------------------------------------------------------------
 def _truncated(tmp: Path, src: SourceRun) -> str:
     data = (src.run_dir / "model.pt").read_bytes()

@@ -20,6 +20,10 @@ log = logging.getLogger("pinnkan")
 
 EXIT_USER_ERROR = 2
 
+# (job number, message) of the jobs of this process' sweep that failed with a user error;
+# the CLI reads it after the sweep to exit non-zero (in-process launchers only).
+FAILED_JOBS: list[tuple[int, str]] = []
+
 
 def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]) -> float | None:
     """Run `stage` for one Hydra job; returns the relative L2 error (None if the job failed).
@@ -37,6 +41,7 @@ def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]
         msg = str(exc).strip().splitlines()[0]
         if hc.mode == RunMode.MULTIRUN:
             log.error("job %s failed: %s", hc.job.num, msg)
+            FAILED_JOBS.append((int(hc.job.num), msg))
             return None
         print(f"pinnkan: error: {msg}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
