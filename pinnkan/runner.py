@@ -99,7 +99,7 @@ def build_model(cfg: dict[str, Any], pde: PDEFamily, setup: Setup, gen: torch.Ge
     name = m.get("name", "bspline")
     if name not in MODELS:
         raise PinnkanError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    hidden = list(m.get("hidden", [16, 16]))
+    hidden = list(m.get("hidden", [32, 32]))
     if not hidden or any(int(w) < 1 for w in hidden):
         raise PinnkanError(f"model.hidden={hidden} must list positive layer widths")
     grid = int(m.get("grid_size", 5))
