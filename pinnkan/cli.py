@@ -10,6 +10,8 @@ import sys
 from importlib import import_module, resources
 
 from pinnkan import __version__
+from pinnkan.adapters.tucker import check_cr
+from pinnkan.errors import PinnkanError
 from pinnkan.stages.entry import FAILED_JOBS
 
 STAGES = {
@@ -55,11 +57,11 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
         if key in ("cr",):
             for v in value.split(","):
                 try:
-                    ok = 0.0 < float(v) <= 1.0
+                    check_cr(float(v))
                 except ValueError:
-                    ok = False
-                if not ok:
-                    return f"cr={v} is outside (0, 1]; pass a compression ratio like cr=0.25"
+                    return f"cr={v} is not a number; pass a compression ratio like cr=0.25"
+                except PinnkanError as exc:
+                    return str(exc)
         if key in ("train.steps", "optim.lbfgs_steps"):
             for v in value.split(","):
                 lowest = 0 if key == "optim.lbfgs_steps" else 1

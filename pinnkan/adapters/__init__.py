@@ -15,7 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnkan.adapters.tucker import INITS, TuckerUpdate, ranks_from_cr, tucker_param_count
+from pinnkan.adapters.tucker import (
+    INITS,
+    TuckerUpdate,
+    check_cr,
+    ranks_from_cr,
+    tucker_param_count,
+)
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN
 
@@ -42,8 +48,7 @@ class AdapterConfig:
             raise PinnkanError(
                 f"unknown adapter {self.name!r}; choose one of: {', '.join(ADAPTERS)}"
             )
-        if not 0.0 < float(self.cr) <= 1.0:
-            raise PinnkanError(f"cr={self.cr} is outside (0, 1]; pass e.g. cr=0.25")
+        check_cr(float(self.cr))
         if self.init not in INITS:
             raise PinnkanError(
                 f"unknown LoTRA init {self.init!r}; choose one of: {', '.join(INITS)}"

@@ -16,10 +16,15 @@ from pinnkan.errors import PinnkanError
 INITS = ("grad", "random", "hosvd")
 
 
-def ranks_from_cr(shape: tuple[int, int, int], cr: float) -> tuple[int, int, int]:
-    """r_m = max(1, ceil(cr · dim_m)) for each mode, cr in (0, 1]."""
+def check_cr(cr: float) -> None:
+    """The one range check of a compression ratio: cr must lie in (0, 1]."""
     if not 0.0 < cr <= 1.0:
         raise PinnkanError(f"cr={cr} is outside (0, 1]; pass a compression ratio like cr=0.25")
+
+
+def ranks_from_cr(shape: tuple[int, int, int], cr: float) -> tuple[int, int, int]:
+    """r_m = max(1, ceil(cr · dim_m)) for each mode, cr in (0, 1]."""
+    check_cr(cr)
     # round before ceil so that e.g. 0.1 * 30 = 3.0000000000000004 gives 3, not 4
     return tuple(max(1, math.ceil(round(cr * d, 9))) for d in shape)  # type: ignore[return-value]
 
