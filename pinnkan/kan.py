@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from pinnkan.bases import BSplineBasis
+from pinnkan.bases.bspline_jet import bspline_jet_matmul
 from pinnkan.jet import Jet, affine_input_jet
 
 
@@ -62,20 +63,25 @@ class KANLayer(nn.Module):
         feats = self.basis.values(x)  # (B, n_in, n_d)
         return feats.reshape(x.shape[0], -1) @ self._weight()
 
-    def forward_jet(self, jet: Jet) -> Jet:
+    def forward_jet(self, jet: Jet, fused: bool = True) -> Jet:
         """Push (value, first and diagonal second derivatives) through the layer exactly.
 
         y    = Σ A φ(x)
         y_k  = Σ A φ'(x) x_k
         y_kk = Σ A (φ''(x) x_k² + φ'(x) x_kk)
-        All 1 + 2D feature blocks go through a single matmul.
+        All 1 + 2D feature blocks go through a single matmul. `fused` uses the hand-written
+        backward of `bspline_jet` (fast, first-order only); otherwise plain autograd ops
+        (differentiable twice, and what torch.compile traces).
         """
         x, dx, ddx = jet.value, jet.d1, jet.d2  # (B, n_in), (D, B, n_in), (D, B, n_in)
         assert dx is not None and ddx is not None
         n_dir, n_batch = dx.shape[0], x.shape[0]
-        feats = self.basis.jet_features(x, dx, ddx)  # (1 + 2D, B, n_in, n_d)
-        out = feats.reshape(-1, self.n_in * self.n_d) @ self._weight()
-        out = out.reshape(1 + 2 * n_dir, n_batch, self.n_out)
+        if fused:
+            out = bspline_jet_matmul(self.basis, x, dx, ddx, self.coefficients())
+        else:
+            feats = self.basis.jet_features(x, dx, ddx)  # (1 + 2D, B, n_in, n_d)
+            out = feats.reshape(-1, self.n_in * self.n_d) @ self._weight()
+            out = out.reshape(1 + 2 * n_dir, n_batch, self.n_out)
         return Jet(out[0], out[1 : 1 + n_dir], out[1 + n_dir :])
 
 
@@ -141,9 +147,9 @@ class KAN(nn.Module):
             h = layer(h)
         return h
 
-    def forward_jet(self, x: Tensor) -> Jet:
+    def forward_jet(self, x: Tensor, fused: bool = True) -> Jet:
         """u and its first and diagonal second derivatives w.r.t. the physical coordinates."""
         jet = affine_input_jet(x, self.lo, self.hi)
         for layer in self.layers:
-            jet = layer.forward_jet(jet)
+            jet = layer.forward_jet(jet, fused)
         return jet

@@ -1,0 +1,482 @@
+"""Side-by-side cost of one PINN training step, in one process (issue 6).
+
+A step is: residual loss of the elliptic PDE (−Δu = f on (0,1)², B interior points) plus the
+Dirichlet boundary loss (B/4 points), backward, Adam step. Variants on the same problem:
+
+  forward     pinnkan's forward derivative engine (fused jet layers, hand-written backward)
+  compiled    the same engine, plain-op layers, under torch.compile (--compile)
+  autograd    pinnkan's own KAN with nested autograd (create_graph=True)
+  effkan-ref  an efficient-kan-style layer written below (Cox–de Boor recursion, SiLU base
+              branch), nested autograd: the common practice users start from
+  pykan       pykan's KAN in speed() mode, nested autograd (only if pykan is installed:
+              pip install -e ".[bench]")
+  floor       the bare matrix products of the forward engine's contractions (forward and both
+              backward products per layer), on preallocated tensors
+
+Timings are medians after warm-up; ratios are against `forward` on the same row. Peak memory
+is the growth of the resident set over a few steps, measured in a fresh subprocess per variant
+(CPU), or torch.cuda.max_memory_allocated (CUDA). Run it alone: other jobs on the same cores
+distort every figure.
+
+    python scripts/bench_step.py                  # the full grid, writes docs/benchmarks.md
+    python scripts/bench_step.py --quick          # [2,32,32,1], grid 5, batch 4096, float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from pinnkan.adapters import AdapterConfig, param_groups, prepare
+from pinnkan.derivatives import autograd_jet
+from pinnkan.jet import Jet
+from pinnkan.kan import KAN
+from pinnkan.malloc import keep_freed_memory
+from pinnkan.pde import build_pde
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDTHS = {"16": [2, 16, 16, 1], "32": [2, 32, 32, 1], "64": [2, 64, 64, 1]}
+VARIANTS = ("forward", "compiled", "autograd", "effkan-ref", "pykan", "floor")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ----------------------------------------------------------------------------- reference layer
+class CoxDeBoorKANLayer(nn.Module):
+    """efficient-kan's layout: SiLU base branch plus B-splines from the Cox–de Boor recursion
+    on a uniform grid extended by k knots each side; dense (B, n_in, grid + k) features."""
+
+    def __init__(self, n_in: int, n_out: int, grid: int, k: int = 3, gen=None, dtype=None):
+        super().__init__()
+        h = 2.0 / grid
+        knots = torch.arange(-k, grid + k + 1, dtype=dtype) * h - 1.0
+        self.k = k
+        self.register_buffer("knots", knots.expand(n_in, -1).contiguous())
+        self.base_weight = nn.Parameter(torch.randn(n_out, n_in, generator=gen, dtype=dtype))
+        spline = 0.1 * torch.randn(n_out, n_in, grid + k, generator=gen, dtype=dtype)
+        self.spline_weight = nn.Parameter(spline / n_in**0.5)
+        self.base_weight.data /= n_in**0.5
+
+    def bsplines(self, x: Tensor) -> Tensor:
+        g, x = self.knots, x.unsqueeze(-1)  # (n_in, n_knots), (B, n_in, 1)
+        b = ((x >= g[:, :-1]) & (x < g[:, 1:])).to(x.dtype)
+        for p in range(1, self.k + 1):
+            left = (x - g[:, : -(p + 1)]) / (g[:, p:-1] - g[:, : -(p + 1)]) * b[..., :-1]
+            right = (g[:, p + 1 :] - x) / (g[:, p + 1 :] - g[:, 1:-p]) * b[..., 1:]
+            b = left + right
+        return b  # (B, n_in, grid + k)
+
+    def forward(self, x: Tensor) -> Tensor:
+        base = nn.functional.linear(nn.functional.silu(x), self.base_weight)
+        return base + nn.functional.linear(
+            self.bsplines(x).flatten(1), self.spline_weight.flatten(1)
+        )
+
+
+class Normalised(nn.Module):
+    """(0,1)² -> [-1,1]² in front of a network that expects inputs on its grid range."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(2.0 * x - 1.0)
+
+
+def make_net(variant: str, widths: list[int], grid: int, dtype, device) -> nn.Module:
+    gen = torch.Generator().manual_seed(0)
+    if variant in ("forward", "compiled", "autograd", "floor"):
+        return KAN(
+            widths, [(0.0, 1.0)] * 2, grid_size=grid, dtype=dtype, device=device, generator=gen
+        )
+    if variant == "effkan-ref":
+        layers = [
+            CoxDeBoorKANLayer(a, b, grid, gen=gen, dtype=dtype)
+            for a, b in zip(widths[:-1], widths[1:])
+        ]
+        return Normalised(nn.Sequential(*layers)).to(device)
+    if variant == "pykan":
+        from kan import KAN as PyKAN  # optional extra
+
+        ckpt = tempfile.mkdtemp(prefix="pykan-")
+        net = PyKAN(
+            width=widths,
+            grid=grid,
+            k=3,
+            seed=0,
+            auto_save=False,
+            ckpt_path=ckpt,
+            device=str(device),
+        )
+        net.speed()
+        return Normalised(net.to(dtype))
+    raise ValueError(variant)
+
+
+# ------------------------------------------------------------------------------------- steps
+def make_step(variant: str, widths, grid: int, batch: int, dtype, device) -> Callable[[], None]:
+    """A closure running one full training step of `variant` at this shape."""
+    pde = build_pde("elliptic", {}, {"boundary": 10.0})
+    gen = torch.Generator().manual_seed(1)
+    x = pde.sample_interior(batch, gen, dtype).to(device)
+    (bc,) = pde.conditions()
+    xb = bc.sample(max(batch // 4, 4), gen, dtype).to(device)
+    net = make_net(variant, widths, grid, dtype, device)
+
+    if variant == "floor":
+        return floor_step(net, batch, dtype, device)
+
+    def loss_of(jet_fn: Callable[[Tensor], Jet]) -> Tensor:
+        res = pde.residual(x, jet_fn(x))
+        return res.square().mean() + bc.weight * bc.residual(xb, Jet(net(xb))).square().mean()
+
+    if variant == "forward":
+        loss_fn = lambda: loss_of(net.forward_jet)  # noqa: E731
+    elif variant == "compiled":
+        compiled = torch.compile(lambda: loss_of(lambda z: net.forward_jet(z, fused=False)))
+        loss_fn = compiled
+    else:
+        loss_fn = lambda: loss_of(lambda z: autograd_jet(net, z))  # noqa: E731
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def floor_step(net: KAN, batch: int, dtype, device) -> Callable[[], None]:
+    """Forward and both backward matmuls of every layer of the forward engine, nothing else."""
+    n_blocks = 1 + 2 * len(net.lo)
+    mats = []
+    for layer in net.layers:
+        k = layer.n_in * layer.n_d
+        f = torch.randn(n_blocks * batch, k, dtype=dtype, device=device)
+        w = torch.randn(k, layer.n_out, dtype=dtype, device=device)
+        g = torch.randn(n_blocks * batch, layer.n_out, dtype=dtype, device=device)
+        mats.append((f, w, g))
+
+    def step() -> None:
+        for f, w, g in mats:
+            f @ w, g @ w.T, f.T @ g  # noqa: B018
+
+    return step
+
+
+def transfer_step(adapter: str, widths, grid, batch, dtype, device) -> Callable[[], None]:
+    """A transfer step with the forward engine: LoTRA (cr 0.25) or full fine-tuning."""
+    pde = build_pde("elliptic", {"mu": 1.5}, {"boundary": 10.0})
+    gen = torch.Generator().manual_seed(1)
+    x = pde.sample_interior(batch, gen, dtype).to(device)
+    (bc,) = pde.conditions()
+    xb = bc.sample(max(batch // 4, 4), gen, dtype).to(device)
+    net = make_net("forward", widths, grid, dtype, device)
+    cfg = AdapterConfig(name=adapter, cr=0.25, init="random")
+    prepare(net, cfg, gen)
+    opt = torch.optim.Adam(param_groups(net, cfg, 1e-3))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        res = pde.residual(x, net.forward_jet(x))
+        loss = res.square().mean() + bc.weight * bc.residual(xb, Jet(net(xb))).square().mean()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+# ------------------------------------------------------------------------------------ timing
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_step(step: Callable[[], None], device, warmup: int, repeats: int, budget_s: float):
+    """Median seconds per step after `warmup` steps (at least 3 timed steps, then stop once
+    `budget_s` is spent), and the seconds of the first call (compile time for `compiled`)."""
+    t0 = time.perf_counter()
+    step()
+    sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
+        step()
+    sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), first
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_child(args: argparse.Namespace) -> None:
+    """Subprocess entry: growth of the peak resident set over 3 steps, printed as JSON."""
+    import resource
+
+    dtype, device = DTYPES[args.dtype], torch.device(args.device)
+    builder = transfer_step if args.variant in ("lotra", "full") else make_step
+    step = builder(args.variant, WIDTHS[args.width], args.grid, args.batch, dtype, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_bytes()
+    for _ in range(3):
+        step()
+    sync(device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    print(json.dumps({"peak": peak}))
+
+
+def peak_memory(variant: str, width: str, grid: int, batch: int, dtype: str, args) -> float | None:
+    """Peak memory growth in MiB, measured in a fresh process (None if that process failed)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-memory",
+        "--variant",
+        variant,
+        "--width",
+        width,
+        "--grid",
+        str(grid),
+        "--batch",
+        str(batch),
+        "--dtype",
+        dtype,
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+    ] + (["--no-malloc-tuning"] if args.no_malloc_tuning else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])["peak"] / 2**20
+
+
+# ------------------------------------------------------------------------------------ report
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
+def fmt_ms(s: float | None) -> str:
+    return "–" if s is None else f"{1e3 * s:.1f}"
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None else f"{a / b:.1f}×"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--widths", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
+    p.add_argument("--grids", nargs="+", type=int, default=[5, 10])
+    p.add_argument("--batches", nargs="+", type=int, default=[1024, 4096])
+    p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    p.add_argument(
+        "--variants", nargs="+", default=[v for v in VARIANTS if v != "compiled"], choices=VARIANTS
+    )
+    p.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
+    p.add_argument(
+        "--quick", action="store_true", help="only [2,32,32,1], grid 5, batch 4096, float32"
+    )
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument(
+        "--budget", type=float, default=20.0, help="max timed seconds per variant and shape"
+    )
+    p.add_argument(
+        "--memory",
+        choices=["headline", "all", "none"],
+        default="headline",
+        help="peak memory for the headline shape only, every shape, or none",
+    )
+    p.add_argument("--no-transfer", action="store_true", help="skip the LoTRA vs full step table")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc malloc as it is")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="Markdown file (default: docs/benchmarks.md for a full run)",
+    )
+    # subprocess entry for peak memory
+    p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--width", help=argparse.SUPPRESS)
+    p.add_argument("--grid", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dtype", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    malloc_tuned = False if args.no_malloc_tuning else keep_freed_memory()
+    if args.child_memory:
+        peak_memory_child(args)
+        return
+    if args.quick:
+        args.widths, args.grids, args.batches, args.dtypes = ["32"], [5], [4096], ["float32"]
+    variants = list(args.variants) + (
+        ["compiled"] if args.compile and "compiled" not in args.variants else []
+    )
+    if "pykan" in variants:
+        try:
+            import kan  # noqa: F401
+        except ImportError:
+            print(
+                "pykan is not installed (pip install -e '.[bench]'); skipping it", file=sys.stderr
+            )
+            variants.remove("pykan")
+    device = torch.device(args.device)
+    headline = ("32", 5, 4096, "float32")
+
+    lines = [
+        f"Device: {device_name(device)}, "
+        f"{args.threads} threads, torch {torch.__version__}, {platform.python_implementation()} "
+        f"{platform.python_version()}, malloc tuning {'on' if malloc_tuned else 'off'}.",
+        "",
+        "Milliseconds per training step (median); `×` = that variant's time over `forward`'s.",
+        "",
+    ]
+    head = ["widths", "grid", "batch", "dtype"]
+    for v in variants:
+        head += [f"{v} ms"] + ([f"{v} ×"] if v != "forward" else [])
+    if "compiled" in variants:
+        head += ["compile s"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    print("\n".join(lines), flush=True)
+
+    mem_rows: list[str] = []
+    for width in args.widths:
+        for grid in args.grids:
+            for batch in args.batches:
+                for dname in args.dtypes:
+                    dtype = DTYPES[dname]
+                    times: dict[str, float | None] = {}
+                    compile_s = None
+                    for v in variants:
+                        try:
+                            step = make_step(v, WIDTHS[width], grid, batch, dtype, device)
+                            times[v], first = time_step(
+                                step, device, args.warmup, args.repeats, args.budget
+                            )
+                            if v == "compiled":
+                                compile_s = first
+                        except Exception as exc:  # a variant that cannot run at this shape
+                            import traceback; traceback.print_exc()
+                            print(
+                                f"# {v} failed at {width}/{grid}/{batch}/{dname}: {exc!s:.200}",
+                                file=sys.stderr,
+                            )
+                            times[v] = None
+                        step = None
+                    row = [str(WIDTHS[width]), str(grid), str(batch), dname]
+                    for v in variants:
+                        row.append(fmt_ms(times[v]))
+                        if v != "forward":
+                            row.append(fmt_ratio(times[v], times.get("forward")))
+                    if "compiled" in variants:
+                        row.append("–" if compile_s is None else f"{compile_s:.0f}")
+                    line = "| " + " | ".join(row) + " |"
+                    lines.append(line)
+                    print(line, flush=True)
+                    shape = (width, grid, batch, dname)
+                    if args.memory == "all" or (args.memory == "headline" and shape == headline):
+                        mems = {
+                            v: peak_memory(v, width, grid, batch, dname, args)
+                            for v in variants
+                            if v != "compiled"
+                        }
+                        cells = " | ".join("–" if m is None else f"{m:.0f}" for m in mems.values())
+                        mem_rows.append(
+                            f"| {WIDTHS[width]} | {grid} | {batch} | {dname} | {cells} |"
+                        )
+                        mem_head = list(mems)
+
+    if mem_rows:
+        block = [
+            "",
+            "Peak memory growth over 3 steps, MiB (resident set on CPU, fresh process per cell):",
+            "",
+            "| widths | grid | batch | dtype | " + " | ".join(mem_head) + " |",
+            "|" + "---|" * (4 + len(mem_head)),
+            *mem_rows,
+        ]
+        lines += block
+        print("\n".join(block), flush=True)
+
+    if not args.no_transfer:
+        block = [
+            "",
+            "Transfer step (forward engine): LoTRA at cr 0.25 vs full fine-tuning, ms per step.",
+            "",
+            "| widths | grid | batch | dtype | lotra ms | full ms | lotra / full |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        print("\n".join(block), flush=True)
+        for batch in args.batches:
+            for dname in args.dtypes:
+                t = {}
+                for adapter in ("lotra", "full"):
+                    step = transfer_step(adapter, WIDTHS["32"], 5, batch, DTYPES[dname], device)
+                    t[adapter], _ = time_step(step, device, args.warmup, args.repeats, args.budget)
+                line = (
+                    f"| {WIDTHS['32']} | 5 | {batch} | {dname} | {fmt_ms(t['lotra'])} | "
+                    f"{fmt_ms(t['full'])} | {t['lotra'] / t['full']:.2f} |"
+                )
+                block.append(line)
+                print(line, flush=True)
+        lines += block
+
+    out = args.out or (None if args.quick else ROOT / "docs" / "benchmarks.md")
+    if out is not None:
+        write_section(out, "\n".join(lines))
+        print(f"\nwrote {out}", file=sys.stderr)
+
+
+BEGIN, END = "<!-- bench_step:begin -->", "<!-- bench_step:end -->"
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace the generated block between the markers, keeping the prose around it."""
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1] if END in rest else ""
+    path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
