@@ -78,6 +78,7 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
             n_interior=int(t.get("n_interior", 1024)),
             n_boundary=int(t.get("n_boundary", 256)),
             derivatives=str(t.get("derivatives", "forward")),
+            compile=t.get("compile", False),
             eval_every=int(t.get("eval_every", 100)),
             log_every=int(t.get("log_every", 200)),
             progress=str(t.get("progress", "auto")),

@@ -34,6 +34,7 @@ class TrainConfig:
     n_interior: int = 1024
     n_boundary: int = 256
     derivatives: str = "forward"
+    compile: bool = False  # torch.compile the loss of the forward engine (falls back on failure)
     eval_every: int = 100
     log_every: int = 200
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | none
@@ -52,6 +53,8 @@ class TrainConfig:
             raise PinnkanError(
                 f"train.derivatives={self.derivatives!r}; choose one of: {', '.join(ENGINES)}"
             )
+        if not isinstance(self.compile, bool):
+            raise PinnkanError(f"train.compile={self.compile!r} must be true or false")
         if self.progress not in ("auto", "bar", "log", "none"):
             raise PinnkanError(f"train.progress={self.progress!r}; choose auto, bar, log or none")
 
@@ -145,6 +148,49 @@ class Progress:
             self.bar.close()
 
 
+class CompiledStep:
+    """Loss and backward through `torch.compile(loss_fn)`, falling back to eager with one
+    warning line where compiling fails (its first call, forward and backward, is the trial).
+
+    Only the forward engine compiles: nested autograd (create_graph) is what torch.compile
+    refuses, so `train.derivatives=autograd` warns and runs eagerly from the start.
+    """
+
+    def __init__(self, loss_fn: PinnLoss, model: KAN) -> None:
+        self.loss_fn, self.model = loss_fn, model
+        self.compiled: Any = None
+        if loss_fn.engine != "forward":
+            log.warning(
+                "train.compile=true needs train.derivatives=forward (torch.compile cannot take "
+                "second derivatives); running uncompiled"
+            )
+        else:
+            self.compiled = torch.compile(loss_fn)
+        self.tried = False
+
+    def __call__(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.compiled is None:
+            loss = self.loss_fn(self.model, batch)
+            loss.backward()
+            return loss
+        if self.tried:
+            loss = self.compiled(self.model, batch)
+            loss.backward()
+            return loss
+        self.tried = True
+        try:
+            loss = self.compiled(self.model, batch)
+            loss.backward()
+            return loss
+        except Exception as exc:  # any compiler failure: the eager step is always correct
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("train.compile: torch.compile failed (%s); running uncompiled", first)
+            self.compiled = None
+            for p in self.model.parameters():  # adapters are submodules: included
+                p.grad = None
+            return self(batch)
+
+
 def train(
     model: KAN,
     loss_fn: PinnLoss,
@@ -182,12 +228,16 @@ def train(
             hist.rel_l2.append(last_err)
         progress.update(step, loss, last_err)
 
+    step_fn = CompiledStep(loss_fn, model) if cfg.compile else None
     for step in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
         batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch)
-        loss.backward()
+        if step_fn is not None:
+            loss = step_fn(batch)
+        else:
+            loss = loss_fn(model, batch)
+            loss.backward()
         opt.step()
         sched.step()
         elapsed += time.perf_counter() - t0

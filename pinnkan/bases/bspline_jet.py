@@ -117,9 +117,10 @@ class BSplineJetMatmul(torch.autograd.Function):
             out = (local.unsqueeze(1) * wsel).sum((-2, -1)).transpose(1, 2)  # (1 + 2D, B, n_out)
             saved = local
         else:
-            feats = x.new_zeros(n_blocks * n_batch * n_slots(basis) * n_in)
+            feats = x.new_zeros(n_blocks, n_batch * n_slots(basis) * n_in)
             # duplicates only in the dummy slot, whose weight row is zero
-            feats.scatter_(0, _dense_index(rows, n_blocks, n_slots(basis)).view(-1), local.view(-1))
+            index = _block_index(rows, n_slots(basis)).expand(n_blocks, -1)
+            feats.scatter_(1, index, local.view(n_blocks, -1))
             saved = feats.view(n_blocks * n_batch, -1)
             out = (saved @ w).view(n_blocks, n_batch, n_out)
         ctx.save_for_backward(dx, ddx, w, rows, p1, p2, p3, saved)
@@ -146,7 +147,8 @@ class BSplineJetMatmul(torch.autograd.Function):
             if not any(ctx.needs_input_grad[:3]):
                 return None, None, None, gw, None
             gf = g_flat @ w.T.contiguous()  # (B (1 + 2D), slots · n)
-            gl = gf.view(-1).take(_dense_index(rows, n_blocks, ctx.n_slots))
+            index = _block_index(rows, ctx.n_slots).expand(n_blocks, -1)
+            gl = gf.view(n_blocks, -1).gather(1, index).view(n_blocks, *rows.shape)
         g0, gk, hk = gl[0], gl[1 : 1 + n_dir], gl[1 + n_dir :]
         dxe, ddxe = dx.unsqueeze(-2), ddx.unsqueeze(-2)
         # F0 = φ, F1k = φ' x_k, F2k = φ'' x_k² + φ' x_kk: differentiate each w.r.t. x, x_k, x_kk
@@ -156,13 +158,12 @@ class BSplineJetMatmul(torch.autograd.Function):
         return gx.sum(-2), gdx.sum(-2), gddx.sum(-2), gw, None
 
 
-def _dense_index(rows: Tensor, n_blocks: int, slots: int) -> Tensor:
-    """Flat positions in a (n_blocks, B, slots · n_in) block of the W rows (B, 5, n_in)."""
+def _block_index(rows: Tensor, slots: int) -> Tensor:
+    """Flat positions (1, B · 5 · n_in) in one (B, slots · n_in) block of the W rows (B, 5, n_in);
+    the same for every derivative block, so it is expanded, not materialised, per block."""
     n_batch = rows.shape[0]
-    per_block = n_batch * slots * rows.shape[-1]
-    batch_off = torch.arange(n_batch, device=rows.device).view(-1, 1, 1) * (per_block // n_batch)
-    block_off = torch.arange(n_blocks, device=rows.device).view(-1, 1, 1, 1) * per_block
-    return (rows + batch_off) + block_off
+    batch_off = torch.arange(n_batch, device=rows.device).view(-1, 1, 1) * (slots * rows.shape[-1])
+    return (rows + batch_off).view(1, -1)
 
 
 def bspline_jet_matmul(

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pinnkan.errors import PinnkanError
+from pinnkan.malloc import keep_freed_memory
 
 log = logging.getLogger("pinnkan")
 
@@ -31,6 +32,7 @@ def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]
     In a single run a user error exits with status 2 after one line on stderr; in a multirun
     the failed job is logged and the sweep goes on with the other jobs.
     """
+    keep_freed_memory()  # steady large per-step buffers; see pinnkan/malloc.py
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
