@@ -25,8 +25,9 @@ distort every figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
+import math
 import platform
 import statistics
 import subprocess
@@ -206,35 +207,58 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def time_step(step: Callable[[], None], device, warmup: int, repeats: int, budget_s: float):
-    """Median seconds per step after `warmup` steps (at least 3 timed steps, then stop once
-    `budget_s` is spent), and the seconds of the first call (compile time for `compiled`)."""
-    t0 = time.perf_counter()
+def timed(step: Callable[[], None], device) -> float:
+    t = time.perf_counter()
     step()
     sync(device)
-    first = time.perf_counter() - t0
-    for _ in range(warmup - 1):
-        step()
-    sync(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
-        t = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), first
+    return time.perf_counter() - t
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def time_variants(
+    builders: dict[str, Callable[[], Callable[[], None]]], device, args: argparse.Namespace
+) -> tuple[dict[str, float | None], dict[str, float]]:
+    """Median seconds per step of each variant, and the seconds of its first call (compile
+    time for `compiled`). Variants are timed in interleaved rounds, so that a slow drift of the
+    machine hits them all alike; each gets at least 3 timed steps, and stops adding steps to a
+    round once `args.budget` / rounds seconds are spent."""
+    steps: dict[str, Callable[[], None]] = {}
+    firsts: dict[str, float] = {}
+    times: dict[str, list[float]] = {}
+    for name, build in builders.items():
+        try:
+            steps[name] = build()
+            firsts[name] = timed(steps[name], device)
+            for _ in range(args.warmup - 1):
+                steps[name]()
+        except Exception as exc:  # a variant that cannot run at this shape
+            print(f"# {name} failed: {exc!s:.200}", file=sys.stderr)
+            steps.pop(name, None)
+        times[name] = []
+    rounds = 3
+    per_round = max(1, math.ceil(args.repeats / rounds))
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for i in range(per_round):
+                if i >= 1 and time.perf_counter() - start > args.budget / rounds:
+                    break
+                times[name].append(timed(step, device))
+    return {n: statistics.median(t) if t else None for n, t in times.items()}, firsts
+
+
+def proc_status_bytes(key: str) -> int:
+    """A memory line of /proc/self/status (kB) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
 
 
 def peak_memory_child(args: argparse.Namespace) -> None:
-    """Subprocess entry: growth of the peak resident set over 3 steps, printed as JSON."""
-    import resource
+    """Subprocess entry: growth of the peak resident set over 3 steps, printed as JSON.
 
+    The high-water mark is reset after setup (/proc/self/clear_refs), then read as VmHWM;
+    ru_maxrss would not do: Linux carries it over from the parent across exec."""
     dtype, device = DTYPES[args.dtype], torch.device(args.device)
     builder = transfer_step if args.variant in ("lotra", "full") else make_step
     step = builder(args.variant, WIDTHS[args.width], args.grid, args.batch, dtype, device)
@@ -242,14 +266,15 @@ def peak_memory_child(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = rss_bytes()
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        base = proc_status_bytes("VmRSS")
     for _ in range(3):
         step()
     sync(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = proc_status_bytes("VmHWM") - base
     print(json.dumps({"peak": peak}))
 
 
@@ -375,6 +400,8 @@ def main() -> None:
         head += [f"{v} ms"] + ([f"{v} ×"] if v != "forward" else [])
     if "compiled" in variants:
         head += ["compile s"]
+    if "floor" in variants:
+        head += ["forward / floor"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     print("\n".join(lines), flush=True)
 
@@ -384,26 +411,14 @@ def main() -> None:
             for batch in args.batches:
                 for dname in args.dtypes:
                     dtype = DTYPES[dname]
-                    times: dict[str, float | None] = {}
-                    compile_s = None
-                    for v in variants:
-                        try:
-                            step = make_step(v, WIDTHS[width], grid, batch, dtype, device)
-                            times[v], first = time_step(
-                                step, device, args.warmup, args.repeats, args.budget
-                            )
-                            if v == "compiled":
-                                compile_s = first
-                        except Exception as exc:  # a variant that cannot run at this shape
-                            import traceback
-
-                            traceback.print_exc()
-                            print(
-                                f"# {v} failed at {width}/{grid}/{batch}/{dname}: {exc!s:.200}",
-                                file=sys.stderr,
-                            )
-                            times[v] = None
-                        step = None
+                    builders = {
+                        v: functools.partial(
+                            make_step, v, WIDTHS[width], grid, batch, dtype, device
+                        )
+                        for v in variants
+                    }
+                    times, firsts = time_variants(builders, device, args)
+                    compile_s = firsts.get("compiled")
                     row = [str(WIDTHS[width]), str(grid), str(batch), dname]
                     for v in variants:
                         row.append(fmt_ms(times[v]))
@@ -411,6 +426,8 @@ def main() -> None:
                             row.append(fmt_ratio(times[v], times.get("forward")))
                     if "compiled" in variants:
                         row.append("–" if compile_s is None else f"{compile_s:.0f}")
+                    if "floor" in variants:
+                        row.append(fmt_ratio(times.get("forward"), times["floor"]))
                     line = "| " + " | ".join(row) + " |"
                     lines.append(line)
                     print(line, flush=True)
@@ -450,10 +467,13 @@ def main() -> None:
         print("\n".join(block), flush=True)
         for batch in args.batches:
             for dname in args.dtypes:
-                t = {}
-                for adapter in ("lotra", "full"):
-                    step = transfer_step(adapter, WIDTHS["32"], 5, batch, DTYPES[dname], device)
-                    t[adapter], _ = time_step(step, device, args.warmup, args.repeats, args.budget)
+                builders = {
+                    a: functools.partial(
+                        transfer_step, a, WIDTHS["32"], 5, batch, DTYPES[dname], device
+                    )
+                    for a in ("lotra", "full")
+                }
+                t, _ = time_variants(builders, device, args)
                 line = (
                     f"| {WIDTHS['32']} | 5 | {batch} | {dname} | {fmt_ms(t['lotra'])} | "
                     f"{fmt_ms(t['full'])} | {t['lotra'] / t['full']:.2f} |"
