@@ -98,6 +98,9 @@ class Normalised(nn.Module):
         return self.net(2.0 * x - 1.0)
 
 
+_PYKAN_DIR = tempfile.TemporaryDirectory(prefix="pykan-")
+
+
 def make_net(variant: str, widths: list[int], grid: int, dtype, device) -> nn.Module:
     gen = torch.Generator().manual_seed(0)
     if variant in ("forward", "compiled", "unfused", "autograd", "floor"):
@@ -113,7 +116,7 @@ def make_net(variant: str, widths: list[int], grid: int, dtype, device) -> nn.Mo
     if variant == "pykan":
         from kan import KAN as PyKAN  # optional extra
 
-        ckpt = tempfile.mkdtemp(prefix="pykan-")
+        ckpt = _PYKAN_DIR.name  # pykan wants a checkpoint folder; removed at exit
         net = PyKAN(
             width=list(widths),  # pykan rewrites the list it is given
             grid=grid,
