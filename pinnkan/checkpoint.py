@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,11 +15,19 @@ from torch import Tensor
 
 from pinnkan import __version__
 from pinnkan.errors import PinnkanError
+from pinnkan.training import TrainState
 
 MODEL_FORMAT = "pinnkan-model/1"
 ADAPTER_FORMAT = "pinnkan-adapter/1"
+STATE_FORMAT = "pinnkan-train-state/1"
 MODEL_FILE = "model.pt"
 ADAPTER_FILE = "adapter.pt"
+STATE_FILE = "checkpoint.pt"  # resumable training state, written every train.checkpoint_every
+_WHAT = {
+    MODEL_FORMAT: "model checkpoint",
+    ADAPTER_FORMAT: "adapter file",
+    STATE_FORMAT: "checkpoint",
+}
 
 
 def atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
@@ -52,10 +61,10 @@ def save_checkpoint(path: Path, fmt: str, meta: dict[str, Any], state: dict[str,
     atomic_torch_save({"format": fmt, "meta": json.dumps(header), "state": state}, path)
 
 
-def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a pinnkan file of format `fmt`; every failure is one clear PinnkanError."""
     path = Path(path)
-    what = "model checkpoint" if fmt == MODEL_FORMAT else "adapter file"
+    what = _WHAT[fmt]
     if not path.is_file():
         raise PinnkanError(f"{what} not found: {path}")
     try:
@@ -75,6 +84,30 @@ def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, Any], dict[str, Ten
         raise PinnkanError(
             f"{what} {path} is damaged (bad header); re-run the stage that wrote it"
         ) from None
-    if not all(isinstance(v, Tensor) for v in state.values()):
+    if fmt != STATE_FORMAT and not all(isinstance(v, Tensor) for v in state.values()):
         raise PinnkanError(f"{what} {path} is damaged (non-tensor entries)")
     return meta, state
+
+
+def save_train_state(path: Path, state: TrainState, meta: dict[str, Any]) -> None:
+    """Write a resumable training state (model, optimizer, scheduler, RNG, history) atomically."""
+    header = {**meta, "step": state.step, "pinnkan_version": __version__}
+    body = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}  # no deep copy
+    atomic_torch_save({"format": STATE_FORMAT, "meta": json.dumps(header), "state": body}, path)
+
+
+def load_train_state(path: Path) -> tuple[dict[str, Any], TrainState]:
+    """Read a state written by `save_train_state`; a damaged file is one PinnkanError."""
+    meta, body = load_checkpoint(path, STATE_FORMAT)
+    try:
+        return meta, TrainState(**body)
+    except TypeError:
+        raise PinnkanError(f"checkpoint {path} is damaged (missing fields)") from None
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left behind."""
+    stale = [p for p in Path(folder).glob(".*.tmp-*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -6,30 +6,43 @@ here first, so a typo gets one clear line instead of Hydra's multi-line report.
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from importlib import import_module, resources
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from pinnkan import __version__
 from pinnkan.adapters.tucker import check_cr
+from pinnkan.checkpoint import STATE_FILE
 from pinnkan.errors import PinnkanError
+from pinnkan.merge import merge_to_file
 from pinnkan.stages.entry import FAILED_JOBS
 
 STAGES = {
     "pretrain": "train the source KAN on the PDE family's source parameters",
     "transfer": "adapt a pretrained KAN to a target member (adapter=lotra|full|scratch|slim)",
 }
+COMMANDS = {
+    **STAGES,
+    "merge": "apply a LoTRA adapter file to its base model: pinnkan merge <adapter> [--base M]",
+}
 GROUPS = ("pde", "model", "adapter", "optim")
 
 USAGE = f"""usage: pinnkan <stage> [key=value ...] [-m key=a,b,c ...]
 
 stages:
-{chr(10).join(f"  {k:<10} {v}" for k, v in STAGES.items())}
+{chr(10).join(f"  {k:<10} {v}" for k, v in COMMANDS.items())}
 
 examples:
   pinnkan pretrain pde=elliptic
   pinnkan transfer cr=0.25
   pinnkan transfer pde=parabolic pde.target.nu=0.2 cr=0.5
   pinnkan transfer -m cr=0.5,0.25,0.125
+  pinnkan pretrain resume=outputs/pretrain/elliptic/<run>   (continue an interrupted run)
+  pinnkan merge outputs/transfer/elliptic/<run> --out merged.pt
   pinnkan <stage> --help      (Hydra's help: every config value)
 """
 
@@ -70,6 +83,60 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
     return None
 
 
+def resume_overrides(stage: str, args: list[str]) -> list[str]:
+    """`resume=<run dir>` becomes the run's own overrides plus hydra.run.dir=<run dir>."""
+    resumes = [a for a in args if a.split("=", 1)[0] == "resume"]
+    if not resumes:
+        return args
+    if len(args) != 1:
+        raise PinnkanError(
+            "resume=<run dir> takes no other overrides: the run continues with its own config"
+        )
+    run_dir = Path(resumes[0].split("=", 1)[1])
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise PinnkanError(f"{run_dir} is not a pinnkan run directory (no .hydra/overrides.yaml)")
+    if not (run_dir / STATE_FILE).is_file():
+        raise PinnkanError(
+            f"no checkpoint in {run_dir}: the run stopped before its first checkpoint "
+            "(train.checkpoint_every); start it again"
+        )
+    own = [str(o) for o in OmegaConf.load(saved) if not str(o).startswith("resume=")]
+    where = _quote(str(run_dir))
+    return [*own, f"hydra.run.dir={where}", f"resume={where}"]
+
+
+def _quote(value: str) -> str:
+    """A path as a Hydra override value (quoted unless it is plain)."""
+    if re.fullmatch(r"[\w./-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def merge_main(args: list[str]) -> int:
+    """`pinnkan merge <adapter file or transfer run dir> [--base M] [--out F]`."""
+    parser = argparse.ArgumentParser(
+        prog="pinnkan merge",
+        description="Apply a LoTRA adapter file to the base model it was trained on and write "
+        "the merged model. The base must be the adapter's own (checked by hash).",
+    )
+    parser.add_argument("adapter", type=Path, help="adapter.pt or the transfer run directory")
+    parser.add_argument(
+        "--base", type=Path, default=None, help="base model.pt or run dir (default: recorded)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output file (default: merged.pt beside it)"
+    )
+    ns = parser.parse_args(args)
+    try:
+        out = merge_to_file(ns.adapter, ns.base, ns.out)
+    except PinnkanError as exc:
+        print(f"pinnkan: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"merged model written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pinnkan` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -80,11 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pinnkan {__version__}")
         return 0
     stage, rest = args[0], args[1:]
+    if stage == "merge":
+        return merge_main(rest)
     if stage not in STAGES:
         print(
-            f"pinnkan: error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}",
+            f"pinnkan: error: unknown command {stage!r}; choose one of: {', '.join(COMMANDS)}",
             file=sys.stderr,
         )
+        return 2
+    try:
+        rest = resume_overrides(stage, rest)
+    except PinnkanError as exc:
+        print(f"pinnkan: error: {exc}", file=sys.stderr)
         return 2
     problem = check_overrides(stage, rest)
     if problem:

@@ -3,12 +3,14 @@
 Layout (every string is a plain ``str`` attribute, so plain h5py reads the file without pinnkan):
 
 - root attributes: ``pinnkan_version``, ``stage``, ``pde``, ``pde_params`` (JSON object string),
-  ``seed``, ``config`` (resolved YAML), ``error_metric`` (:data:`ERROR_METRIC`), ``status``,
-  plus any extra entries of :attr:`RunResult.attrs` (e.g. ``adapter``, ``cr``);
+  ``seed``, ``config`` (resolved YAML), ``error_metric`` (:data:`ERROR_METRIC`), ``status``
+  (:data:`STATUSES`: ``ok``, ``interrupted`` or ``diverged``), plus any extra entries of
+  :attr:`RunResult.attrs` (e.g. ``adapter``, ``cr``);
 - ``grid/<coord>``: 1-D axis of the evaluation grid for each coordinate;
 - ``fields/u_pred``, ``fields/u_ref``, ``fields/abs_error``: arrays on that grid, axis ``i`` is
   coordinate ``coords[i]``; the ``fields`` group attribute ``axes`` is the coordinate names in
-  axis order, encoded as a JSON list string, e.g. ``'["x", "t"]'``;
+  axis order, encoded as a JSON list string, e.g. ``'["x", "t"]'``; a ``diverged`` run has an
+  empty ``fields`` group and no ``rel_l2``/``max_abs_error`` metrics, but ``diverged_at_step``;
 - ``metrics``: group whose attributes are the scalar metrics (``rel_l2``, ``max_abs_error``,
   ``n_trainable``, ``n_total``, ``train_seconds``, ``steps``, plus extras);
 - ``history/<key>``: equal-length 1-D datasets ``step``, ``seconds``, ``loss``, ``rel_l2``;
@@ -37,6 +39,9 @@ ERROR_METRIC = (
 
 REQUIRED_METRICS = ("rel_l2", "max_abs_error", "n_trainable", "n_total", "train_seconds", "steps")
 REQUIRED_HISTORY = ("step", "seconds", "loss", "rel_l2")
+# ok: finished; interrupted: stopped by a signal, fields and metrics of the model at that step;
+# diverged: non-finite loss, no fields and no error metrics (nothing to mistake for a result)
+STATUSES = ("ok", "interrupted", "diverged")
 LOTRA_KEYS = ("G", "U1", "U2", "U3")
 MODEL_KEYS = ("A_pretrained", "delta")
 RESERVED_ATTRS = (
@@ -62,11 +67,11 @@ class RunResult:
     config_yaml: str
     coords: list[str]  # coordinate names in axis order, e.g. ["x", "y"] or ["x", "t"]
     grid: dict[str, np.ndarray]  # coord -> 1-D axis, shape (n_coord,)
-    u_pred: np.ndarray  # shape tuple(len(grid[c]) for c in coords)
-    u_ref: np.ndarray  # same shape as u_pred
+    u_pred: np.ndarray | None  # shape tuple(len(grid[c]) for c in coords); None: no fields
+    u_ref: np.ndarray | None  # same shape as u_pred
     metrics: dict[str, float | int]  # REQUIRED_METRICS plus any extras
     history: dict[str, np.ndarray]  # REQUIRED_HISTORY (plus extras), each shape (n_samples,)
-    status: str = "ok"
+    status: str = "ok"  # ok | interrupted | diverged (STATUSES)
     lotra: dict[int, dict[str, np.ndarray]] | None = None  # layer -> {"G","U1","U2","U3"}
     # layer -> {"A_pretrained", "delta"}; delta shape (n_in, n_out, n_d)
     model_tensors: dict[int, dict[str, np.ndarray]] | None = None
@@ -90,11 +95,20 @@ def _validate(result: RunResult) -> None:
     missing = [c for c in result.coords if c not in result.grid]
     if missing:
         raise ValueError(f"grid lacks axes for coords {missing}")
+    if result.status not in STATUSES:
+        raise ValueError(f"status {result.status!r} is not one of {STATUSES}")
+    has_fields = result.u_pred is not None
+    if result.status == "diverged" and has_fields:
+        raise ValueError("a diverged run writes no fields")
+    if result.status != "diverged" and not has_fields:
+        raise ValueError(f"a run with status {result.status!r} needs u_pred and u_ref")
     shape = tuple(len(np.asarray(result.grid[c]).reshape(-1)) for c in result.coords)
-    for name, arr in (("u_pred", result.u_pred), ("u_ref", result.u_ref)):
-        if np.shape(arr) != shape:
-            raise ValueError(f"{name} has shape {np.shape(arr)}, grid implies {shape}")
-    lacking = [k for k in REQUIRED_METRICS if k not in result.metrics]
+    if has_fields:
+        for name, arr in (("u_pred", result.u_pred), ("u_ref", result.u_ref)):
+            if np.shape(arr) != shape:
+                raise ValueError(f"{name} has shape {np.shape(arr)}, grid implies {shape}")
+    required = REQUIRED_METRICS if has_fields else ("n_trainable", "n_total", "steps")
+    lacking = [k for k in required if k not in result.metrics]
     if lacking:
         raise ValueError(f"metrics lack {lacking}")
     lacking = [k for k in REQUIRED_HISTORY if k not in result.history]
@@ -140,11 +154,12 @@ def _write_file(f: h5py.File, result: RunResult) -> None:
 
     fields = f.create_group("fields")
     fields.attrs["axes"] = json.dumps(list(result.coords))
-    u_pred = np.asarray(result.u_pred)  # (n_c0, n_c1, ...)
-    u_ref = np.asarray(result.u_ref)  # (n_c0, n_c1, ...)
-    fields.create_dataset("u_pred", data=u_pred)
-    fields.create_dataset("u_ref", data=u_ref)
-    fields.create_dataset("abs_error", data=np.abs(u_pred - u_ref))
+    if result.u_pred is not None:
+        u_pred = np.asarray(result.u_pred)  # (n_c0, n_c1, ...)
+        u_ref = np.asarray(result.u_ref)  # (n_c0, n_c1, ...)
+        fields.create_dataset("u_pred", data=u_pred)
+        fields.create_dataset("u_ref", data=u_ref)
+        fields.create_dataset("abs_error", data=np.abs(u_pred - u_ref))
 
     metrics = f.create_group("metrics")
     for key, value in result.metrics.items():

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +28,31 @@ from pinnkan.checkpoint import (
     ADAPTER_FORMAT,
     MODEL_FILE,
     MODEL_FORMAT,
+    STATE_FILE,
     load_checkpoint,
+    load_train_state,
+    remove_stale_temporaries,
     save_checkpoint,
+    save_train_state,
     tensors_hash,
 )
+from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.errors import PinnkanError
+from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN
 from pinnkan.pde import PDEFamily, build_pde
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
-from pinnkan.training import Evaluator, History, PinnLoss, TrainConfig, train
+from pinnkan.training import (
+    Diverged,
+    Evaluator,
+    History,
+    Interrupted,
+    PinnLoss,
+    TrainConfig,
+    TrainState,
+    train,
+)
 
 log = logging.getLogger("pinnkan")
 
@@ -55,9 +72,7 @@ class Setup:
 
 def resolve_setup(cfg: dict[str, Any]) -> Setup:
     """Validate the stage-independent part of the config (precision, device, budget, seed)."""
-    precision = cfg.get("precision", "float32")
-    if precision not in PRECISIONS:
-        raise PinnkanError(f"precision={precision!r}; choose float32 or float64")
+    precision = as_choice(cfg.get("precision", "float32"), "precision", tuple(PRECISIONS))
     device = str(cfg.get("device", "auto"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -65,30 +80,24 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
         raise PinnkanError(f"device={device!r}; choose cpu, cuda or auto")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PinnkanError("device=cuda but CUDA is not available here; use device=cpu or auto")
-    seed = cfg.get("seed", 0)
-    if not isinstance(seed, int) or seed < 0:
-        raise PinnkanError(f"seed={seed!r} must be a non-negative integer")
-    t, o = cfg.get("train", {}), cfg.get("optim", {})
-    try:
-        tc = TrainConfig(
-            steps=int(t.get("steps", 2000)),
-            lbfgs_steps=int(o.get("lbfgs_steps", 0)),
-            lr=float(o.get("lr", 1e-2)),
-            lr_decay=float(o.get("lr_decay", 0.1)),
-            n_interior=int(t.get("n_interior", 1024)),
-            n_boundary=int(t.get("n_boundary", 256)),
-            derivatives=str(t.get("derivatives", "forward")),
-            compile=t.get("compile", False),
-            eval_every=int(t.get("eval_every", 100)),
-            log_every=int(t.get("log_every", 200)),
-            progress=str(t.get("progress", "auto")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise PinnkanError(f"bad number in train/optim config: {exc}") from None
+    seed = as_int(cfg.get("seed", 0), "seed", 0)
+    t, o = cfg.get("train", {}) or {}, cfg.get("optim", {}) or {}
+    tc = TrainConfig(
+        steps=t.get("steps", 2000),
+        lbfgs_steps=o.get("lbfgs_steps", 0),
+        lr=o.get("lr", 1e-2),
+        lr_decay=o.get("lr_decay", 0.1),
+        n_interior=t.get("n_interior", 1024),
+        n_boundary=t.get("n_boundary", 256),
+        derivatives=t.get("derivatives", "forward"),
+        compile=t.get("compile", False),
+        eval_every=t.get("eval_every", 100),
+        log_every=t.get("log_every", 200),
+        progress=t.get("progress", "auto"),
+        checkpoint_every=t.get("checkpoint_every", 0),
+    )
     tc.validate()
-    eval_n = int(cfg.get("eval", {}).get("n", 101))
-    if eval_n < 2:
-        raise PinnkanError(f"eval.n={eval_n} must be >= 2 grid points per axis")
+    as_int((cfg.get("eval", {}) or {}).get("n", 101), "eval.n", 2, 4096)
     return Setup(PRECISIONS[precision], torch.device(device), tc, seed)
 
 
@@ -98,18 +107,23 @@ def build_model(cfg: dict[str, Any], pde: PDEFamily, setup: Setup, gen: torch.Ge
     name = m.get("name", "bspline")
     if name not in MODELS:
         raise PinnkanError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    hidden = list(m.get("hidden", [32, 32]))
-    if not hidden or any(int(w) < 1 for w in hidden):
-        raise PinnkanError(f"model.hidden={hidden} must list positive layer widths")
-    grid = int(m.get("grid_size", 5))
-    if grid < 1:
-        raise PinnkanError(f"model.grid_size={grid} must be >= 1")
+    hidden = m.get("hidden", [32, 32])
+    if not isinstance(hidden, list | tuple) or not hidden:
+        raise PinnkanError(f"model.hidden={hidden!r} must list positive layer widths, e.g. [32,32]")
+    hidden = [as_int(w, "model.hidden[]", 1, 4096) for w in hidden]
+    grid = as_int(m.get("grid_size", 5), "model.grid_size", 1, 1000)
+    grid_range = m.get("grid_range", (-1.0, 1.0))
+    if not isinstance(grid_range, list | tuple) or len(grid_range) != 2:
+        raise PinnkanError(f"model.grid_range={grid_range!r} must be [low, high]")
+    lo = as_float(grid_range[0], "model.grid_range[0]")
+    hi = as_float(grid_range[1], "model.grid_range[1]", lo, lo_open=True)
+    scale = as_float(m.get("spline_scale", 0.1), "model.spline_scale", 0.0, lo_open=True)
     return KAN(
-        [pde.dim, *[int(w) for w in hidden], 1],
+        [pde.dim, *hidden, 1],
         list(pde.domain),
         grid_size=grid,
-        grid_range=tuple(m.get("grid_range", (-1.0, 1.0))),
-        spline_scale=float(m.get("spline_scale", 0.1)),
+        grid_range=(lo, hi),
+        spline_scale=scale,
         dtype=setup.dtype,
         device=setup.device,
         generator=gen,
@@ -138,6 +152,63 @@ def evaluate(
     )
 
 
+def config_fingerprint(cfg: dict[str, Any]) -> str:
+    """Hash of the resolved config without `resume`: a resumed run must have the same one."""
+    body = {k: v for k, v in cfg.items() if k != "resume"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_resume(cfg: dict[str, Any], run_dir: Path, stage: str) -> tuple[dict, TrainState] | None:
+    """The training state to continue from when cfg has `resume`, after every check."""
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    if Path(resume).resolve() != Path(run_dir).resolve():
+        raise PinnkanError(
+            f"resume={resume} must be the directory this run writes to ({run_dir}); "
+            f"the command `pinnkan {stage} resume=<run dir>` sets both"
+        )
+    run_dir = Path(run_dir)
+    if _finished(run_dir / RESULTS_FILE):
+        raise PinnkanError(f"{run_dir} already finished (results.h5 status ok); nothing to resume")
+    remove_stale_temporaries(run_dir)
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        raise PinnkanError(
+            f"no checkpoint in {run_dir}: the run stopped before its first checkpoint "
+            "(train.checkpoint_every); start it again"
+        )
+    meta, state = load_train_state(path)
+    if meta.get("stage") != stage:
+        raise PinnkanError(
+            f"{run_dir} holds a {meta.get('stage')} run; resume it with "
+            f"`pinnkan {meta.get('stage')} resume={run_dir}`"
+        )
+    if meta.get("fingerprint") != config_fingerprint(cfg):
+        raise PinnkanError(
+            f"the config differs from the one {run_dir} started with; resume takes no other "
+            "overrides (the run continues with its own config)"
+        )
+    log.info("resuming %s from step %d (%s)", run_dir, state.step, path)
+    return meta, state
+
+
+def _finished(results: Path) -> bool:
+    try:
+        with h5py.File(results, "r") as f:
+            return f.attrs.get("status") == "ok"
+    except OSError:
+        return False
+
+
+@dataclass
+class Partial:
+    """How a stage writes results.h5 for a run that stops early (interrupted or diverged)."""
+
+    run_dir: Path
+    write: Callable[[History, str, dict[str, Any]], RunResult]
+
+
 def _fit(
     cfg: dict[str, Any],
     model: KAN,
@@ -147,12 +218,57 @@ def _fit(
     gen: torch.Generator,
     desc: str,
     loss_fn: PinnLoss,
+    partial: Partial,
+    resume: tuple[dict, TrainState] | None,
+    state_meta: dict[str, Any],
 ) -> History:
-    """Train with an evaluator of the relative L2 error on the config's evaluation grid."""
+    """Train with checkpoints, resume and clean stops; on a stop write the partial results."""
     n = int(cfg.get("eval", {}).get("n", 101))
     _, pts = pde.grid(n, setup.dtype)
     evaluator = Evaluator(pts.to(setup.device), pde.exact(pts).to(setup.device))
-    return train(model, loss_fn, groups, setup.train, evaluator, gen, desc=desc)
+    run_dir = partial.run_dir
+    meta = {**state_meta, "fingerprint": config_fingerprint(cfg)}
+    saved_step = resume[1].step if resume else None
+
+    def checkpoint(state: TrainState) -> None:
+        nonlocal saved_step
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_train_state(run_dir / STATE_FILE, state, meta)
+        saved_step = state.step
+
+    with StopRequest() as stop:
+        try:
+            return train(
+                model,
+                loss_fn,
+                groups,
+                setup.train,
+                evaluator,
+                gen,
+                desc=desc,
+                resume=resume[1] if resume else None,
+                checkpoint=checkpoint,
+                stop=stop,
+            )
+        except Interrupted as exc:
+            partial.write(exc.history, "interrupted", {"steps_done": exc.step})
+            raise StageInterrupted(exc.signum, exc.step, run_dir, saved_step) from None
+        except Diverged as exc:
+            partial.write(exc.history, "diverged", {"diverged_at_step": exc.step})
+            kept = (
+                f"; last good checkpoint: step {saved_step} in {run_dir / STATE_FILE}"
+                if saved_step
+                else ""
+            )
+            raise PinnkanError(f"{exc}{kept}") from None
+
+
+class StageInterrupted(Exception):
+    """A stage stopped by SIGINT/SIGTERM after writing its checkpoint and partial results."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path, saved_step: int | None) -> None:
+        super().__init__(f"interrupted after step {step}")
+        self.signum, self.step, self.run_dir, self.saved_step = signum, step, run_dir, saved_step
 
 
 def _result(
@@ -165,19 +281,21 @@ def _result(
     config_yaml: str,
     extra_metrics: dict[str, Any],
     attrs: dict[str, Any],
+    status: str = "ok",
 ) -> RunResult:
     n = int(cfg.get("eval", {}).get("n", 101))
     grid, pred, ref = evaluate(model, pde, n)
     n_trainable, n_total = count_parameters(model)
-    metrics = {
-        "rel_l2": relative_l2(pred, ref),
-        "max_abs_error": max_abs_error(pred, ref),
+    metrics: dict[str, Any] = {
         "n_trainable": n_trainable,
         "n_total": n_total,
         "train_seconds": float(hist.seconds[-1]) if hist.seconds else 0.0,
         "steps": setup.train.steps + setup.train.lbfgs_steps,
         **extra_metrics,
     }
+    if status != "diverged":  # a diverged model's fields are not results
+        metrics["rel_l2"] = relative_l2(pred, ref)
+        metrics["max_abs_error"] = max_abs_error(pred, ref)
     return RunResult(
         stage=stage,
         pde=pde.name,
@@ -186,17 +304,26 @@ def _result(
         config_yaml=config_yaml,
         coords=list(pde.coords),
         grid=grid,
-        u_pred=pred,
-        u_ref=ref,
+        u_pred=None if status == "diverged" else pred,
+        u_ref=None if status == "diverged" else ref,
         metrics=metrics,
         history={k: np.asarray(v) for k, v in hist.as_dict().items()},
+        status=status,
         attrs={k: v for k, v in attrs.items() if v is not None},
     )
 
 
 def _finish(run_dir: Path, result: RunResult) -> RunResult:
-    plot_run(run_dir, result)
-    write_results(run_dir / RESULTS_FILE, result)  # last: its presence marks a finished run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if result.status != "diverged":
+        plot_run(run_dir, result)
+    write_results(run_dir / RESULTS_FILE, result)  # last: its status marks a finished run
+    if result.status != "ok":
+        log.warning(
+            "%s run %s: results.h5 written with status=%s", result.stage, run_dir, result.status
+        )
+        return result
+    (run_dir / STATE_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
     m = result.metrics
     log.info(
         "%s %s%s: rel_l2 %.3e, max |err| %.3e, %d trainable / %d parameters, %.1f s -> %s",
@@ -214,15 +341,26 @@ def _finish(run_dir: Path, result: RunResult) -> RunResult:
 
 
 def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
-    """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots."""
+    """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots.
+
+    With cfg["resume"] = run_dir it continues that run from its checkpoint.pt."""
     setup = resolve_setup(cfg)
     pde = pde_from_config(cfg, "source")
+    resume = load_resume(cfg, run_dir, "pretrain")
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
     loss_fn = PinnLoss(pde, setup.train.derivatives)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": setup.train.lr}]
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
-    hist = _fit(cfg, model, pde, setup, groups, gen, "pretrain", loss_fn)
+    attrs = {"model": "bspline", "widths": json.dumps(model.widths)}
+
+    def result(hist: History, status: str, extra: dict[str, Any]) -> RunResult:
+        res = _result(cfg, "pretrain", model, pde, setup, hist, config_yaml, extra, attrs, status)
+        return _finish(run_dir, res)
+
+    partial = Partial(run_dir, result)
+    meta = {"stage": "pretrain"}
+    hist = _fit(cfg, model, pde, setup, groups, gen, "pretrain", loss_fn, partial, resume, meta)
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "stage": "pretrain",
@@ -232,18 +370,7 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         "precision": str(cfg.get("precision", "float32")),
     }
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, meta, model.state_dict())
-    result = _result(
-        cfg,
-        "pretrain",
-        model,
-        pde,
-        setup,
-        hist,
-        config_yaml,
-        {},
-        {"model": "bspline", "widths": json.dumps(model.widths)},
-    )
-    return _finish(run_dir, result)
+    return result(hist, "ok", {})
 
 
 # --- transfer -------------------------------------------------------------------------------
@@ -306,21 +433,24 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
     a = dict(cfg.get("adapter", {}))
     acfg = AdapterConfig(
         name=a.get("name", "lotra"),
-        cr=float(cfg.get("cr", 0.25)),
+        cr=cfg.get("cr", 0.25),
         ranks=a.get("ranks"),
         init=a.get("init", "grad"),
         lr_strategy=a.get("lr_strategy", "theory"),
-        multipliers={k: float(v) for k, v in (a.get("multipliers") or {}).items()},
+        multipliers=dict(a.get("multipliers") or {}),
         layers=a.get("layers"),
     )
     pde = pde_from_config(cfg, "target")
+    resume = load_resume(cfg, run_dir, "transfer")
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
     acfg.validate(len(model.layers))
     source_path, source_meta = None, {}
     if needs_source(acfg.name):
         root = Path(cfg.get("outputs_root", "outputs"))
-        source_path = source_checkpoint(cfg.get("source"), root, pde.name, run_dir)
+        # a resumed run keeps the source it started from, even if newer pretrain runs exist
+        source = resume[0].get("source") if resume else cfg.get("source")
+        source_path = source_checkpoint(source, root, pde.name, run_dir)
         source_meta, state = load_checkpoint(source_path, MODEL_FORMAT)
         check_compatible(source_meta, source_path, pde, model)
         try:
@@ -345,7 +475,34 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         sum(r["trainable"] for r in summary),
         n_full,
     )
-    hist = _fit(cfg, model, pde, setup, groups, gen, f"transfer[{acfg.name}]", loss_fn)
+    attrs = {
+        "adapter": acfg.name,
+        "cr": float(acfg.cr),
+        "lr_strategy": acfg.lr_strategy,
+        "init": acfg.init,
+        "source": str(source_path) if source_path else None,
+        "source_pde_params": json.dumps(source_meta.get("pde_params")) if source_meta else None,
+        "model": "bspline",
+        "widths": json.dumps(model.widths),
+        "layers": json.dumps(
+            [
+                {**r, "shape": list(r["shape"]), "ranks": list(r["ranks"]) if r["ranks"] else None}
+                for r in summary
+            ]
+        ),
+    }
+    extra = {"n_full_finetune": n_full}
+
+    def partial_result(hist: History, status: str, more: dict[str, Any]) -> RunResult:
+        res = _result(
+            cfg, "transfer", model, pde, setup, hist, config_yaml, {**extra, **more}, attrs, status
+        )
+        return _finish(run_dir, res)
+
+    partial = Partial(run_dir, partial_result)
+    meta = {"stage": "transfer", "source": str(source_path) if source_path else None}
+    desc = f"transfer[{acfg.name}]"
+    hist = _fit(cfg, model, pde, setup, groups, gen, desc, loss_fn, partial, resume, meta)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_meta = {
         "pde": pde.name,
@@ -366,6 +523,14 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         adapter_state = {
             f"layers.{i}.{c}": torch.from_numpy(v) for i, d in lotra.items() for c, v in d.items()
         }
+        # layers fine-tuned in full (adapter.layers) travel whole: the adapter alone rebuilds them
+        adapter_state.update(
+            {
+                f"layers.{i}.A": layer.A
+                for i, layer in enumerate(model.layers)
+                if layer.A.requires_grad
+            }
+        )
         save_checkpoint(
             run_dir / ADAPTER_FILE,
             ADAPTER_FORMAT,
@@ -392,24 +557,6 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
             }
             for i, layer in enumerate(model.layers)
         }
-    attrs = {
-        "adapter": acfg.name,
-        "cr": float(acfg.cr),
-        "lr_strategy": acfg.lr_strategy,
-        "init": acfg.init,
-        "source": str(source_path) if source_path else None,
-        "source_pde_params": json.dumps(source_meta.get("pde_params")) if source_meta else None,
-        "model": "bspline",
-        "widths": json.dumps(model.widths),
-        "layers": json.dumps(
-            [
-                {**r, "shape": list(r["shape"]), "ranks": list(r["ranks"]) if r["ranks"] else None}
-                for r in summary
-            ]
-        ),
-    }
-    result = _result(
-        cfg, "transfer", model, pde, setup, hist, config_yaml, {"n_full_finetune": n_full}, attrs
-    )
+    result = _result(cfg, "transfer", model, pde, setup, hist, config_yaml, extra, attrs)
     result.lotra, result.model_tensors = lotra or None, model_tensors
     return _finish(run_dir, result)

@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.derivatives import ENGINES, compute_jet
 from pinnkan.errors import PinnkanError
 from pinnkan.jet import Jet
@@ -25,7 +27,7 @@ log = logging.getLogger("pinnkan")
 
 @dataclass
 class TrainConfig:
-    """Budget and sampling of one training run; validated by `validate`."""
+    """Budget and sampling of one training run; validated (and normalised) by `validate`."""
 
     steps: int = 2000
     lbfgs_steps: int = 0
@@ -38,25 +40,58 @@ class TrainConfig:
     eval_every: int = 100
     log_every: int = 200
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | none
+    checkpoint_every: int = 0  # write a resumable training state every N Adam steps (0: never)
 
     def validate(self) -> None:
-        for name in ("steps", "n_interior", "n_boundary", "eval_every", "log_every"):
-            if int(getattr(self, name)) <= 0:
-                raise PinnkanError(f"train.{name}={getattr(self, name)} must be a positive integer")
-        if int(self.lbfgs_steps) < 0:
-            raise PinnkanError(f"train.lbfgs_steps={self.lbfgs_steps} must be >= 0")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise PinnkanError(f"optim.lr={self.lr} must be a positive number")
-        if not 0 < self.lr_decay <= 1:
-            raise PinnkanError(f"optim.lr_decay={self.lr_decay} must be in (0, 1]")
-        if self.derivatives not in ENGINES:
-            raise PinnkanError(
-                f"train.derivatives={self.derivatives!r}; choose one of: {', '.join(ENGINES)}"
-            )
+        """Type and range of every field; one PinnkanError line naming the field."""
+        for name, key, lo in (
+            ("steps", "train.steps", 1),
+            ("lbfgs_steps", "optim.lbfgs_steps", 0),
+            ("n_interior", "train.n_interior", 1),
+            ("n_boundary", "train.n_boundary", 1),
+            ("eval_every", "train.eval_every", 1),
+            ("log_every", "train.log_every", 1),
+            ("checkpoint_every", "train.checkpoint_every", 0),
+        ):
+            setattr(self, name, as_int(getattr(self, name), key, lo))
+        self.lr = as_float(self.lr, "optim.lr", 0.0, lo_open=True)
+        self.lr_decay = as_float(self.lr_decay, "optim.lr_decay", 0.0, 1.0, lo_open=True)
+        as_choice(self.derivatives, "train.derivatives", ENGINES)
         if not isinstance(self.compile, bool):
             raise PinnkanError(f"train.compile={self.compile!r} must be true or false")
-        if self.progress not in ("auto", "bar", "log", "none"):
-            raise PinnkanError(f"train.progress={self.progress!r}; choose auto, bar, log or none")
+        as_choice(self.progress, "train.progress", ("auto", "bar", "log", "none"))
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs to continue exactly where this one stopped."""
+
+    step: int  # Adam steps done
+    model: dict[str, Tensor]  # state_dict, adapters included
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: Tensor  # state of the collocation-point generator
+    history: dict[str, list[Any]]
+    elapsed: float  # training seconds so far
+
+
+class Diverged(PinnkanError):
+    """A non-finite loss; raised before the optimizer step, so the model is still finite."""
+
+    def __init__(self, step: int, loss: float, lr: float, history: History) -> None:
+        super().__init__(
+            f"training diverged at step {step} (loss={loss}); lower optim.lr (now {lr:g}) "
+            "or use precision=float64"
+        )
+        self.step, self.history = step, history
+
+
+class Interrupted(Exception):
+    """SIGINT / SIGTERM arrived; the step in flight was finished (and checkpointed)."""
+
+    def __init__(self, signum: int, step: int, history: History) -> None:
+        super().__init__(f"interrupted by signal {signum} after step {step}")
+        self.signum, self.step, self.history = signum, step, history
 
 
 @dataclass
@@ -128,9 +163,9 @@ class Evaluator:
 class Progress:
     """A tqdm bar on a terminal, else a log line every `log_every` steps."""
 
-    def __init__(self, total: int, mode: str, log_every: int, desc: str) -> None:
+    def __init__(self, total: int, mode: str, log_every: int, desc: str, initial: int = 0) -> None:
         use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
-        self.bar = tqdm(total=total, desc=desc, leave=True) if use_bar else None
+        self.bar = tqdm(total=total, desc=desc, leave=True, initial=initial) if use_bar else None
         self.log_lines = mode in ("log", "auto") and not use_bar
         self.total, self.log_every, self.desc = total, log_every, desc
 
@@ -199,8 +234,20 @@ def train(
     evaluator: Evaluator,
     gen: torch.Generator,
     desc: str = "train",
+    *,
+    resume: TrainState | None = None,
+    checkpoint: Callable[[TrainState], None] | None = None,
+    stop: Callable[[], int | None] | None = None,
 ) -> History:
-    """Adam over `groups` for cfg.steps (lr decaying to lr·lr_decay), then optional L-BFGS."""
+    """Adam over `groups` for cfg.steps (lr decaying to lr·lr_decay), then optional L-BFGS.
+
+    `checkpoint(state)` is called every cfg.checkpoint_every Adam steps (only with finite
+    parameters), at the end of the Adam phase when L-BFGS follows, and when `stop()` returns a
+    signal number; then `Interrupted` is raised. `resume` continues from such a state, giving
+    the numbers an uninterrupted run would. A non-finite loss raises `Diverged`. A stop during
+    L-BFGS raises `Interrupted` without a new state: resuming replays L-BFGS from the last
+    Adam-phase state (same numbers, some repeated work).
+    """
     cfg.validate()
     device, dtype = model.lo.device, model.lo.dtype
     hist = History()
@@ -208,18 +255,19 @@ def train(
     gamma = cfg.lr_decay ** (1.0 / cfg.steps)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     total = cfg.steps + cfg.lbfgs_steps
-    progress = Progress(total, cfg.progress, cfg.log_every, desc)
-    elapsed = 0.0
-    last_err = evaluator.rel_l2(model)
+    elapsed, start = 0.0, 0
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        opt.load_state_dict(resume.optimizer)
+        sched.load_state_dict(resume.scheduler)
+        gen.set_state(resume.rng)
+        hist = History(**{k: list(v) for k, v in resume.history.items()})
+        elapsed, start = float(resume.elapsed), int(resume.step)
+    progress = Progress(total, cfg.progress, cfg.log_every, desc, initial=start)
+    last_err = hist.rel_l2[-1] if hist.rel_l2 else evaluator.rel_l2(model)
 
     def record(step: int, loss: float) -> None:
         nonlocal last_err
-        if not math.isfinite(loss):
-            progress.close()
-            raise PinnkanError(
-                f"training diverged at step {step} (loss={loss}); lower optim.lr or use "
-                "precision=float64"
-            )
         if step % cfg.eval_every == 0 or step == total:
             last_err = evaluator.rel_l2(model)
             hist.step.append(step)
@@ -228,8 +276,27 @@ def train(
             hist.rel_l2.append(last_err)
         progress.update(step, loss, last_err)
 
+    def state(step: int) -> TrainState:
+        return TrainState(
+            step=step,
+            model=model.state_dict(),
+            optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(),
+            rng=gen.get_state(),
+            history=hist.as_dict(),
+            elapsed=elapsed,
+        )
+
+    def check_stop(step: int, save: bool) -> None:
+        signum = stop() if stop is not None else None
+        if signum:
+            if save and checkpoint is not None:
+                checkpoint(state(step))
+            progress.close()
+            raise Interrupted(signum, step, hist)
+
     step_fn = CompiledStep(loss_fn, model) if cfg.compile else None
-    for step in range(1, cfg.steps + 1):
+    for step in range(start + 1, cfg.steps + 1):
         t0 = time.perf_counter()
         batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
         opt.zero_grad(set_to_none=True)
@@ -238,10 +305,19 @@ def train(
         else:
             loss = loss_fn(model, batch)
             loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):  # before the step: the model stays finite
+            progress.close()
+            raise Diverged(step, value, opt.param_groups[0]["lr"], hist)
         opt.step()
         sched.step()
         elapsed += time.perf_counter() - t0
-        record(step, float(loss.detach()))
+        record(step, value)
+        every = cfg.checkpoint_every
+        due = (every and step % every == 0) or (step == cfg.steps and cfg.lbfgs_steps)
+        if checkpoint is not None and due and _finite(model):
+            checkpoint(state(step))
+        check_stop(step, save=True)
 
     if cfg.lbfgs_steps:
         params = [p for g in groups for p in g["params"]]
@@ -258,8 +334,16 @@ def train(
 
         for step in range(cfg.steps + 1, total + 1):
             t0 = time.perf_counter()
-            loss = lbfgs.step(closure)
+            value = float(lbfgs.step(closure).detach())
             elapsed += time.perf_counter() - t0
-            record(step, float(loss.detach()))
+            if not math.isfinite(value):
+                progress.close()
+                raise Diverged(step, value, 1.0, hist)
+            record(step, value)
+            check_stop(step, save=False)
     progress.close()
     return hist
+
+
+def _finite(model: KAN) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())

@@ -26,8 +26,7 @@ def tiny(outputs_root: Path, *extra: str) -> list[str]:
     return [*TINY, f"outputs_root={outputs_root}", *extra]
 
 
-def run_pinnkan(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m pinnkan.cli *args` in `cwd` with one thread; capture text output."""
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         PYTHONUNBUFFERED="1",
@@ -36,10 +35,27 @@ def run_pinnkan(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.
         TORCH_NUM_THREADS="1",
         MPLBACKEND="Agg",
     )
+    return env
+
+
+def start_pinnkan(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start `python -m pinnkan.cli *args` without waiting (for tests that signal it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pinnkan.cli", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_pinnkan(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m pinnkan.cli *args` in `cwd` with one thread; capture text output."""
     return subprocess.run(
         [sys.executable, "-m", "pinnkan.cli", *args],
         cwd=cwd,
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -321,7 +321,7 @@ BAD: dict[str, Case] = {
     "steps-zero": (["pretrain", "train.steps=0"], None, "train.steps"),
     "steps-negative": (["pretrain", "train.steps=-3"], None, "train.steps"),
     "lbfgs-negative": (["pretrain", "optim.lbfgs_steps=-1"], None, "lbfgs_steps"),
-    "unknown-stage": (["nope"], None, "unknown stage"),
+    "unknown-stage": (["nope"], None, "unknown command"),
     "no-pretrain-run": (["transfer"], None, "no finished pretrain run"),
     "missing-checkpoint": (
         ["transfer"],

@@ -22,6 +22,7 @@ from pinnkan.adapters.tucker import (
     ranks_from_cr,
     tucker_param_count,
 )
+from pinnkan.config_checks import as_float, as_int
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN
 
@@ -48,7 +49,7 @@ class AdapterConfig:
             raise PinnkanError(
                 f"unknown adapter {self.name!r}; choose one of: {', '.join(ADAPTERS)}"
             )
-        check_cr(float(self.cr))
+        self.cr = check_cr(self.cr)
         if self.init not in INITS:
             raise PinnkanError(
                 f"unknown LoTRA init {self.init!r}; choose one of: {', '.join(INITS)}"
@@ -61,9 +62,26 @@ class AdapterConfig:
         bad = sorted(set(self.multipliers) - set(COMPONENTS))
         if bad:
             raise PinnkanError(f"unknown LoTRA multiplier(s) {bad}; use {list(COMPONENTS)}")
-        for k, v in self.multipliers.items():
-            if not float(v) > 0:
-                raise PinnkanError(f"adapter.multipliers.{k}={v} must be > 0")
+        self.multipliers = {
+            k: as_float(v, f"adapter.multipliers.{k}", 0.0, lo_open=True)
+            for k, v in self.multipliers.items()
+        }
+        if self.ranks is not None:
+            per_layer = isinstance(self.ranks, list | tuple) and all(
+                isinstance(r, list | tuple) for r in self.ranks
+            )
+            triples = list(self.ranks) if per_layer else [self.ranks]
+            if per_layer and len(triples) != n_layers:
+                raise PinnkanError(
+                    f"adapter.ranks lists {len(triples)} triples for {n_layers} layers"
+                )
+            for r in triples:
+                if not isinstance(r, list | tuple) or len(r) != 3:
+                    raise PinnkanError(
+                        f"adapter.ranks={self.ranks!r} must be [r1, r2, r3] (or one per layer)"
+                    )
+                for v in r:
+                    as_int(v, "adapter.ranks[]", 1)
         if self.layers is not None:
             if len(self.layers) != n_layers or any(m not in LAYER_MODES for m in self.layers):
                 raise PinnkanError(

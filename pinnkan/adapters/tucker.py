@@ -7,6 +7,7 @@ U2 (n_out,r2), U3 (n_d,r3). Ranks come from a compression ratio cr or are given 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,10 +17,12 @@ from pinnkan.errors import PinnkanError
 INITS = ("grad", "random", "hosvd")
 
 
-def check_cr(cr: float) -> None:
-    """The one range check of a compression ratio: cr must lie in (0, 1]."""
-    if not 0.0 < cr <= 1.0:
-        raise PinnkanError(f"cr={cr} is outside (0, 1]; pass a compression ratio like cr=0.25")
+def check_cr(cr: Any) -> float:
+    """The one range check of a compression ratio: a number in (0, 1]; returns it as float."""
+    ok = isinstance(cr, int | float) and not isinstance(cr, bool) and 0.0 < float(cr) <= 1.0
+    if not ok:
+        raise PinnkanError(f"cr={cr!r} is outside (0, 1]; pass a compression ratio like cr=0.25")
+    return float(cr)
 
 
 def ranks_from_cr(shape: tuple[int, int, int], cr: float) -> tuple[int, int, int]:

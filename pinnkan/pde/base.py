@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from pinnkan.config_checks import as_float
 from pinnkan.errors import PinnkanError
 from pinnkan.jet import Jet
 
@@ -44,6 +45,8 @@ class PDEFamily:
     coords: ClassVar[tuple[str, ...]]
     domain: ClassVar[tuple[tuple[float, float], ...]]
     defaults: ClassVar[dict[str, float]]
+    # parameters that must be strictly greater than a bound (e.g. a diffusivity > 0)
+    lower_bounds: ClassVar[dict[str, float]] = {}
 
     def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -52,11 +55,15 @@ class PDEFamily:
                 f"unknown parameter(s) {unknown} for pde={self.name}; "
                 f"it takes {sorted(self.defaults)}"
             )
-        self.params = {k: float(params.get(k, v)) for k, v in self.defaults.items()}
-        for k, v in self.params.items():
-            if not math.isfinite(v):
-                raise PinnkanError(f"pde parameter {k}={v} must be a finite number")
-        self.weights = {"residual": 1.0, "boundary": 1.0, "initial": 1.0, **(weights or {})}
+        self.params = {}
+        for k, v in self.defaults.items():
+            lo = self.lower_bounds.get(k)
+            self.params[k] = as_float(
+                params.get(k, v), f"pde parameter {k}", lo, lo_open=lo is not None
+            )
+        self.weights = {"residual": 1.0, "boundary": 1.0, "initial": 1.0}
+        for k, v in (weights or {}).items():
+            self.weights[k] = as_float(v, f"pde.weights.{k}", 0.0)
 
     # --- to implement -----------------------------------------------------------------------
     def residual(self, x: Tensor, jet: Jet) -> Tensor:

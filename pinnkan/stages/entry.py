@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pinnkan.errors import PinnkanError
+from pinnkan.interrupts import exit_code
 from pinnkan.malloc import keep_freed_memory
+from pinnkan.runner import StageInterrupted
 
 log = logging.getLogger("pinnkan")
 
@@ -47,6 +49,15 @@ def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]
             return None
         print(f"pinnkan: error: {msg}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except StageInterrupted as exc:  # a sweep stops too: the user asked the process to end
+        saved = f"checkpoint at step {exc.saved_step}" if exc.saved_step else "no checkpoint"
+        print(
+            f"pinnkan: interrupted after step {exc.step} ({saved}, results.h5 status "
+            f"interrupted); continue with: pinnkan {cfg.get('stage')} "
+            f"resume={exc.run_dir}",
+            file=sys.stderr,
+        )
+        sys.exit(exit_code(exc.signum))
     except KeyboardInterrupt:
         print("pinnkan: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -1,0 +1,152 @@
+"""Property: every invalid config value gives one clean line naming its field, and every valid
+one runs a 2-step job (hypothesis draws the values, for every field)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pinnkan import runner
+from pinnkan.errors import PinnkanError
+
+junk = st.sampled_from(["abc", True, None, [1], {"a": 1}])
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+def ints(lo: int, hi: int):
+    return st.integers(lo, hi)
+
+
+def bad_ints(lo: int):
+    return st.one_of(
+        st.integers(max_value=lo - 1),
+        st.floats(0.1, 50).filter(lambda v: not v.is_integer()),
+        non_finite,
+        junk,
+    )
+
+
+def floats(lo: float, hi: float):
+    return st.floats(lo, hi, allow_nan=False)
+
+
+def bad_positive():
+    return st.one_of(st.floats(max_value=0.0, allow_nan=False), non_finite, junk)
+
+
+# field path -> (valid values, invalid values, the word the error line must name)
+FIELDS: dict[str, tuple[Any, Any, str]] = {
+    "train.steps": (ints(1, 2), bad_ints(1), "train.steps"),
+    "train.n_interior": (ints(1, 40), bad_ints(1), "train.n_interior"),
+    "train.n_boundary": (ints(1, 20), bad_ints(1), "train.n_boundary"),
+    "train.eval_every": (ints(1, 5), bad_ints(1), "train.eval_every"),
+    "train.log_every": (ints(1, 5), bad_ints(1), "train.log_every"),
+    "train.checkpoint_every": (ints(0, 3), bad_ints(0), "train.checkpoint_every"),
+    "train.derivatives": (
+        st.sampled_from(["forward", "autograd"]),
+        st.one_of(st.text(max_size=5), junk),
+        "train.derivatives",
+    ),
+    "optim.lr": (floats(1e-5, 0.1), bad_positive(), "optim.lr"),
+    "optim.lr_decay": (
+        floats(0.01, 1.0),
+        st.one_of(st.floats(1.0001, 10), st.floats(max_value=0.0), non_finite, junk),
+        "optim.lr_decay",
+    ),
+    "optim.lbfgs_steps": (ints(0, 2), bad_ints(0), "optim.lbfgs_steps"),
+    "model.grid_size": (ints(1, 6), bad_ints(1), "model.grid_size"),
+    "model.hidden": (
+        st.lists(ints(1, 4), min_size=1, max_size=2),
+        st.one_of(
+            st.just([]),
+            st.lists(st.integers(max_value=0), min_size=1, max_size=2),
+            st.just([2.5]),
+            st.just("abc"),
+        ),
+        "model.hidden",
+    ),
+    "model.spline_scale": (floats(0.01, 1.0), bad_positive(), "model.spline_scale"),
+    "model.grid_range": (
+        st.tuples(floats(-3, 0), floats(0.1, 3)).map(list),
+        st.one_of(st.just([1.0, 0.0]), st.just([0.5, 0.5]), st.just([math.nan, 1.0])),
+        "model.grid_range",
+    ),
+    "eval.n": (ints(2, 10), bad_ints(2), "eval.n"),
+    "seed": (ints(0, 10_000), bad_ints(0), "seed"),
+    "precision": (
+        st.sampled_from(["float32", "float64"]),
+        st.one_of(st.just("float16"), junk),
+        "precision",
+    ),
+    "pde.source.mu": (floats(0.1, 3.0), bad_positive(), "mu"),
+    "pde.source.lam": (floats(0.0, 10.0), st.one_of(non_finite, junk), "lam"),
+    "pde.weights.boundary": (
+        floats(0.0, 100.0),
+        st.one_of(st.floats(max_value=-1e-3), non_finite, junk),
+        "pde.weights.boundary",
+    ),
+}
+
+
+def _base(tmp: Path) -> dict[str, Any]:
+    return {
+        "seed": 0,
+        "precision": "float32",
+        "device": "cpu",
+        "outputs_root": str(tmp),
+        "pde": {"name": "elliptic", "source": {"lam": 0.0, "mu": 1.0}, "weights": {}},
+        "model": {"name": "bspline", "hidden": [3], "grid_size": 3},
+        "optim": {"lr": 0.01},
+        "train": {
+            "steps": 2,
+            "n_interior": 16,
+            "n_boundary": 8,
+            "eval_every": 1,
+            "progress": "none",
+        },
+        "eval": {"n": 5},
+    }
+
+
+def _set(cfg: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+
+
+@pytest.mark.parametrize("field", sorted(FIELDS))
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_invalid_value_fails_with_one_line_naming_its_field(field: str, data) -> None:
+    _, bad, name = FIELDS[field]
+    value = data.draw(bad, label=field)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _base(Path(tmp))
+        _set(cfg, field, copy.deepcopy(value))
+        with pytest.raises(PinnkanError) as info:
+            runner.pretrain(cfg, Path(tmp) / "run")
+        msg = str(info.value)
+        assert name in msg and "\n" not in msg, msg
+        assert not (Path(tmp) / "run" / "results.h5").exists()
+
+
+@pytest.mark.parametrize("field", sorted(FIELDS))
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_valid_value_runs_a_two_step_job(field: str, data) -> None:
+    good, _, _ = FIELDS[field]
+    value = data.draw(good, label=field)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _base(Path(tmp))
+        _set(cfg, field, copy.deepcopy(value))
+        result = runner.pretrain(cfg, Path(tmp) / "run")
+        assert result.status == "ok" and math.isfinite(result.metrics["rel_l2"])
