@@ -16,7 +16,6 @@ from omegaconf import OmegaConf
 
 from pinnkan import __version__
 from pinnkan.adapters.tucker import check_cr
-from pinnkan.checkpoint import STATE_FILE
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
 from pinnkan.stages.entry import FAILED_JOBS
@@ -84,7 +83,8 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
 
 
 def resume_overrides(stage: str, args: list[str]) -> list[str]:
-    """`resume=<run dir>` becomes the run's own overrides plus hydra.run.dir=<run dir>."""
+    """`resume=<run dir>` becomes the run's own overrides plus hydra.run.dir=<run dir>; the
+    checkpoint itself is checked by `runner.load_resume`."""
     resumes = [a for a in args if a.split("=", 1)[0] == "resume"]
     if not resumes:
         return args
@@ -96,11 +96,6 @@ def resume_overrides(stage: str, args: list[str]) -> list[str]:
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise PinnkanError(f"{run_dir} is not a pinnkan run directory (no .hydra/overrides.yaml)")
-    if not (run_dir / STATE_FILE).is_file():
-        raise PinnkanError(
-            f"no checkpoint in {run_dir}: the run stopped before its first checkpoint "
-            "(train.checkpoint_every); start it again"
-        )
     own = [str(o) for o in OmegaConf.load(saved) if not str(o).startswith("resume=")]
     where = _quote(str(run_dir))
     return [*own, f"hydra.run.dir={where}", f"resume={where}"]

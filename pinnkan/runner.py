@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,20 +192,17 @@ def load_resume(cfg: dict[str, Any], run_dir: Path, stage: str) -> tuple[dict, T
     return meta, state
 
 
-def _finished(results: Path) -> bool:
+def _root_attrs(results: Path) -> dict[str, Any]:
+    """The root attributes of a results.h5 ({} when it is missing or unreadable)."""
     try:
         with h5py.File(results, "r") as f:
-            return f.attrs.get("status") == "ok"
+            return dict(f.attrs)
     except OSError:
-        return False
+        return {}
 
 
-@dataclass
-class Partial:
-    """How a stage writes results.h5 for a run that stops early (interrupted or diverged)."""
-
-    run_dir: Path
-    write: Callable[[History, str, dict[str, Any]], RunResult]
+def _finished(results: Path) -> bool:
+    return _root_attrs(results).get("status") == "ok"
 
 
 def _fit(
@@ -218,15 +214,24 @@ def _fit(
     gen: torch.Generator,
     desc: str,
     loss_fn: PinnLoss,
-    partial: Partial,
+    run_dir: Path,
     resume: tuple[dict, TrainState] | None,
     state_meta: dict[str, Any],
+    report: tuple[str, str, dict[str, Any], dict[str, Any]],
 ) -> History:
-    """Train with checkpoints, resume and clean stops; on a stop write the partial results."""
+    """Train with checkpoints, resume and clean stops; on a stop write the partial results.
+
+    `report` = (stage, config_yaml, extra metrics, attrs): what `_result` needs for them."""
+    stage, config_yaml, extra, attrs = report
+
+    def write_partial(hist: History, status: str, more: dict[str, Any]) -> RunResult:
+        metrics = {**extra, **more}
+        res = _result(cfg, stage, model, pde, setup, hist, config_yaml, metrics, attrs, status)
+        return _finish(run_dir, res)
+
     n = int(cfg.get("eval", {}).get("n", 101))
     _, pts = pde.grid(n, setup.dtype)
     evaluator = Evaluator(pts.to(setup.device), pde.exact(pts).to(setup.device))
-    run_dir = partial.run_dir
     meta = {**state_meta, "fingerprint": config_fingerprint(cfg)}
     saved_step = resume[1].step if resume else None
 
@@ -251,10 +256,10 @@ def _fit(
                 stop=stop,
             )
         except Interrupted as exc:
-            partial.write(exc.history, "interrupted", {"steps_done": exc.step})
+            write_partial(exc.history, "interrupted", {"steps_done": exc.step})
             raise StageInterrupted(exc.signum, exc.step, run_dir, saved_step) from None
         except Diverged as exc:
-            partial.write(exc.history, "diverged", {"diverged_at_step": exc.step})
+            write_partial(exc.history, "diverged", {"diverged_at_step": exc.step})
             kept = (
                 f"; last good checkpoint: step {saved_step} in {run_dir / STATE_FILE}"
                 if saved_step
@@ -353,14 +358,21 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": setup.train.lr}]
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
     attrs = {"model": "bspline", "widths": json.dumps(model.widths)}
-
-    def result(hist: History, status: str, extra: dict[str, Any]) -> RunResult:
-        res = _result(cfg, "pretrain", model, pde, setup, hist, config_yaml, extra, attrs, status)
-        return _finish(run_dir, res)
-
-    partial = Partial(run_dir, result)
-    meta = {"stage": "pretrain"}
-    hist = _fit(cfg, model, pde, setup, groups, gen, "pretrain", loss_fn, partial, resume, meta)
+    report = ("pretrain", config_yaml, {}, attrs)
+    hist = _fit(
+        cfg,
+        model,
+        pde,
+        setup,
+        groups,
+        gen,
+        "pretrain",
+        loss_fn,
+        run_dir,
+        resume,
+        {"stage": "pretrain"},
+        report,
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "stage": "pretrain",
@@ -370,7 +382,9 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         "precision": str(cfg.get("precision", "float32")),
     }
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, meta, model.state_dict())
-    return result(hist, "ok", {})
+    return _finish(
+        run_dir, _result(cfg, "pretrain", model, pde, setup, hist, config_yaml, {}, attrs)
+    )
 
 
 # --- transfer -------------------------------------------------------------------------------
@@ -383,13 +397,9 @@ def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Pa
             continue
         if not (run / MODEL_FILE).is_file():
             continue
-        try:
-            with h5py.File(res, "r") as f:
-                ok = f.attrs.get("stage") == "pretrain" and f.attrs.get("pde") == pde
-                ok = ok and f.attrs.get("status", "ok") == "ok"
-        except OSError:
-            continue
-        if ok:
+        attrs = _root_attrs(res)
+        ok = attrs.get("stage") == "pretrain" and attrs.get("pde") == pde
+        if ok and attrs.get("status", "ok") == "ok":
             found.append((res.stat().st_mtime, run))
     if not found:
         raise PinnkanError(
@@ -493,16 +503,22 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
     }
     extra = {"n_full_finetune": n_full}
 
-    def partial_result(hist: History, status: str, more: dict[str, Any]) -> RunResult:
-        res = _result(
-            cfg, "transfer", model, pde, setup, hist, config_yaml, {**extra, **more}, attrs, status
-        )
-        return _finish(run_dir, res)
-
-    partial = Partial(run_dir, partial_result)
-    meta = {"stage": "transfer", "source": str(source_path) if source_path else None}
-    desc = f"transfer[{acfg.name}]"
-    hist = _fit(cfg, model, pde, setup, groups, gen, desc, loss_fn, partial, resume, meta)
+    state_meta = {"stage": "transfer", "source": str(source_path) if source_path else None}
+    report = ("transfer", config_yaml, extra, attrs)
+    hist = _fit(
+        cfg,
+        model,
+        pde,
+        setup,
+        groups,
+        gen,
+        f"transfer[{acfg.name}]",
+        loss_fn,
+        run_dir,
+        resume,
+        state_meta,
+        report,
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_meta = {
         "pde": pde.name,

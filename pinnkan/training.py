@@ -3,6 +3,7 @@ finishing phase, periodic evaluation of the relative L2 error, and a progress di
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -183,6 +184,15 @@ class Progress:
             self.bar.close()
 
 
+def loss_and_backward(
+    fn: Callable[[KAN, dict[str, Tensor]], Tensor], model: KAN, batch: dict[str, Tensor]
+) -> Tensor:
+    """One step's loss with its gradients accumulated into the parameters."""
+    loss = fn(model, batch)
+    loss.backward()
+    return loss
+
+
 class CompiledStep:
     """Loss and backward through `torch.compile(loss_fn)`, falling back to eager with one
     warning line where compiling fails (its first call, forward and backward, is the trial).
@@ -205,18 +215,12 @@ class CompiledStep:
 
     def __call__(self, batch: dict[str, Tensor]) -> Tensor:
         if self.compiled is None:
-            loss = self.loss_fn(self.model, batch)
-            loss.backward()
-            return loss
+            return loss_and_backward(self.loss_fn, self.model, batch)
         if self.tried:
-            loss = self.compiled(self.model, batch)
-            loss.backward()
-            return loss
+            return loss_and_backward(self.compiled, self.model, batch)
         self.tried = True
         try:
-            loss = self.compiled(self.model, batch)
-            loss.backward()
-            return loss
+            return loss_and_backward(self.compiled, self.model, batch)
         except Exception as exc:  # any compiler failure: the eager step is always correct
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning("train.compile: torch.compile failed (%s); running uncompiled", first)
@@ -295,17 +299,15 @@ def train(
             progress.close()
             raise Interrupted(signum, step, hist)
 
-    step_fn = CompiledStep(loss_fn, model) if cfg.compile else None
+    if cfg.compile:
+        step_fn: Callable[[dict[str, Tensor]], Tensor] = CompiledStep(loss_fn, model)
+    else:
+        step_fn = functools.partial(loss_and_backward, loss_fn, model)
     for step in range(start + 1, cfg.steps + 1):
         t0 = time.perf_counter()
         batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
         opt.zero_grad(set_to_none=True)
-        if step_fn is not None:
-            loss = step_fn(batch)
-        else:
-            loss = loss_fn(model, batch)
-            loss.backward()
-        value = float(loss.detach())
+        value = float(step_fn(batch).detach())
         if not math.isfinite(value):  # before the step: the model stays finite
             progress.close()
             raise Diverged(step, value, opt.param_groups[0]["lr"], hist)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,40 @@ TINY: list[str] = [
     "eval.n=9",
     "model.hidden=[4]",
 ]
+
+
+def tiny_config(outputs_root: Path, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A plain config dict for the Hydra-free `runner` stages: a few Adam steps of a small
+    elliptic KAN; `changes` maps dotted paths (e.g. "train.steps") to values."""
+    cfg: dict[str, Any] = {
+        "seed": 0,
+        "precision": "float32",
+        "device": "cpu",
+        "outputs_root": str(outputs_root),
+        "pde": {"name": "elliptic", "source": {"mu": 1.0}, "weights": {}},
+        "model": {"name": "bspline", "hidden": [4], "grid_size": 3},
+        "optim": {"lr": 0.01},
+        "train": {
+            "steps": 3,
+            "n_interior": 32,
+            "n_boundary": 8,
+            "eval_every": 1,
+            "progress": "none",
+        },
+        "eval": {"n": 9},
+    }
+    for path, value in (changes or {}).items():
+        set_path(cfg, path, value)
+    return cfg
+
+
+def set_path(cfg: dict[str, Any], path: str, value: Any) -> None:
+    """cfg["a"]["b"] = value for path "a.b", creating missing levels."""
+    *parents, last = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
 
 
 def tiny(outputs_root: Path, *extra: str) -> list[str]:

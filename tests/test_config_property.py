@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from pinnkan import runner
 from pinnkan.errors import PinnkanError
+from pinnkan.results import RunResult
+from tests.conftest import set_path, tiny_config
 
 junk = st.sampled_from(["abc", True, None, [1], {"a": 1}])
 non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
@@ -95,32 +97,12 @@ FIELDS: dict[str, tuple[Any, Any, str]] = {
 }
 
 
-def _base(tmp: Path) -> dict[str, Any]:
-    return {
-        "seed": 0,
-        "precision": "float32",
-        "device": "cpu",
-        "outputs_root": str(tmp),
-        "pde": {"name": "elliptic", "source": {"lam": 0.0, "mu": 1.0}, "weights": {}},
-        "model": {"name": "bspline", "hidden": [3], "grid_size": 3},
-        "optim": {"lr": 0.01},
-        "train": {
-            "steps": 2,
-            "n_interior": 16,
-            "n_boundary": 8,
-            "eval_every": 1,
-            "progress": "none",
-        },
-        "eval": {"n": 5},
-    }
-
-
-def _set(cfg: dict[str, Any], path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    node = cfg
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[last] = value
+def _pretrain(tmp: str, field: str, value: Any) -> RunResult:
+    """A 2-step pretrain with one field set to `value` (a fresh copy: runs may normalise it)."""
+    changes = {"train.steps": 2, "model.hidden": [3], "train.n_interior": 16, "eval.n": 5}
+    cfg = tiny_config(Path(tmp), {**changes, "pde.source.lam": 0.0})
+    set_path(cfg, field, copy.deepcopy(value))
+    return runner.pretrain(cfg, Path(tmp) / "run")
 
 
 @pytest.mark.parametrize("field", sorted(FIELDS))
@@ -130,10 +112,8 @@ def test_invalid_value_fails_with_one_line_naming_its_field(field: str, data) ->
     _, bad, name = FIELDS[field]
     value = data.draw(bad, label=field)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _base(Path(tmp))
-        _set(cfg, field, copy.deepcopy(value))
         with pytest.raises(PinnkanError) as info:
-            runner.pretrain(cfg, Path(tmp) / "run")
+            _pretrain(tmp, field, value)
         msg = str(info.value)
         assert name in msg and "\n" not in msg, msg
         assert not (Path(tmp) / "run" / "results.h5").exists()
@@ -146,7 +126,5 @@ def test_valid_value_runs_a_two_step_job(field: str, data) -> None:
     good, _, _ = FIELDS[field]
     value = data.draw(good, label=field)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _base(Path(tmp))
-        _set(cfg, field, copy.deepcopy(value))
-        result = runner.pretrain(cfg, Path(tmp) / "run")
+        result = _pretrain(tmp, field, value)
         assert result.status == "ok" and math.isfinite(result.metrics["rel_l2"])

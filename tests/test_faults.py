@@ -18,7 +18,7 @@ from pinnkan.checkpoint import STATE_FILE, load_train_state
 from pinnkan.errors import PinnkanError
 from pinnkan.results import RESULTS_FILE, read_results
 from pinnkan.training import PinnLoss
-from tests.conftest import describe, run_pinnkan, start_pinnkan
+from tests.conftest import describe, run_pinnkan, start_pinnkan, tiny_config
 
 # long enough to be caught mid-training (a few ms per step), checkpoints often
 SETTINGS = {
@@ -189,24 +189,8 @@ def test_sigkill_mid_results_write_leaves_the_last_complete_file(tmp_path: Path)
 
 
 def _tiny_cfg(tmp: Path) -> dict:
-    return {
-        "seed": 0,
-        "precision": "float32",
-        "device": "cpu",
-        "outputs_root": str(tmp),
-        "pde": {"name": "elliptic", "source": {"mu": 1.0}, "weights": {"boundary": 10.0}},
-        "model": {"name": "bspline", "hidden": [4], "grid_size": 3},
-        "optim": {"lr": 0.01},
-        "train": {
-            "steps": 30,
-            "n_interior": 32,
-            "n_boundary": 8,
-            "eval_every": 5,
-            "checkpoint_every": 5,
-            "progress": "none",
-        },
-        "eval": {"n": 9},
-    }
+    every5 = {"train.steps": 30, "train.eval_every": 5, "train.checkpoint_every": 5}
+    return tiny_config(tmp, {**every5, "pde.weights.boundary": 10.0})
 
 
 def test_nan_loss_stops_with_diverged_status_and_keeps_the_last_good_checkpoint(

@@ -12,7 +12,7 @@ from pinnkan import runner
 from pinnkan.checkpoint import ADAPTER_FILE, MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_adapter
-from tests.conftest import SourceRun, describe, run_pinnkan, tiny
+from tests.conftest import SourceRun, describe, run_pinnkan, tiny, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +50,10 @@ def _base_of(run: Path) -> str:
 
 
 def _pretrain(run_dir: Path, pde: str = "elliptic", seed: int = 0, hidden: int = 4) -> Path:
-    """A tiny pretrain run in-process (the same network spec as the CLI's tiny runs)."""
-    runner.pretrain(
-        {
-            "seed": seed,
-            "outputs_root": str(run_dir.parent),
-            "pde": {"name": pde, "source": {}},
-            "model": {"name": "bspline", "hidden": [hidden]},
-            "train": {"steps": 3, "n_interior": 64, "n_boundary": 16, "progress": "none"},
-            "eval": {"n": 9},
-        },
-        run_dir,
-    )
+    """A tiny pretrain run in-process with the network spec of the CLI's tiny runs."""
+    changes = {"seed": seed, "pde.name": pde, "pde.source": {}, "model.hidden": [hidden]}
+    cfg = tiny_config(run_dir.parent, {**changes, "model.grid_size": 5, "train.n_interior": 64})
+    runner.pretrain(cfg, run_dir)
     return run_dir
 
 
