@@ -1,0 +1,210 @@
+"""Lookup multivariate KAN layer (lmKAN, seed 002) with a C² bicubic cell basis.
+
+    y_j = Σ_p f_jp(x_{a(p)}, x_{b(p)}),   f_jp(u, v) = Σ_{cx,cy} A[p, j, cx·n + cy] N_cx(u) N_cy(v)
+
+N_c are pinnkan's uniform cubic B-splines on `grid_size` intervals of `grid_range`, extended by
+3 knots each side (n = grid_size + 3 splines per axis, n_d = n² cells). Pairs are
+a(p) = 2p, b(p) = (2p + 1) mod n_in, so an odd width wraps around: n_in = 1 gives the single
+pair (x0, x0) (f(x, x), a 1-D spline of the diagonal), n_in = 3 gives (x0, x1), (x2, x0).
+
+Each point and pair needs only the 4×4 splines that are non-zero in its cell, found by one
+floor per axis: their 16 coefficient rows are gathered and contracted with the 16 weights of
+each jet component, so the cost per point does not depend on the grid size (no dense
+(B, n_pairs, n_d) features, no matmul over the cells).
+
+Beyond grid_range (`outside`): "extrapolate" (default) continues the bicubic polynomial of the
+boundary cell, as the seed's kernel continues its bilinear cell; f stays C^∞ across the
+boundary, and a polynomial of degree ≤ 3 per axis (such as the init) is continued exactly.
+"zero" is the 1-D basis' rule: every spline is zero outside its support, so f tapers to zero
+on [lo - 3h, lo] and [hi, hi + 3h] and vanishes beyond (C² throughout, but the taper puts
+O(1/h²) curvature wherever a hidden value leaves the grid).
+There is no base (SiLU) branch, as in the seed: the init writes a random near-linear
+quadratic into A instead (see `_init_tensor`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from pinnkan.bases.bspline import ORDER, local_cubic
+from pinnkan.jet import Jet
+
+GAIN = 0.5  # linear-part gain of the init, keeps hidden values mostly inside grid_range
+OUTSIDE = ("extrapolate", "zero")  # what f does beyond grid_range (see the module docstring)
+
+
+def greville(grid_size: int, grid_range: tuple[float, float]) -> Tensor:
+    """Greville abscissae of the grid_size + 3 cubic splines, float64 (grid_size + 3,).
+
+    Σ_c ξ_c N_c(x) = x on grid_range, which is how the init writes a linear map into A.
+    """
+    lo, hi = grid_range
+    h = (hi - lo) / grid_size
+    return lo + (torch.arange(grid_size + ORDER, dtype=torch.float64) - 1.0) * h
+
+
+class LookupKANLayer(nn.Module):
+    """lmKAN layer: sums of bicubic 2-D splines of input pairs; A (n_pairs, n_out, n_d)."""
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        *,
+        grid_size: int = 8,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        scale: float = 0.3,
+        outside: str = "extrapolate",
+    ) -> None:
+        super().__init__()
+        if n_in < 1 or n_out < 1:
+            raise ValueError(f"widths must be positive, got n_in={n_in}, n_out={n_out}")
+        if grid_size < 1:
+            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+        lo, hi = float(grid_range[0]), float(grid_range[1])
+        if not hi > lo:
+            raise ValueError(f"grid_range must be increasing, got {grid_range}")
+        if outside not in OUTSIDE:
+            raise ValueError(f"outside={outside!r}: choose one of {', '.join(OUTSIDE)}")
+        self.outside = outside
+        self.n_in, self.n_out = n_in, n_out
+        self.grid_size, self.grid_range = int(grid_size), (lo, hi)
+        self.n_pairs = (n_in + 1) // 2
+        self.n_splines = grid_size + ORDER  # per axis
+        self.n_d = self.n_splines**2
+        self.h = (hi - lo) / grid_size
+        self.first_knot = lo - ORDER * self.h
+        self.n_cells_ext = self.n_splines + ORDER  # cells of the extended knot range per axis
+        self.n_pad = self.n_splines + 2 * ORDER  # padded table side: slot q holds spline q - 3
+
+        pairs = torch.arange(self.n_pairs)
+        self.register_buffer("idx_a", 2 * pairs, persistent=False)
+        self.register_buffer("idx_b", (2 * pairs + 1) % n_in, persistent=False)
+        # flat offsets of the 4×4 slots of a cell in the padded (n_pad, n_pad) table
+        m = torch.arange(4)
+        self.register_buffer(
+            "slot_offsets", (m[:, None] * self.n_pad + m[None, :]).reshape(16), persistent=False
+        )
+        self.register_buffer("pair_offsets", pairs * self.n_pad**2, persistent=False)
+        self.to(device)
+
+        self.A = nn.Parameter(self._init_tensor(generator, scale, dtype).to(device))
+        self.adapter: nn.Module | None = None
+
+    def _init_tensor(
+        self, generator: torch.Generator | None, scale: float, dtype: torch.dtype
+    ) -> Tensor:
+        """A random quadratic f_jp(u, v) written exactly into the splines (grid independent).
+
+        f_jp = α u + β v + γ1 u² + γ2 u v + γ3 v², α, β ~ N(0, GAIN²/(2 n_pairs)) and the γ's
+        `scale` times that: the layer starts as a near-linear map with a little curvature,
+        the same function for every grid size. Marsden's identity gives the spline
+        coefficients: x = Σ ξ_c N_c(x), x² = Σ (ξ_c² - h²/3) N_c(x) on grid_range.
+        """
+        std = GAIN / math.sqrt(2 * self.n_pairs)
+        w = torch.randn(5, self.n_pairs, self.n_out, 1, 1, generator=generator, dtype=torch.float64)
+        w = w * std
+        w[2:] *= scale
+        xi = greville(self.grid_size, self.grid_range)
+        x, y = xi[:, None], xi[None, :]  # (n, 1), (1, n): axis of u, axis of v
+        sq = self.h**2 / 3.0
+        t = w[0] * x + w[1] * y + w[2] * (x * x - sq) + w[3] * (x * y) + w[4] * (y * y - sq)
+        return t.reshape(self.n_pairs, self.n_out, self.n_d).to(dtype)
+
+    def coefficients(self) -> Tensor:
+        """The effective tensor A (+ ΔA), (n_pairs, n_out, n_d), formed once per call."""
+        if self.adapter is None:
+            return self.A
+        return self.A + self.adapter.delta()
+
+    def table(self) -> Tensor:
+        """The 4-way view of the effective coefficients, (gx, gy, n_out, n_pairs) (seed layout)."""
+        n = self.n_splines
+        return self.coefficients().reshape(self.n_pairs, self.n_out, n, n).permute(2, 3, 1, 0)
+
+    def _rows(self) -> Tensor:
+        """Coefficients as a zero-padded lookup table, (n_pairs · n_pad², n_out).
+
+        The 3 zero slots on each side stand for splines outside 0..n-1, so every cell of the
+        extended range reads a full 4×4 block without clamping the spline indices.
+        """
+        n, q = self.n_splines, ORDER
+        t = self.coefficients().reshape(self.n_pairs, self.n_out, n, n)
+        t = F.pad(t, (q, q, q, q))  # (n_pairs, n_out, n_pad, n_pad)
+        return t.permute(0, 2, 3, 1).reshape(-1, self.n_out)
+
+    def _axis(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One axis: cell index and the 4 local spline values, d/dx, d²/dx², each (..., 4)."""
+        s = (x - self.first_knot) / self.h  # in cells of the extended knot range
+        inv_h = 1.0 / self.h
+        if self.outside == "extrapolate":
+            # cells ORDER .. ORDER + G - 1 cover [lo, hi]; beyond them the boundary cell's
+            # cubic is continued (u leaves [0, 1)), as the seed continues its bilinear cell
+            cell = torch.floor(s).clamp(ORDER, ORDER + self.grid_size - 1).detach()
+            val, d1, d2 = local_cubic(s - cell)  # piece m is spline cell - 3 + m
+            return cell.long(), val, d1 * inv_h, d2 * (inv_h * inv_h)
+        cell = torch.floor(s).detach()  # floor has no gradient: du/dx = 1/h
+        inside = ((s >= 0) & (s < self.n_cells_ext)).unsqueeze(-1).to(x.dtype)
+        val, d1, d2 = local_cubic(s - cell)
+        idx = cell.clamp(0, self.n_cells_ext - 1).long()
+        return idx, val * inside, d1 * (inside * inv_h), d2 * (inside * inv_h * inv_h)
+
+    def _lookup(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Gathered rows (B, n_pairs, 16, n_out) and the 1-D pieces of both axes (B, n_pairs, 4)."""
+        ia, *pa = self._axis(x[:, self.idx_a])  # (B, n_pairs), 3 × (B, n_pairs, 4)
+        ib, *pb = self._axis(x[:, self.idx_b])
+        base = self.pair_offsets + ia * self.n_pad + ib  # (B, n_pairs) top-left slot of the cell
+        flat = (base.unsqueeze(-1) + self.slot_offsets).reshape(-1)  # (B · n_pairs · 16,)
+        rows = self._rows().index_select(0, flat)
+        return rows.reshape(x.shape[0], self.n_pairs, 16, self.n_out), tuple(pa), tuple(pb)
+
+    @staticmethod
+    def _outer(wa: Tensor, wb: Tensor) -> Tensor:
+        """(..., 4) ⊗ (..., 4) -> (..., 16), slot order (ma, mb) row-major like slot_offsets."""
+        return (wa.unsqueeze(-1) * wb.unsqueeze(-2)).flatten(-2)
+
+    def _contract(self, w: Tensor, rows: Tensor) -> Tensor:
+        """w (C, B, n_pairs, 16) · rows (B, n_pairs, 16, n_out) -> (C, B, n_out)."""
+        n_comp, n_batch = w.shape[0], w.shape[1]
+        w = w.permute(1, 0, 2, 3).reshape(n_batch, n_comp, -1)  # (B, C, n_pairs · 16)
+        out = torch.bmm(w, rows.reshape(n_batch, -1, self.n_out))  # (B, C, n_out)
+        return out.transpose(0, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, n_in) -> (B, n_out)."""
+        if x.dim() != 2 or x.shape[1] != self.n_in:
+            raise ValueError(f"expected input of shape (B, {self.n_in}), got {tuple(x.shape)}")
+        rows, (va, _, _), (vb, _, _) = self._lookup(x)
+        return self._contract(self._outer(va, vb).unsqueeze(0), rows)[0]
+
+    def forward_jet(self, jet: Jet, fused: bool = True) -> Jet:
+        """Push (value, first and diagonal second derivatives) through the layer exactly.
+
+        With u = x_a, v = x_b and f = f_jp:
+        y_k  = Σ_p f_u u_k + f_v v_k
+        y_kk = Σ_p f_uu u_k² + 2 f_uv u_k v_k + f_vv v_k² + f_u u_kk + f_v v_kk
+        All 1 + 2D components are weights on the same 16 gathered rows, contracted in one bmm.
+        `fused` is accepted for KANLayer's interface; there is one path, made of plain autograd
+        ops (differentiable twice, traceable by torch.compile).
+        """
+        del fused
+        x, dx, ddx = jet.value, jet.d1, jet.d2  # (B, n_in), (D, B, n_in), (D, B, n_in)
+        assert dx is not None and ddx is not None
+        n_dir = dx.shape[0]
+        rows, (va, da, sa), (vb, db, sb) = self._lookup(x)
+        ua, ub = dx[..., self.idx_a].unsqueeze(-1), dx[..., self.idx_b].unsqueeze(-1)
+        uua, uub = ddx[..., self.idx_a].unsqueeze(-1), ddx[..., self.idx_b].unsqueeze(-1)
+        # 2-D basis and its partials, each (B, n_pairs, 16); directions broadcast in front
+        f, fu, fv = self._outer(va, vb), self._outer(da, vb), self._outer(va, db)
+        fuu, fuv, fvv = self._outer(sa, vb), self._outer(da, db), self._outer(va, sb)
+        first = fu * ua + fv * ub  # (D, B, n_pairs, 16)
+        second = fuu * ua * ua + 2.0 * fuv * ua * ub + fvv * ub * ub + fu * uua + fv * uub
+        out = self._contract(torch.cat([f.unsqueeze(0), first, second], dim=0), rows)
+        return Jet(out[0], out[1 : 1 + n_dir], out[1 + n_dir :])
