@@ -36,6 +36,7 @@ from pinnkan.checkpoint import (
     tensors_hash,
 )
 from pinnkan.config_checks import as_choice, as_float, as_int
+from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN
@@ -575,4 +576,7 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         }
     result = _result(cfg, "transfer", model, pde, setup, hist, config_yaml, extra, attrs)
     result.lotra, result.model_tensors = lotra or None, model_tensors
-    return _finish(run_dir, result)
+    result = _finish(run_dir, result)
+    if acfg.name == "full":  # the low-rank evidence: singular values and HOSVD error of ΔA
+        diagnose_run(run_dir)
+    return result
