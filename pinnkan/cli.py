@@ -19,6 +19,7 @@ from pinnkan.adapters.tucker import check_cr
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
 from pinnkan.stages.entry import FAILED_JOBS
+from pinnkan.sweep import check_launcher
 
 STAGES = {
     "pretrain": "train the source KAN on the PDE family's source parameters",
@@ -27,6 +28,7 @@ STAGES = {
 COMMANDS = {
     **STAGES,
     "merge": "apply a LoTRA adapter file to its base model: pinnkan merge <adapter> [--base M]",
+    "report": "collect results.h5 files into one table and plots: pinnkan report <dirs> [--out D]",
 }
 GROUPS = ("pde", "model", "adapter", "optim")
 
@@ -40,6 +42,8 @@ examples:
   pinnkan transfer cr=0.25
   pinnkan transfer pde=parabolic pde.target.nu=0.2 cr=0.5
   pinnkan transfer -m cr=0.5,0.25,0.125
+  pinnkan transfer -m hydra/launcher=joblib cr=0.5,0.25 pde.target.mu=1.5,2
+  pinnkan report outputs/multirun/transfer/elliptic/<time> --out report/
   pinnkan pretrain resume=outputs/pretrain/elliptic/<run>   (continue an interrupted run)
   pinnkan merge outputs/transfer/elliptic/<run> --out merged.pt
   pinnkan <stage> --help      (Hydra's help: every config value)
@@ -59,6 +63,10 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
+        if key == "hydra/launcher":
+            problem = check_launcher(value)
+            if problem:
+                return problem
         if key in GROUPS:
             options = group_options(key)
             if key == "adapter" and stage != "transfer":
@@ -132,6 +140,29 @@ def merge_main(args: list[str]) -> int:
     return 0
 
 
+def report_main(args: list[str]) -> int:
+    """`pinnkan report <multirun dir or run dirs...> [--out DIR]`."""
+    parser = argparse.ArgumentParser(
+        prog="pinnkan report",
+        description="Collect every results.h5 below the given directories into one table "
+        "(report.csv, report.h5, printed) and plots; computes the ΔA diagnostics of full "
+        "fine-tuning runs that lack them.",
+    )
+    parser.add_argument("paths", type=Path, nargs="+", help="multirun dirs, run dirs or files")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: the first path)"
+    )
+    ns = parser.parse_args(args)
+    from pinnkan.report import run_report  # matplotlib only when reporting
+
+    try:
+        run_report(ns.paths, ns.out)
+    except PinnkanError as exc:
+        print(f"pinnkan: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pinnkan` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -144,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     stage, rest = args[0], args[1:]
     if stage == "merge":
         return merge_main(rest)
+    if stage == "report":
+        return report_main(rest)
     if stage not in STAGES:
         print(
             f"pinnkan: error: unknown command {stage!r}; choose one of: {', '.join(COMMANDS)}",

@@ -1,0 +1,117 @@
+"""Sweep plumbing without Hydra: launcher extras, torch threads per job, failed-job markers.
+
+A failed sweep job writes ``failed.txt`` (one line: the error) into its job directory, so the
+failure survives whichever launcher ran the job (in-process, joblib worker, submitit process)
+and ``pinnkan report`` can show it next to the job's missing or diverged results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from pinnkan.errors import PinnkanError
+
+FAILED_FILE = "failed.txt"
+SWEEP_EXTRA_HINT = 'pip install -e ".[sweep]"'
+# hydra/launcher choice -> the plugin module that provides it (None: built into Hydra)
+LAUNCHERS: dict[str, str | None] = {
+    "basic": None,
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def check_launcher(choice: str) -> str | None:
+    """A one-line message when `hydra/launcher=<choice>` cannot run here, else None."""
+    if choice not in LAUNCHERS:
+        return f"unknown hydra/launcher {choice!r}; choose one of: {', '.join(LAUNCHERS)}"
+    module = LAUNCHERS[choice]
+    try:
+        present = module is None or find_spec(module) is not None
+    except ModuleNotFoundError:  # the hydra_plugins namespace itself is absent
+        present = False
+    if not present:
+        return (
+            f"hydra/launcher={choice} needs the optional sweep launchers; install them with "
+            f"`{SWEEP_EXTRA_HINT}` (or pip install hydra-joblib-launcher hydra-submitit-launcher)"
+        )
+    return None
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def joblib_workers(n_jobs: Any, cores: int) -> int:
+    """How many jobs joblib runs at once for its `n_jobs` (-1: all cores, -2: all but one)."""
+    if n_jobs is None:
+        return 1
+    n = int(n_jobs)
+    if n < 0:
+        n = cores + 1 + n
+    return max(1, n)
+
+
+def threads_for_job(setting: Any, launcher: Mapping[str, Any] | None, cores: int) -> int | None:
+    """Torch threads for one job, so parallel sweep jobs share the cores instead of fighting.
+
+    `setting` is the config's `threads`: a positive int is used as is; `auto` gives
+    cores // parallel jobs under the joblib launcher, `cpus_per_task` (else 1: submitit_local
+    starts every job at once) under submitit, and None (torch's default) otherwise.
+    `launcher` is the job's `hydra.launcher` config (None outside a multirun).
+    """
+    if setting != "auto":
+        ok = isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1
+        if not ok:
+            raise PinnkanError(f"threads={setting!r}; pass auto or a positive integer")
+        return setting
+    target = str((launcher or {}).get("_target_", ""))
+    if "JoblibLauncher" in target:
+        return max(1, cores // joblib_workers(launcher.get("n_jobs", -1), cores))  # type: ignore[union-attr]
+    if "submitit_launcher" in target:
+        cpus = launcher.get("cpus_per_task")  # type: ignore[union-attr]
+        return max(1, int(cpus)) if cpus else 1
+    return None
+
+
+def mark_failed(job_dir: Path, message: str) -> None:
+    """Record a failed sweep job in its directory (read back by `failures`)."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / FAILED_FILE).write_text(message.strip() + "\n", encoding="utf-8")
+
+
+def clear_failed(job_dir: Path) -> None:
+    """Forget an earlier failure of this job directory (a job run again into the same dir)."""
+    (job_dir / FAILED_FILE).unlink(missing_ok=True)
+
+
+def failure_message(job_dir: Path) -> str | None:
+    """The recorded error of a failed job, or None when the job did not fail."""
+    path = job_dir / FAILED_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip() or "failed"
+    except OSError:
+        return None
+
+
+def failures(sweep_dir: Path, since: float = 0.0) -> list[tuple[Path, str]]:
+    """(job dir, message) of the jobs below `sweep_dir` that failed at or after `since`."""
+    found = []
+    for marker in sorted(Path(sweep_dir).rglob(FAILED_FILE)):
+        try:
+            fresh = marker.stat().st_mtime >= since
+        except OSError:
+            continue
+        message = failure_message(marker.parent)
+        if fresh and message is not None:
+            found.append((marker.parent, message))
+    return found
