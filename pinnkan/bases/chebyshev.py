@@ -1,0 +1,52 @@
+"""Chebyshev basis on a tanh-bounded input (cPIKAN-style): b_k(x) = T_k(tanh x), k = 0..degree.
+
+T_k, T_k' and T_k'' come from the three-term recurrences (never acos, whose derivative is
+singular at ±1):
+    T_{k+1} = 2t T_k − T_{k−1},  T'_{k+1} = 2T_k + 2t T'_k − T'_{k−1},
+    T''_{k+1} = 4T'_k + 2t T''_k − T''_{k−1},
+then the chain rule through t = tanh x: t' = 1 − t², t'' = −2t(1 − t²),
+    b_k' = T_k'(t) t',  b_k'' = T_k''(t) t'² + T_k'(t) t''.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def chebyshev_recurrence(t: Tensor, degree: int) -> tuple[Tensor, Tensor, Tensor]:
+    """T_k(t), T_k'(t), T_k''(t) for k = 0..degree; t (...,) -> each (..., degree + 1)."""
+    one, zero = torch.ones_like(t), torch.zeros_like(t)
+    val, d1, d2 = [one, t], [zero, one], [zero, zero]
+    for _ in range(degree - 1):
+        val.append(2.0 * t * val[-1] - val[-2])
+        d1.append(2.0 * val[-2] + 2.0 * t * d1[-1] - d1[-2])
+        d2.append(4.0 * d1[-2] + 2.0 * t * d2[-1] - d2[-2])
+    n = degree + 1
+    return torch.stack(val[:n], -1), torch.stack(d1[:n], -1), torch.stack(d2[:n], -1)
+
+
+class ChebyshevBasis:
+    """T_k(tanh x), k = 0..degree; stateless."""
+
+    def __init__(self, degree: int = 5) -> None:
+        if degree < 1:
+            raise ValueError(f"degree must be >= 1, got {degree}")
+        self.degree = int(degree)
+        self.n_basis = self.degree + 1
+
+    def values(self, x: Tensor) -> Tensor:
+        """x (B, n_in) -> (B, n_in, degree + 1)."""
+        t = torch.tanh(x)
+        val = [torch.ones_like(t), t]
+        for _ in range(self.degree - 1):
+            val.append(2.0 * t * val[-1] - val[-2])
+        return torch.stack(val[: self.n_basis], -1)
+
+    def derivatives(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, n_in) -> φ, φ', φ'', each (B, n_in, degree + 1)."""
+        t = torch.tanh(x)
+        val, d1, d2 = chebyshev_recurrence(t, self.degree)
+        dt = (1.0 - t * t).unsqueeze(-1)  # (B, n_in, 1)
+        ddt = -2.0 * t.unsqueeze(-1) * dt
+        return val, d1 * dt, d2 * dt * dt + d1 * ddt
