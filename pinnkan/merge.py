@@ -1,7 +1,8 @@
 """Apply an adapter file to the base model it was trained on: A = A_base + G ×1 U1 ×2 U2 ×3 U3.
 
 An adapter file (adapter.pt of a LoTRA transfer run) records the identity of its base: PDE
-family, network spec, and a sha256 of the frozen tensors A. Merging onto any other base is
+family, network spec, and a sha256 of the frozen layer tensors (A and any extra parameters of the
+layer kind, e.g. rational denominators or MLP biases). Merging onto any other base is
 refused, because the update means nothing there.
 """
 
@@ -27,7 +28,9 @@ from pinnkan.checkpoint import (
 from pinnkan.errors import PinnkanError
 
 MERGED_FILE = "merged.pt"
-_LAYER_A = re.compile(r"^layers\.(\d+)\.A$")
+# a base's frozen tensors: every layer tensor (A and extra parameters such as rational
+# denominators or MLP biases); lo / hi are checked through the spec
+_LAYER_TENSOR = re.compile(r"^layers\.(\d+)\.")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -62,7 +65,11 @@ def merge_adapter(
             f"{base_path} is {base_meta.get('spec')}"
         )
     dtype = _DTYPES.get(str(meta.get("precision")), torch.float32)
-    frozen = {k: v.to(dtype) for k, v in state.items() if _LAYER_A.match(k)}
+    frozen = {
+        k: v.to(dtype) if v.is_floating_point() else v
+        for k, v in state.items()
+        if _LAYER_TENSOR.match(k)
+    }
     if tensors_hash(frozen) != meta.get("base_hash"):
         raise PinnkanError(
             f"adapter {adapter_path} was trained on a different base model than {base_path} "
@@ -73,7 +80,7 @@ def merge_adapter(
         layer = key.split(".")[1]
         if key in upd:  # a layer fine-tuned in full travels whole
             merged[key] = upd[key].to(dtype)
-        elif f"layers.{layer}.G" in upd:
+        elif key == f"layers.{layer}.A" and f"layers.{layer}.G" in upd:
             g, u1, u2, u3 = (upd[f"layers.{layer}.{c}"].to(dtype) for c in ("G", "U1", "U2", "U3"))
             merged[key] = frozen[key] + tucker_product(g, u1, u2, u3)
     out_meta = {k: meta[k] for k in ("pde", "pde_params", "spec", "precision") if k in meta}

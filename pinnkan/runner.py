@@ -35,11 +35,11 @@ from pinnkan.checkpoint import (
     save_train_state,
     tensors_hash,
 )
-from pinnkan.config_checks import as_choice, as_float, as_int
+from pinnkan.config_checks import as_choice, as_int
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import StopRequest
-from pinnkan.kan import KAN
+from pinnkan.kan import KAN, LAYER_KINDS
 from pinnkan.pde import PDEFamily, build_pde
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
@@ -57,7 +57,7 @@ from pinnkan.training import (
 log = logging.getLogger("pinnkan")
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
-MODELS = ("bspline",)
+MODELS = LAYER_KINDS  # model= choices: name -> LayerKind (pinnkan.kan)
 
 
 @dataclass
@@ -102,31 +102,23 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
 
 
 def build_model(cfg: dict[str, Any], pde: PDEFamily, setup: Setup, gen: torch.Generator) -> KAN:
-    """The KAN the model config describes, on the PDE's domain."""
-    m = cfg.get("model", {})
-    name = m.get("name", "bspline")
+    """The network the model config describes (a `model=` layer kind), on the PDE's domain."""
+    m = dict(cfg.get("model", {}))
+    name = m.pop("name", "bspline")
     if name not in MODELS:
         raise PinnkanError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    hidden = m.get("hidden", [32, 32])
+    hidden = m.pop("hidden", list(MODELS[name].hidden))
     if not isinstance(hidden, list | tuple) or not hidden:
         raise PinnkanError(f"model.hidden={hidden!r} must list positive layer widths, e.g. [32,32]")
     hidden = [as_int(w, "model.hidden[]", 1, 4096) for w in hidden]
-    grid = as_int(m.get("grid_size", 5), "model.grid_size", 1, 1000)
-    grid_range = m.get("grid_range", (-1.0, 1.0))
-    if not isinstance(grid_range, list | tuple) or len(grid_range) != 2:
-        raise PinnkanError(f"model.grid_range={grid_range!r} must be [low, high]")
-    lo = as_float(grid_range[0], "model.grid_range[0]")
-    hi = as_float(grid_range[1], "model.grid_range[1]", lo, lo_open=True)
-    scale = as_float(m.get("spline_scale", 0.1), "model.spline_scale", 0.0, lo_open=True)
     return KAN(
         [pde.dim, *hidden, 1],
         list(pde.domain),
-        grid_size=grid,
-        grid_range=(lo, hi),
-        spline_scale=scale,
+        kind=name,
         dtype=setup.dtype,
         device=setup.device,
         generator=gen,
+        **m,
     )
 
 
@@ -358,7 +350,7 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
     loss_fn = PinnLoss(pde, setup.train.derivatives)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": setup.train.lr}]
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
-    attrs = {"model": "bspline", "widths": json.dumps(model.widths)}
+    attrs = {"model": model.kind, "widths": json.dumps(model.widths)}
     report = ("pretrain", config_yaml, {}, attrs)
     hist = _fit(
         cfg,
@@ -426,6 +418,12 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
             f"pde={pde.name}; pass pde={meta.get('pde')} or a source= run of {pde.name}"
         )
     want, have = model.spec(), meta.get("spec", {})
+    if have.get("basis", "bspline") != want["basis"]:
+        raise PinnkanError(
+            f"checkpoint {path} is a model={have.get('basis', 'bspline')} network, but this run "
+            f"builds model={want['basis']}; pass model={have.get('basis', 'bspline')} or a "
+            f"source= run pretrained with model={want['basis']}"
+        )
     if want != have:
         diff = ", ".join(
             f"{k}: checkpoint {have.get(k)} vs config {want[k]}"
@@ -469,6 +467,7 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         except RuntimeError:
             raise PinnkanError(f"checkpoint {source_path} does not fit the network") from None
     A_pt = [layer.A.detach().clone() for layer in model.layers]
+    base = {k: v.detach().clone() for k, v in model.base_state().items() if k.startswith("layers.")}
     loss_fn = PinnLoss(pde, setup.train.derivatives)
     first = loss_fn.sample(
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device
@@ -493,7 +492,7 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         "init": acfg.init,
         "source": str(source_path) if source_path else None,
         "source_pde_params": json.dumps(source_meta.get("pde_params")) if source_meta else None,
-        "model": "bspline",
+        "model": model.kind,
         "widths": json.dumps(model.widths),
         "layers": json.dumps(
             [
@@ -527,8 +526,7 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         "spec": model.spec(),
         "precision": str(cfg.get("precision", "float32")),
     }
-    merged = {f"layers.{i}.A": layer.coefficients() for i, layer in enumerate(model.layers)}
-    merged.update({k: v for k, v in model.state_dict().items() if k in ("lo", "hi")})
+    merged = model.merged_state()  # A + ΔA, extra parameters, lo, hi
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, {**spec_meta, "stage": "transfer"}, merged)
     lotra = {
         i: {c: getattr(layer.adapter, c).detach().cpu().numpy() for c in ("G", "U1", "U2", "U3")}
@@ -536,17 +534,13 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         if layer.adapter is not None
     }
     if lotra:
-        base = {f"layers.{i}.A": t for i, t in enumerate(A_pt)}
         adapter_state = {
             f"layers.{i}.{c}": torch.from_numpy(v) for i, d in lotra.items() for c, v in d.items()
         }
-        # layers fine-tuned in full (adapter.layers) travel whole: the adapter alone rebuilds them
+        # layers fine-tuned in full (adapter.layers) travel whole (A and extra parameters): the
+        # adapter alone rebuilds them
         adapter_state.update(
-            {
-                f"layers.{i}.A": layer.A
-                for i, layer in enumerate(model.layers)
-                if layer.A.requires_grad
-            }
+            {n: p for n, p in model.named_parameters() if p.requires_grad and ".adapter." not in n}
         )
         save_checkpoint(
             run_dir / ADAPTER_FILE,

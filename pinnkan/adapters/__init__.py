@@ -4,6 +4,10 @@
 - `full`: every A trainable from the pretrained values;
 - `scratch`: a freshly initialised network, all trainable (no source needed);
 - `slim`: A = 0 frozen, Tucker factors trained from a random start (no source needed).
+
+A layer's extra parameters (`layer_extra_parameters`: rational denominators, MLP biases) are
+trainable under full / scratch and in layers a lotra run fine-tunes in full; otherwise (lotra,
+slim, frozen layers) they stay frozen, so the adapter file plus the base rebuild the model.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pinnkan.adapters.tucker import (
 )
 from pinnkan.config_checks import as_float, as_int
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN
+from pinnkan.kan import KAN, layer_extra_parameters
 
 ADAPTERS = ("lotra", "full", "scratch", "slim")
 LAYER_MODES = ("lotra", "full", "frozen")
@@ -129,7 +133,7 @@ def prepare(
     cfg.validate(n_layers)
     if cfg.name in ("full", "scratch"):
         for layer in model.layers:
-            layer.A.requires_grad_(True)
+            _set_trainable(layer, True)
         return
     modes = cfg.layers or ["lotra"] * n_layers
     init = cfg.init
@@ -144,7 +148,7 @@ def prepare(
         if cfg.name == "slim":
             with torch.no_grad():
                 layer.A.zero_()
-        layer.A.requires_grad_(mode == "full")
+        _set_trainable(layer, mode == "full")
         if mode != "lotra":
             continue
         shape = layer_shape(model, idx)
@@ -157,8 +161,20 @@ def prepare(
         layer.adapter = upd
 
 
+def _set_trainable(layer: torch.nn.Module, flag: bool) -> None:
+    """A and the layer's extra parameters trainable (or frozen) together."""
+    layer.A.requires_grad_(flag)
+    for p in layer_extra_parameters(layer):
+        p.requires_grad_(flag)
+
+
+def _trainable_extras(layer: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in layer_extra_parameters(layer) if p.requires_grad]
+
+
 def param_groups(model: KAN, cfg: AdapterConfig, lr: float) -> list[dict[str, Any]]:
-    """Optimizer parameter groups: one per LoTRA component per layer, one per trainable A.
+    """Optimizer parameter groups: one per LoTRA component per layer, one per trainable A, one
+    per layer with trainable extra parameters (base lr).
 
     `theory`: η·c_G, η·c_1/n_in, η·c_2, η·c_3/n_d; `uniform`: η·c for every component.
     """
@@ -166,6 +182,9 @@ def param_groups(model: KAN, cfg: AdapterConfig, lr: float) -> list[dict[str, An
     for idx, layer in enumerate(model.layers):
         if layer.A.requires_grad:
             groups.append({"params": [layer.A], "lr": lr, "name": f"layer{idx}.A"})
+        extras = _trainable_extras(layer)
+        if extras:
+            groups.append({"params": extras, "lr": lr, "name": f"layer{idx}.extra"})
         upd = layer.adapter
         if upd is None:
             continue
@@ -188,10 +207,12 @@ def count_parameters(model: KAN) -> tuple[int, int]:
 
 
 def adapter_summary(model: KAN) -> list[dict[str, Any]]:
-    """Per-layer shape, mode, ranks and trainable count (reported honestly in results)."""
+    """Per-layer shape, mode, ranks and trainable count (reported honestly in results); the
+    count includes the layer's trainable extra parameters."""
     rows = []
     for idx, layer in enumerate(model.layers):
         shape = tuple(layer.A.shape)
+        extra = sum(p.numel() for p in _trainable_extras(layer))
         if layer.adapter is not None:
             ranks = layer.adapter.ranks
             rows.append(
@@ -200,7 +221,7 @@ def adapter_summary(model: KAN) -> list[dict[str, Any]]:
                     "shape": shape,
                     "mode": "lotra",
                     "ranks": ranks,
-                    "trainable": tucker_param_count(shape, ranks),
+                    "trainable": tucker_param_count(shape, ranks) + extra,
                 }  # type: ignore[arg-type]
             )
         else:
@@ -211,7 +232,7 @@ def adapter_summary(model: KAN) -> list[dict[str, Any]]:
                     "shape": shape,
                     "mode": mode,
                     "ranks": None,
-                    "trainable": layer.A.numel() if layer.A.requires_grad else 0,
+                    "trainable": (layer.A.numel() if layer.A.requires_grad else 0) + extra,
                 }
             )
     return rows
