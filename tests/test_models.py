@@ -90,11 +90,12 @@ def test_smooth_denominator_is_twice_differentiable_at_zero_and_kinked_is_not() 
     with torch.no_grad():
         smooth = RationalBasis(1, 1, b, form="smooth", eps=1e-2).derivatives(x)
         kinked = RationalBasis(1, 1, b, form="kinked").derivatives(x)
-    # b_0 = 1/Q: Q' is continuous in the smooth form, jumps by 2·b1 in the kinked one
+    # b_0 = 1/Q with Q = 1 + s(b1 x / 3): Q' is continuous in the smooth form and jumps by
+    # 2·b1/3 in the kinked one
     assert abs(float(smooth[1][0, 0, 0] - smooth[1][1, 0, 0])) < 1e-6
-    assert abs(float(kinked[1][0, 0, 0] - kinked[1][1, 0, 0])) == pytest.approx(1.0, rel=1e-5)
-    # s''(0) = 1/√ε: the smooth form's curvature at the former kink is finite
-    assert float(smooth[2][0, 0, 0]) == pytest.approx(-(0.5**2) * 10.0, rel=1e-4)
+    assert abs(float(kinked[1][0, 0, 0] - kinked[1][1, 0, 0])) == pytest.approx(1 / 3, rel=1e-5)
+    # s''(0) = 1/√ε: the smooth form's curvature at the former kink is finite, b1²/(9√ε)
+    assert float(smooth[2][0, 0, 0]) == pytest.approx(-(0.5**2) / 9 * 10.0, rel=1e-4)
 
 
 def test_chebyshev_recurrence_equals_cosine_form() -> None:

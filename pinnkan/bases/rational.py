@@ -2,12 +2,15 @@
 
 Per group g of input channels the layer's univariate functions share one denominator
 
-    Q_g(x) = 1 + Σ_{m=1..4} s(b_{g,m} x^m),   s(t) = √(t² + ε) − √ε  (smooth, default)
+    Q_g(x) = 1 + Σ_{m=1..4} s(b_{g,m} u^m),   s(t) = √(t² + ε) − √ε  (smooth, default)
                                                s(t) = |t|              (kinked, KAT's CUDA form)
 
-and the basis functions of a channel i in group g are b_k(x) = x^k / Q_g(x), k = 0..5, so an edge
-function is Σ_k A[i, j, k] x^k / Q_g(x) = P_ij(x) / Q_g(x) with a degree-5 numerator of its own.
-The denominator coefficients b_{g,m} (groups, 4) are the layer's extra parameters.
+with u = x / 3, and the basis functions of a channel i in group g are b_k(x) = u^k / Q_g(x),
+k = 0..5, so an edge function is Σ_k A[i, j, k] u^k / Q_g(x) = P_ij(x) / Q_g(x) with a degree-5
+numerator of its own. The denominator coefficients b_{g,m} (groups, 4) are the layer's extra
+parameters. The polynomials are in u = x / 3, not x: the same functions, but on the fit range
+[-3, 3] every u^k is at most 1 and the fitted coefficients are all O(1), so Adam's roughly
+equal steps on every coefficient do not swamp the small high-order ones of the raw monomials.
 
 The smooth s is C^∞, 0 at t = 0 and within √ε of |t| everywhere; its curvature s''(0) = 1/√ε is
 what the kink's point mass in u_xx becomes (see docs/models.md for the choice of ε).
@@ -32,6 +35,7 @@ DENOMINATORS = ("smooth", "kinked")
 ACTIVATIONS = ("identity", "silu", "gelu")
 FIT_RANGE = (-3.0, 3.0)
 FIT_POINTS = 601
+INPUT_SCALE = 3.0  # u = x / INPUT_SCALE: the fit range maps to [-1, 1]
 
 _ACT = {"identity": lambda x: x, "silu": F.silu, "gelu": F.gelu}
 
@@ -55,33 +59,35 @@ def _powers(x: Tensor, n: int) -> Tensor:
 def rational_features(
     x: Tensor, b: Tensor, form: str, eps: float, derivatives: bool = True
 ) -> tuple[Tensor, ...]:
-    """Basis x^k / Q(x), k = 0..5, and (when `derivatives`) its first and second derivatives.
+    """Basis u^k / Q, u = x / 3, k = 0..5, and (when `derivatives`) its first and second
+    derivatives in x.
 
     x (..., n_in); b (n_in, 4) denominator coefficients of each channel's group.
-    Returns tensors of shape (..., n_in, 6). Quotient rule with R = 1/Q:
-    R' = -Q' R², R'' = (2 Q'² R − Q'') R²;  b_k' = k x^{k-1} R + x^k R',
-    b_k'' = k(k-1) x^{k-2} R + 2k x^{k-1} R' + x^k R''.
+    Returns tensors of shape (..., n_in, 6). Quotient rule in u with R = 1/Q:
+    R' = -Q' R², R'' = (2 Q'² R − Q'') R²;  b_k' = k u^{k-1} R + u^k R',
+    b_k'' = k(k-1) u^{k-2} R + 2k u^{k-1} R' + u^k R''; then d/dx = (1/3) d/du.
     """
-    pw = _powers(x, DEGREE_P + 1)  # (..., n_in, 6)
-    t = b * pw[..., 1 : DEGREE_Q + 1]  # (..., n_in, 4): b_m x^m
+    pw = _powers(x * (1.0 / INPUT_SCALE), DEGREE_P + 1)  # (..., n_in, 6): u^k
+    t = b * pw[..., 1 : DEGREE_Q + 1]  # (..., n_in, 4): b_m u^m
     s, s1, s2 = soft_abs(t, form, eps)
     r = 1.0 / (1.0 + s.sum(-1, keepdim=True))  # (..., n_in, 1)
     phi = pw * r
     if not derivatives:
         return (phi,)
     m = torch.arange(1, DEGREE_Q + 1, dtype=x.dtype, device=x.device)  # (4,)
-    dt = b * m * pw[..., :DEGREE_Q]  # m b_m x^{m-1}
-    ddt = b[..., 1:] * (m[1:] * (m[1:] - 1)) * pw[..., : DEGREE_Q - 1]  # m(m-1) b_m x^{m-2}
+    dt = b * m * pw[..., :DEGREE_Q]  # m b_m u^{m-1} (d/du)
+    ddt = b[..., 1:] * (m[1:] * (m[1:] - 1)) * pw[..., : DEGREE_Q - 1]  # m(m-1) b_m u^{m-2}
     q1 = (s1 * dt).sum(-1, keepdim=True)
     q2 = (s2 * dt * dt).sum(-1, keepdim=True) + (s1[..., 1:] * ddt).sum(-1, keepdim=True)
     r1 = -q1 * r * r
     r2 = (2.0 * q1 * q1 * r - q2) * r * r
     k = torch.arange(DEGREE_P + 1, dtype=x.dtype, device=x.device)  # (6,)
     zero = torch.zeros_like(pw[..., :1])
-    dpw = k * torch.cat([zero, pw[..., :-1]], -1)  # k x^{k-1}
-    ddpw = k * (k - 1) * torch.cat([zero, zero, pw[..., :-2]], -1)  # k(k-1) x^{k-2}
-    d1 = dpw * r + pw * r1
-    d2 = ddpw * r + 2.0 * dpw * r1 + pw * r2
+    dpw = k * torch.cat([zero, pw[..., :-1]], -1)  # k u^{k-1}
+    ddpw = k * (k - 1) * torch.cat([zero, zero, pw[..., :-2]], -1)  # k(k-1) u^{k-2}
+    inv = 1.0 / INPUT_SCALE
+    d1 = (dpw * r + pw * r1) * inv
+    d2 = (ddpw * r + 2.0 * dpw * r1 + pw * r2) * (inv * inv)
     return phi, d1, d2
 
 
@@ -104,22 +110,23 @@ def fitted_rational(
 ) -> tuple[tuple[float, ...], tuple[float, ...], float]:
     """Numerator a (6), denominator b (4) of P/Q ≈ activation on [-3, 3], and E[F(x)²], x~N(0,1).
 
-    Linearised least squares first: with Q − 1 = Σ c_m |x|^m (the kinked form, c_m = |b_m| ≥ 0),
-    P/Q = f becomes the linear system P(x) − f(x) Σ c_m |x|^m = f(x) on a dense grid. Every
+    Linearised least squares first: with Q − 1 = Σ c_m |u|^m (the kinked form, c_m = |b_m| ≥ 0),
+    P/Q = f becomes the linear system P(u) − f(x) Σ c_m |u|^m = f(x) on a dense grid. Every
     subset of active c_m is solved; the best fit with all c_m ≥ 0 (so Q ≥ 1) is kept. Then
     Levenberg–Marquardt refines (a, b) on the squared error of the actual form (smooth or
     kinked). float64, CPU, deterministic; cached per (activation, form, ε).
     """
     if activation == "identity":  # exact: P = x, Q = 1
-        return (0.0, 1.0, 0.0, 0.0, 0.0, 0.0), (0.0,) * DEGREE_Q, 1.0
+        return (0.0, INPUT_SCALE, 0.0, 0.0, 0.0, 0.0), (0.0,) * DEGREE_Q, 1.0
     x = torch.linspace(*FIT_RANGE, FIT_POINTS, dtype=torch.float64)
     f = _ACT[activation](x)
-    pw = _powers(x, DEGREE_P + 1)  # (N, 6)
-    absx = _powers(x.abs(), DEGREE_Q + 1)[:, 1:]  # (N, 4)
+    u = x / INPUT_SCALE
+    pw = _powers(u, DEGREE_P + 1)  # (N, 6)
+    absu = _powers(u.abs(), DEGREE_Q + 1)[:, 1:]  # (N, 4)
     best: tuple[float, Tensor, Tensor] | None = None
     for active in itertools.product((False, True), repeat=DEGREE_Q):
         idx = [m for m in range(DEGREE_Q) if active[m]]
-        lhs = torch.cat([pw, -f.unsqueeze(-1) * absx[:, idx]], dim=1)
+        lhs = torch.cat([pw, -f.unsqueeze(-1) * absu[:, idx]], dim=1)
         sol = torch.linalg.lstsq(lhs, f.unsqueeze(-1)).solution[:, 0]
         c = torch.zeros(DEGREE_Q, dtype=torch.float64)
         c[idx] = sol[DEGREE_P + 1 :]
@@ -129,7 +136,7 @@ def fitted_rational(
         if best is None or err < best[0]:
             best = (err, sol[: DEGREE_P + 1], c)
     assert best is not None  # the empty subset (a polynomial) is always feasible
-    # b = 0 is a stationary point of s(b x^m) (zero gradient): start every term off zero so that
+    # b = 0 is a stationary point of s(b u^m) (zero gradient): start every term off zero so that
     # the fit and later training can use it
     a, b = _levenberg_marquardt(x, f, best[1], best[2].clamp(min=1e-2), form, eps)
     m2 = gaussian_second_moment(lambda t: rational(t, a, b, form, eps))
@@ -140,8 +147,8 @@ def _levenberg_marquardt(
     x: Tensor, f: Tensor, a: Tensor, b: Tensor, form: str, eps: float, steps: int = 60
 ) -> tuple[Tensor, Tensor]:
     """Minimise Σ (P/Q − f)² over (a, b) from the given start, with the closed-form Jacobian
-    ∂F/∂a_k = x^k / Q,  ∂F/∂b_m = −(P / Q²) s'(b_m x^m) x^m."""
-    pw = _powers(x, DEGREE_P + 1)  # (N, 6)
+    ∂F/∂a_k = u^k / Q,  ∂F/∂b_m = −(P / Q²) s'(b_m u^m) u^m."""
+    pw = _powers(x / INPUT_SCALE, DEGREE_P + 1)  # (N, 6)
 
     def residual_and_jacobian(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         s, s1, _ = soft_abs(b * pw[:, 1 : DEGREE_Q + 1], form, eps)  # (N, 4)
@@ -170,7 +177,7 @@ def _levenberg_marquardt(
 
 
 class RationalBasis(nn.Module):
-    """x^k / Q_g(x), k = 0..5, with a trainable denominator per group of input channels.
+    """u^k / Q_g(x), u = x / 3, k = 0..5, with a trainable denominator per group of channels.
 
     Channel i belongs to group i · n_groups // n_in (contiguous, as even as n_in allows);
     n_groups = min(groups, n_in), so groups >= n_in gives one denominator per channel.
