@@ -197,6 +197,7 @@ def plot_diagnostics(path: Path, layers: dict[int, LayerDiagnostics], title: str
             ax.set_title(f"layer {layer} {d.shape}: mode {m + 1}", fontsize=8)
             ax.set_xlabel("i", fontsize=8)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(0.5, len(d.delta_sv[m]) + 0.5)
             ax.tick_params(labelsize=7)
         row[0].set_ylabel("σ_i / σ_1", fontsize=8)
         row[0].legend(fontsize=7)
@@ -225,5 +226,7 @@ def diagnose_run(run_dir: Path, crs: tuple[float, ...] = CRS) -> dict[int, Layer
         return {}
     layers = {layer: layer_diagnostics(a, d, crs) for layer, (a, d) in update.items()}
     write_diagnostics(results, layers)
-    plot_diagnostics(Path(run_dir) / PNG, layers, title=f"ΔA of {Path(run_dir).name}")
+    name = Path(run_dir).name
+    name = name if len(name) <= 60 else name[:59] + "…"
+    plot_diagnostics(Path(run_dir) / PNG, layers, title=f"ΔA = A_final − A_pretrained of {name}")
     return layers

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 import pinnkan
 from pinnkan.diagnostics import diagnose_run, has_diagnostics, read_diagnostics
@@ -414,6 +415,7 @@ def plot_error_vs_params(path: Path, runs: list[Run]) -> Path | None:
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short decades
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("rel. L2 error")
     ax.legend(fontsize=7)
