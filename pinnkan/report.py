@@ -217,35 +217,30 @@ def _common_depth(dirs: list[Path]) -> int:
 
 
 # --- writing -------------------------------------------------------------------------------
+FLOAT_FORMATS = {"cr": "{:g}", "train_seconds": "{:.1f}"}  # others: "{:.3e}"
+
+
 def _cell(value: Any, kind: str, col: str) -> str:
-    """Text of one cell for CSV and stdout (empty for none)."""
+    """Text of one cell for stdout (empty for none)."""
     if kind == "f":
-        if math.isnan(value):
-            return ""
-        return (
-            f"{value:g}"
-            if col == "cr"
-            else f"{value:.1f}"
-            if col == "train_seconds"
-            else (f"{value:.3e}")
-        )
+        return "" if math.isnan(value) else FLOAT_FORMATS.get(col, "{:.3e}").format(value)
     if kind == "i":
         return "" if value == -1 else str(value)
     return str(value)
 
 
 def write_csv(path: Path, runs: list[Run]) -> None:
-    """report.csv: one row per run, the COLUMNS in order (full precision for floats)."""
+    """report.csv: one row per run, the COLUMNS in order (floats at full precision)."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
         for run in runs:
-            w.writerow(
-                [
-                    (repr(v) if k == "f" and not math.isnan(v) else _cell(v, k, c))
-                    for (c, k), v in zip(COLUMNS.items(), (run.row[c] for c in COLUMNS))
-                ]
-            )
+            cells = []
+            for col, kind in COLUMNS.items():
+                value = run.row[col]
+                full = kind == "f" and not math.isnan(value)
+                cells.append(repr(float(value)) if full else _cell(value, kind, col))
+            w.writerow(cells)
 
 
 def write_h5(path: Path, runs: list[Run], sources: list[Path]) -> None:
