@@ -26,6 +26,7 @@ from pinnkan.bases.rational import ACTIVATIONS, DENOMINATORS, RationalBasis, fit
 from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.errors import PinnkanError
 from pinnkan.jet import Jet, affine_input_jet
+from pinnkan.lmkan import OUTSIDE, LookupKANLayer
 
 
 class CoefficientUpdate(Protocol):
@@ -271,6 +272,28 @@ def _mlp_layer(n_in: int, n_out: int, ctx: LayerContext) -> BasisLayer:
     return BasisLayer(basis, a.to(ctx.device), bias.to(ctx.device))
 
 
+def _lmkan_layer(
+    n_in: int,
+    n_out: int,
+    ctx: LayerContext,
+    grid_size: int,
+    grid_range: list,
+    outside: str,
+    scale: float,
+) -> LookupKANLayer:
+    """lmKAN: sums of bicubic 2-D functions of input pairs (pinnkan/lmkan.py, docs/lmkan.md)."""
+    lo_hi = (grid_range[0], grid_range[1])
+    return LookupKANLayer(
+        n_in,
+        n_out,
+        grid_size=grid_size,
+        grid_range=lo_hi,
+        outside=outside,
+        scale=scale,
+        **ctx.tensor_kw,
+    )
+
+
 LAYER_KINDS: dict[str, LayerKind] = {
     "bspline": LayerKind(
         _bspline_layer,
@@ -300,6 +323,17 @@ LAYER_KINDS: dict[str, LayerKind] = {
         init_only=("decay",),
     ),
     "mlp": LayerKind(_mlp_layer, {}, hidden=(98, 98)),
+    "lmkan": LayerKind(
+        _lmkan_layer,
+        {
+            "grid_size": (5, lambda v, n: as_int(v, n, 1, 1000)),
+            "grid_range": ([-1.0, 1.0], check_range),
+            "outside": ("extrapolate", lambda v, n: as_choice(v, n, OUTSIDE)),
+            "scale": (0.3, lambda v, n: as_float(v, n, 0.0)),
+        },
+        init_only=("scale",),
+        hidden=(16, 16),
+    ),
 }
 
 

@@ -16,7 +16,7 @@ from pinnkan.bases.rational import fitted_rational, rational
 from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.derivatives import compute_jet
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.kan import KAN, LAYER_KINDS, layer_extra_parameters
 from pinnkan.merge import merge_adapter
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 
@@ -28,6 +28,7 @@ KINDS = {  # kind, options: every new kind, and rational's second denominator fo
     "rational-gelu": ("rational", {"init_activation": "gelu", "groups": 1}),
     "chebyshev": ("chebyshev", {"degree": 4}),
     "mlp": ("mlp", {}),
+    "lmkan": ("lmkan", {"grid_size": 3}),
 }
 
 
@@ -43,7 +44,7 @@ def _roughen(model: KAN, seed: int = 1) -> None:
     with torch.no_grad():
         for layer in model.layers:
             layer.A.mul_(2.0)
-            for p in layer.extra_parameters():
+            for p in layer_extra_parameters(layer):
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
@@ -174,7 +175,7 @@ def test_rational_init_preserves_variance_through_four_layers(activation: str, f
 
 
 # --- LoTRA and extra parameters ---------------------------------------------------------------
-@pytest.mark.parametrize("name", ["rational", "chebyshev", "mlp"])
+@pytest.mark.parametrize("name", ["rational", "chebyshev", "mlp", "lmkan"])
 def test_lotra_starts_at_zero_and_is_the_tucker_product(name: str) -> None:
     model, x = _model(name), _points()
     before = model(x).detach()
@@ -185,7 +186,7 @@ def test_lotra_starts_at_zero_and_is_the_tucker_product(name: str) -> None:
         upd = layer.adapter
         assert upd.delta().abs().max() == 0
         assert not layer.A.requires_grad
-        assert all(not p.requires_grad for p in layer.extra_parameters())
+        assert all(not p.requires_grad for p in layer_extra_parameters(layer))
         torch.nn.init.normal_(upd.G, generator=gen)
         n1, n2, n3 = layer.A.shape
         want = torch.zeros(n1, n2, n3, dtype=DT)  # ΔA by its definition, term by term
@@ -203,7 +204,7 @@ def test_lotra_starts_at_zero_and_is_the_tucker_product(name: str) -> None:
 @pytest.mark.parametrize("name", ["rational", "mlp"])
 def test_extra_parameters_trainable_under_full_and_frozen_layers(name: str) -> None:
     full = _model(name)
-    n_extra = sum(p.numel() for layer in full.layers for p in layer.extra_parameters())
+    n_extra = sum(p.numel() for layer in full.layers for p in layer_extra_parameters(layer))
     assert n_extra > 0
     prepare(full, AdapterConfig(name="full"), torch.Generator().manual_seed(0))
     assert count_parameters(full)[0] == sum(p.numel() for p in full.parameters())
@@ -213,7 +214,7 @@ def test_extra_parameters_trainable_under_full_and_frozen_layers(name: str) -> N
     mixed = _model(name)
     cfg = AdapterConfig(name="lotra", cr=0.5, init="random", layers=["full", "lotra", "frozen"])
     prepare(mixed, cfg, torch.Generator().manual_seed(0))
-    flags = [[p.requires_grad for p in layer.extra_parameters()] for layer in mixed.layers]
+    flags = [[p.requires_grad for p in layer_extra_parameters(layer)] for layer in mixed.layers]
     assert all(flags[0]) and not any(flags[1]) and not any(flags[2])
     assert {g["name"] for g in param_groups(mixed, cfg, 0.1)} >= {"layer0.A", "layer0.extra"}
 
@@ -253,7 +254,7 @@ def test_bad_model_options_are_one_line_errors(tmp_path: Path, model: dict, matc
 
 
 # --- end to end -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["rational", "chebyshev", "mlp"])
+@pytest.mark.parametrize("kind", ["rational", "chebyshev", "mlp", "lmkan"])
 def test_pretrain_and_transfer_cli(kind: str, tmp_path: Path) -> None:
     root = tmp_path / "outputs"
     src, dst = root / "src", root / "dst"
@@ -271,7 +272,7 @@ def test_pretrain_and_transfer_cli(kind: str, tmp_path: Path) -> None:
     _, base = load_checkpoint(src / MODEL_FILE, MODEL_FORMAT)
     extra = [k for k in want if k.startswith("layers.1.") and not k.endswith(".A")]
     assert all(not torch.equal(want[k], base[k]) for k in extra)  # trained in full
-    if kind != "chebyshev":
+    if kind in ("rational", "mlp"):  # denominators, biases; chebyshev and lmkan have only A
         assert extra
 
 
