@@ -1,12 +1,17 @@
 """Run the CLI end to end with the default configs and tabulate what each run measured.
 
-For every PDE family: `pinnkan pretrain pde=X`, then `pinnkan transfer pde=X` with
-adapter=lotra at cr 0.5 and 0.25, adapter=full and adapter=scratch. Each command runs alone,
-one after the other (run this script with nothing else on the machine). Prints a Markdown
-table (relative L2, max error, trainable parameters, wall time of the whole command, training
-time) and, with --out, writes it to a file.
+For every model kind and PDE family: `pinnkan pretrain pde=X model=M`, then
+`pinnkan transfer pde=X model=M` with adapter=lotra at cr 0.5 and 0.25, adapter=full and
+adapter=scratch (`--runs` picks a subset). Each command runs alone, one after the other (run
+this script with nothing else on the machine). Prints a Markdown table (relative L2, max error,
+trainable and total parameters, wall time of the whole command, training time per step) and,
+with --out, writes it to a file. `--pretrain-steps` / `--transfer-steps` set an equal budget
+for every model (default: the configs' own).
 
     python scripts/e2e_table.py --pdes elliptic parabolic --out docs/e2e_defaults.md
+    python scripts/e2e_table.py --models bspline rational chebyshev mlp lmkan \
+        --pdes elliptic parabolic --runs pretrain "lotra cr=0.25" \
+        --pretrain-steps 1000 --transfer-steps 500 --out docs/models_table.md
 """
 
 from __future__ import annotations
@@ -53,39 +58,61 @@ def run(args: list[str], run_dir: Path) -> tuple[float, dict]:
     return wall, {**{k: float(v) for k, v in m.items()}, "params": params}
 
 
+def budget_note(args: argparse.Namespace) -> str:
+    """How the step budget was set, for the table's header line."""
+    if args.pretrain_steps is None and args.transfer_steps is None:
+        return "default configs"
+    return (
+        f"default configs except train.steps: pretrain {args.pretrain_steps or 'default'}, "
+        f"transfer {args.transfer_steps or 'default'}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pdes", nargs="+", default=["elliptic", "parabolic", "hyperbolic", "wave"])
+    ap.add_argument("--models", nargs="+", default=["bspline"])
+    ap.add_argument("--runs", nargs="+", default=[n for n, _ in RUNS], choices=[n for n, _ in RUNS])
+    ap.add_argument("--pretrain-steps", type=int, default=None)
+    ap.add_argument("--transfer-steps", type=int, default=None)
     ap.add_argument("--work", type=Path, default=Path("outputs/e2e_table"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     lines = [
         f"Measured with `python scripts/e2e_table.py` on {platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, default configs.",
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"{budget_note(args)}.",
         "",
-        "| PDE | run | parameters | rel. L2 | max abs err | trainable | full FT | command wall s"
-        " | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | PDE | run | parameters | rel. L2 | max abs err | trainable | total | full FT"
+        " | command wall s | train s | ms/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for pde in args.pdes:
-        source = args.work / pde / "pretrain"
-        for name, extra in RUNS:
-            stage = "pretrain" if name == "pretrain" else "transfer"
-            slug = name.replace(" ", "_").replace("=", "")
-            run_dir = source if stage == "pretrain" else args.work / pde / slug
-            cli = [stage, f"pde={pde}", *extra]
-            if stage == "transfer":
-                cli.append(f"source={source}")
-            wall, m = run(cli, run_dir)
-            full = int(m.get("n_full_finetune", m["n_trainable"]))
-            row = (
-                f"| {pde} | {name} | {json.dumps(m['params'])} | {m['rel_l2']:.2e} |"
-                f" {m['max_abs_error']:.2e} | {int(m['n_trainable'])} | {full} | {wall:.0f} |"
-                f" {m['train_seconds']:.0f} |"
-            )
-            print(row, flush=True)
-            lines.append(row)
+    for model in args.models:
+        for pde in args.pdes:
+            source = args.work / model / pde / "pretrain"
+            for name, extra in RUNS:
+                if name not in args.runs:
+                    continue
+                stage = "pretrain" if name == "pretrain" else "transfer"
+                slug = name.replace(" ", "_").replace("=", "")
+                run_dir = source if stage == "pretrain" else args.work / model / pde / slug
+                cli = [stage, f"pde={pde}", f"model={model}", *extra]
+                steps = args.pretrain_steps if stage == "pretrain" else args.transfer_steps
+                if steps is not None:
+                    cli.append(f"train.steps={steps}")
+                if stage == "transfer":
+                    cli.append(f"source={source}")
+                wall, m = run(cli, run_dir)
+                full = int(m.get("n_full_finetune", m["n_trainable"]))
+                row = (
+                    f"| {model} | {pde} | {name} | {json.dumps(m['params'])} |"
+                    f" {m['rel_l2']:.2e} | {m['max_abs_error']:.2e} | {int(m['n_trainable'])} |"
+                    f" {int(m['n_total'])} | {full} | {wall:.0f} | {m['train_seconds']:.0f} |"
+                    f" {1000 * m['train_seconds'] / max(m['steps'], 1):.1f} |"
+                )
+                print(row, flush=True)
+                lines.append(row)
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
