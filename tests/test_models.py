@@ -254,16 +254,8 @@ def test_bad_model_options_are_one_line_errors(tmp_path: Path, model: dict, matc
 
 
 # --- end to end -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["rational", "chebyshev", "mlp", "lmkan"])
-def test_pretrain_and_transfer_cli(kind: str, tmp_path: Path) -> None:
-    root = tmp_path / "outputs"
-    src, dst = root / "src", root / "dst"
-    proc = run_pinnkan(["pretrain", f"model={kind}", *tiny(root), f"hydra.run.dir={src}"], tmp_path)
-    assert proc.returncode == 0, describe(proc)
-    # layer 1 fine-tuned in full: its extra parameters travel in adapter.pt
-    args = ["transfer", f"model={kind}", "cr=0.25", "adapter.layers=[lotra,full]"]
-    proc = run_pinnkan([*args, *tiny(root), f"source={src}", f"hydra.run.dir={dst}"], tmp_path)
-    assert proc.returncode == 0, describe(proc)
+def _check_merge(src: Path, dst: Path, kind: str) -> None:
+    """merge rebuilds the transfer's model.pt; layer 1 was trained in full, extras included."""
     _, merged = merge_adapter(dst)
     _, want = load_checkpoint(dst / MODEL_FILE, MODEL_FORMAT)
     assert set(merged) == set(want)
@@ -274,6 +266,29 @@ def test_pretrain_and_transfer_cli(kind: str, tmp_path: Path) -> None:
     assert all(not torch.equal(want[k], base[k]) for k in extra)  # trained in full
     if kind in ("rational", "mlp"):  # denominators, biases; chebyshev and lmkan have only A
         assert extra
+
+
+@pytest.mark.parametrize("kind", ["rational", "chebyshev", "mlp"])
+def test_pretrain_transfer_and_merge(kind: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    runner.pretrain(tiny_config(tmp_path, {"model": {"name": kind, "hidden": [4]}}), src)
+    cfg = tiny_config(tmp_path, {"model": {"name": kind, "hidden": [4]}, "cr": 0.25})
+    cfg.update(source=str(src), adapter={"name": "lotra", "layers": ["lotra", "full"]})
+    cfg["pde"]["target"] = {"mu": 1.5}
+    runner.transfer(cfg, dst)
+    _check_merge(src, dst, kind)
+
+
+def test_pretrain_and_transfer_cli(tmp_path: Path) -> None:
+    """The whole CLI path for a kind wired in last (lmkan); the others run in-process above."""
+    root = tmp_path / "outputs"
+    src, dst = root / "src", root / "dst"
+    proc = run_pinnkan(["pretrain", "model=lmkan", *tiny(root), f"hydra.run.dir={src}"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    args = ["transfer", "model=lmkan", "cr=0.25", "adapter.layers=[lotra,full]"]
+    proc = run_pinnkan([*args, *tiny(root), f"source={src}", f"hydra.run.dir={dst}"], tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    _check_merge(src, dst, "lmkan")
 
 
 def test_checkpoint_of_another_kind_is_refused(tmp_path: Path) -> None:
