@@ -26,6 +26,9 @@ from pinnkan.pde import PDEFamily
 log = logging.getLogger("pinnkan")
 
 
+MAX_LR = 10.0  # no PINN trains with a larger Adam step; far below float32 overflow
+
+
 @dataclass
 class TrainConfig:
     """Budget and sampling of one training run; validated (and normalised) by `validate`."""
@@ -55,7 +58,8 @@ class TrainConfig:
             ("checkpoint_every", "train.checkpoint_every", 0),
         ):
             setattr(self, name, as_int(getattr(self, name), key, lo))
-        self.lr = as_float(self.lr, "optim.lr", 0.0, lo_open=True)
+        # above MAX_LR, Adam steps overflow float32 (1e38 crashed inside torch)
+        self.lr = as_float(self.lr, "optim.lr", 0.0, MAX_LR, lo_open=True)
         self.lr_decay = as_float(self.lr_decay, "optim.lr_decay", 0.0, 1.0, lo_open=True)
         as_choice(self.derivatives, "train.derivatives", ENGINES)
         if not isinstance(self.compile, bool):

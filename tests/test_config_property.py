@@ -128,3 +128,12 @@ def test_valid_value_runs_a_two_step_job(field: str, data) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = _pretrain(tmp, field, value)
         assert result.status == "ok" and math.isfinite(result.metrics["rel_l2"])
+
+
+@pytest.mark.parametrize(("field", "value"), [("optim.lr", 1e38), ("optim.lr", 11.0)])
+def test_huge_learning_rate_is_refused_before_training(field: str, value: float) -> None:
+    """1e38 used to overflow inside Adam with a traceback instead of a one-line error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with pytest.raises(PinnkanError, match=r"optim\.lr") as info:
+            _pretrain(tmp, field, value)
+        assert "\n" not in str(info.value)

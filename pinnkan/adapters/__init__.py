@@ -32,6 +32,7 @@ from pinnkan.kan import KAN, layer_extra_parameters
 
 ADAPTERS = ("lotra", "full", "scratch", "slim")
 LAYER_MODES = ("lotra", "full", "frozen")
+MAX_MULTIPLIER = 1e4  # with optim.lr <= 10 keeps every group's lr far from float32 overflow
 LR_STRATEGIES = ("theory", "uniform")
 COMPONENTS = ("G", "U1", "U2", "U3")
 
@@ -67,7 +68,7 @@ class AdapterConfig:
         if bad:
             raise PinnkanError(f"unknown LoTRA multiplier(s) {bad}; use {list(COMPONENTS)}")
         self.multipliers = {
-            k: as_float(v, f"adapter.multipliers.{k}", 0.0, lo_open=True)
+            k: as_float(v, f"adapter.multipliers.{k}", 0.0, MAX_MULTIPLIER, lo_open=True)
             for k, v in self.multipliers.items()
         }
         if self.ranks is not None:
