@@ -40,6 +40,7 @@ COLUMNS: dict[str, str] = {
     "adapter": "s",
     "cr": "f",
     "lr_strategy": "s",
+    "multipliers": "s",  # LoTRA lr constants c_G/c_U1/c_U2/c_U3
     "init": "s",
     "seed": "i",
     "ranks": "s",
@@ -98,6 +99,13 @@ def _load_yaml(text: str) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
+def multipliers_text(mult: Any) -> str:
+    """LoTRA's per-component lr constants as "c_G/c_U1/c_U2/c_U3" (1 where not given)."""
+    if not isinstance(mult, dict):
+        return ""
+    return "/".join(f"{float(mult.get(k, 1.0)):g}" for k in ("G", "U1", "U2", "U3"))
+
+
 def _from_config(row: dict[str, Any], cfg: dict[str, Any]) -> None:
     """Fill stage, PDE, target, adapter, cr, lr_strategy, init and seed from a run's config."""
     stage = str(cfg.get("stage", row["stage"]) or "")
@@ -116,6 +124,7 @@ def _from_config(row: dict[str, Any], cfg: dict[str, Any]) -> None:
         except (TypeError, ValueError):
             pass
         row["lr_strategy"] = str(adapter.get("lr_strategy", ""))
+        row["multipliers"] = multipliers_text(adapter.get("multipliers"))
         row["init"] = str(adapter.get("init", "")) if name == "lotra" else ""
     if row["seed"] == -1 and isinstance(cfg.get("seed"), int):
         row["seed"] = int(cfg["seed"])
@@ -185,6 +194,7 @@ def _sort_key(run: Run) -> tuple:
         r["target"],
         r["adapter"],
         r["lr_strategy"],
+        r["multipliers"],
         r["init"],
         cr,
         r["seed"],
@@ -303,10 +313,11 @@ def _groups(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
 
 
 def _series_label(r: dict[str, Any]) -> str:
+    # runs that differ in lr strategy, constants or init are separate series, never averaged
     if r["adapter"] == "lotra":
-        return f"lotra ({r['lr_strategy']}, init {r['init']})"
+        return f"lotra ({r['lr_strategy']} c={r['multipliers']}, init {r['init']})"
     if r["adapter"] == "slim":
-        return f"slim ({r['lr_strategy']})"
+        return f"slim ({r['lr_strategy']} c={r['multipliers']})"
     return r["adapter"]
 
 

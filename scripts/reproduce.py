@@ -7,9 +7,8 @@ For each PDE family (elliptic, parabolic, hyperbolic, wave):
    - LoTRA at cr 1, 0.5, 0.25, 0.125 (theory learning rates, the defaults);
    - full fine-tuning and training from scratch;
    - slim KAN (no source) at cr 0.5 and 0.25;
-   - LoTRA cr 0.25 learning-rate strategies: `uniform` (η for every component), `theory` with
-     unit constants (c = 1: the theory's 1/n_in, 1/n_d scaling, no tuning) and `uniform` with
-     the default constants (U1 at 16η, U3 at 9η, no 1/n scaling: over-scaled);
+   - LoTRA cr 0.25 learning-rate strategies: `uniform` (η for every component) and `theory`
+     with unit constants (c = 1: the theory's 1/n_in, 1/n_d scaling, untuned: mis-scaled);
    - LoTRA cr 0.25 with init `random` instead of `grad`.
 The transfers use a reduced budget (`--steps`, `--n-interior`) so that the whole study fits in
 about an hour on 2 CPU cores; docs/results.md states the budget. Each group is one Hydra
@@ -53,7 +52,6 @@ GROUPS: list[tuple[str, list[str]]] = [
     ("baselines", ["adapter=full,scratch"]),
     ("slim", ["adapter=slim", "cr=0.5,0.25"]),
     ("lr_unit", ["adapter=lotra", "cr=0.25", "adapter.lr_strategy=theory,uniform", *UNIT]),
-    ("lr_uniform_c", ["adapter=lotra", "cr=0.25", "adapter.lr_strategy=uniform"]),
     ("init_random", ["adapter=lotra", "cr=0.25", "adapter.init=random"]),
 ]
 

@@ -169,3 +169,21 @@ def test_run_dirs_as_arguments(sweep: Path, tmp_path: Path) -> None:
     assert cli.main([*args, "--out", str(tmp_path / "r")]) == 0
     with open(tmp_path / "r" / "report.csv", encoding="utf-8") as fh:
         assert sorted(r["adapter"] for r in csv.DictReader(fh)) == ["full", "lotra"]
+
+
+def test_lotra_runs_with_other_lr_constants_are_their_own_series(tmp_path: Path) -> None:
+    """Runs that differ only in adapter.multipliers used to be averaged into one plotted point."""
+    from pinnkan.report import _series_label
+
+    write_run(tmp_path / "a", rel_l2=0.1)
+    write_run(tmp_path / "b", rel_l2=0.3)
+    results = tmp_path / "b" / "results.h5"
+    with h5py.File(results, "r+") as f:
+        cfg = f.attrs["config"].replace(
+            "lr_strategy: theory", "lr_strategy: theory, multipliers: {U1: 1, U3: 9}"
+        )
+        f.attrs["config"] = cfg
+    runs = collect([tmp_path])
+    mult = {r.path.name: r.row["multipliers"] for r in runs}
+    assert mult == {"a": "", "b": "1/1/1/9"}
+    assert len({_series_label(r.row) for r in runs}) == 2
