@@ -60,14 +60,15 @@ def test_missing_launcher_extra_is_one_line_exit_2(
 # --- a real sweep: one good job, one diverged -----------------------------------------------------
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory: pytest.TempPathFactory, source_run: SourceRun) -> Path:
-    """`transfer -m adapter=full optim.lr=0.01,1e15`: job 0 finishes, job 1 diverges."""
+    """`transfer -m adapter=full pde.weights.residual=1,1e38`: job 0 finishes, job 1 diverges
+    (its float32 loss overflows to inf at the first step)."""
     base = tmp_path_factory.mktemp("sweep")
     root = base / "outputs"
     args = [
         "transfer",
         "-m",
         "adapter=full",
-        "optim.lr=0.01,1e15",
+        "pde.weights.residual=1,1e38",
         *tiny(root),
         f"source={source_run.run_dir}",
         "hydra.sweep.dir=" + str(base / "sweep"),
@@ -83,8 +84,8 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory, source_run: SourceRun) -
 def test_job_dirs_are_named_by_their_overrides(sweep_dir: Path) -> None:
     names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert len(names) == 2, names
-    assert names[0].startswith("0_") and "optim.lr-0.01" in names[0], names
-    assert names[1].startswith("1_") and "optim.lr-1" in names[1], names
+    assert names[0].startswith("0_") and "pde.weights.residual-1+" in names[0], names
+    assert names[1].startswith("1_") and "pde.weights.residual-1e+38+" in names[1], names
     for name in names:  # noisy or path-valued keys are left out
         assert "adapter-full" in name and "source" not in name and "outputs_root" not in name
 
@@ -98,7 +99,7 @@ def test_failed_job_recorded_and_the_other_survives(sweep_dir: Path) -> None:
     with h5py.File(bad / "results.h5", "r") as f:
         assert f.attrs["status"] == "diverged"
     assert [(d.name, m.split(" (")[0]) for d, m in failures(sweep_dir)] == [
-        (bad.name, "training diverged at step 2")
+        (bad.name, "training diverged at step 1")  # the loss is inf from the start
     ]
 
 
