@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 
 from pinnkan import __version__
+from pinnkan.atomic import atomic_replace
 from pinnkan.errors import PinnkanError
 from pinnkan.training import TrainState
 
@@ -32,16 +32,8 @@ _WHAT = {
 
 def atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_replace(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def tensors_hash(tensors: dict[str, Tensor]) -> str:

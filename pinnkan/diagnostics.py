@@ -14,7 +14,6 @@ descending), ``hosvd_ranks`` (n_cr, 3) int, ``hosvd_rel_error`` (n_cr,), attribu
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pinnkan.adapters.tucker import leading_subspace, ranks_from_cr, unfold
+from pinnkan.atomic import atomic_replace
 from pinnkan.results import RESULTS_FILE
 
 CRS = (1.0, 0.5, 0.25, 0.125)
@@ -139,21 +139,10 @@ def _write_group(f: h5py.File, layers: dict[int, LayerDiagnostics]) -> None:
 def write_diagnostics(results: Path, layers: dict[int, LayerDiagnostics]) -> None:
     """Add (or replace) the diagnostics group of a results.h5 without ever leaving it half
     written: edit a copy in the same directory, fsync it, then rename it over the original."""
-    results = Path(results)
-    tmp = results.parent / f".{results.name}.diag-{os.getpid()}"
-    try:
+    with atomic_replace(results) as tmp:
         shutil.copyfile(results, tmp)
         with h5py.File(tmp, "a") as f:
             _write_group(f, layers)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, results)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_diagnostics(results: Path) -> dict[int, LayerDiagnostics]:

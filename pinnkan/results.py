@@ -20,7 +20,6 @@ Layout (every string is a plain ``str`` attribute, so plain h5py reads the file 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import h5py
 import numpy as np
 
 import pinnkan
+from pinnkan.atomic import atomic_replace
 
 RESULTS_FILE = "results.h5"
 
@@ -184,20 +184,8 @@ def write_results(path: Path, result: RunResult) -> None:
     """
     path = Path(path)
     _validate(result)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write_file(f, result)
-            f.flush()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_replace(path) as tmp, h5py.File(tmp, "w") as f:
+        _write_file(f, result)
 
 
 def _py(value: Any) -> Any:

@@ -1,0 +1,27 @@
+"""Atomic file writes: a file is always either its previous complete version or the new one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_replace(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (``.<name>.tmp-<pid>``, which resume clears away);
+    when the block succeeds, fsync it and rename it over `path`; on any error delete it."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
