@@ -56,6 +56,8 @@ class Layer(Protocol):
 
     def forward_jet(self, jet: Jet, fused: bool = True) -> Jet: ...
 
+    def jet_features(self, jet: Jet) -> Tensor: ...  # (1 + 2D, B, n_modes1, n_d)
+
     def extra_parameters(self) -> list[nn.Parameter]: ...
 
 
@@ -108,18 +110,27 @@ class BasisLayer(nn.Module):
         y = feats.reshape(x.shape[0], -1) @ self._weight()
         return y if self.bias is None else y + self.bias
 
+    def jet_features(self, jet: Jet) -> Tensor:
+        """(1 + 2D, B, n_in, n_d): φ(x), φ'(x)·x_k and φ''(x)·x_k² + φ'(x)·x_kk, k = 1..D.
+
+        The layer's jet output is these features contracted with A (+ ΔA) over (n_in, n_d),
+        which is what the Gauss–Newton Jacobian (`pinnkan.jacobian`) uses.
+        """
+        x, dx, ddx = jet.value, jet.d1, jet.d2  # (B, n_in), (D, B, n_in), (D, B, n_in)
+        assert dx is not None and ddx is not None
+        phi, d1, d2 = self.basis.derivatives(x)  # each (B, n_in, n_d)
+        dxe, ddxe = dx.unsqueeze(-1), ddx.unsqueeze(-1)  # (D, B, n_in, 1)
+        return torch.cat([phi.unsqueeze(0), d1 * dxe, d2 * dxe * dxe + d1 * ddxe], 0)
+
     def forward_jet(self, jet: Jet, fused: bool = True) -> Jet:
         """Value, first and diagonal second derivatives through the layer (`fused` unused).
 
         y = Σ A φ(x), y_k = Σ A φ'(x) x_k, y_kk = Σ A (φ''(x) x_k² + φ'(x) x_kk): the 1 + 2D
         feature blocks go through a single matmul; the bias only enters the value.
         """
-        x, dx, ddx = jet.value, jet.d1, jet.d2  # (B, n_in), (D, B, n_in), (D, B, n_in)
-        assert dx is not None and ddx is not None
-        n_dir, n_batch = dx.shape[0], x.shape[0]
-        phi, d1, d2 = self.basis.derivatives(x)  # each (B, n_in, n_d)
-        dxe, ddxe = dx.unsqueeze(-1), ddx.unsqueeze(-1)  # (D, B, n_in, 1)
-        feats = torch.cat([phi.unsqueeze(0), d1 * dxe, d2 * dxe * dxe + d1 * ddxe], 0)
+        assert jet.d1 is not None
+        n_dir, n_batch = jet.d1.shape[0], jet.value.shape[0]
+        feats = self.jet_features(jet)
         out = feats.reshape(-1, self.n_in * self.n_d) @ self._weight()
         out = out.reshape(1 + 2 * n_dir, n_batch, self.n_out)
         value = out[0] if self.bias is None else out[0] + self.bias
@@ -146,6 +157,11 @@ class KANLayer(BasisLayer):
         a = torch.randn(n_in, n_out, basis.n_basis, generator=generator, dtype=dtype) / n_in**0.5
         a[..., : basis.n_splines] *= spline_scale
         super().__init__(basis, a.to(device))
+
+    def jet_features(self, jet: Jet) -> Tensor:
+        """(1 + 2D, B, n_in, n_d) jet features (see `BasisLayer.jet_features`), by plain ops."""
+        assert jet.d1 is not None and jet.d2 is not None
+        return self.basis.jet_features(jet.value, jet.d1, jet.d2)
 
     def forward_jet(self, jet: Jet, fused: bool = True) -> Jet:
         """Push (value, first and diagonal second derivatives) through the layer exactly.

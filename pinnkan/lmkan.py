@@ -184,6 +184,35 @@ class LookupKANLayer(nn.Module):
         rows, (va, _, _), (vb, _, _) = self._lookup(x)
         return self._contract(self._outer(va, vb).unsqueeze(0), rows)[0]
 
+    def _jet_weights(self, jet: Jet) -> tuple[Tensor, Tensor]:
+        """The 1 + 2D jet components as weights on each cell's 16 rows, (1 + 2D, B, n_pairs, 16),
+        and the flat padded-table position of every slot (B, n_pairs, 16), per pair."""
+        x, dx, ddx = jet.value, jet.d1, jet.d2  # (B, n_in), (D, B, n_in), (D, B, n_in)
+        assert dx is not None and ddx is not None
+        ia, va, da, sa = self._axis(x[:, self.idx_a])  # (B, n_pairs), 3 × (B, n_pairs, 4)
+        ib, vb, db, sb = self._axis(x[:, self.idx_b])
+        ua, ub = dx[..., self.idx_a].unsqueeze(-1), dx[..., self.idx_b].unsqueeze(-1)
+        uua, uub = ddx[..., self.idx_a].unsqueeze(-1), ddx[..., self.idx_b].unsqueeze(-1)
+        # 2-D basis and its partials, each (B, n_pairs, 16); directions broadcast in front
+        f, fu, fv = self._outer(va, vb), self._outer(da, vb), self._outer(va, db)
+        fuu, fuv, fvv = self._outer(sa, vb), self._outer(da, db), self._outer(va, sb)
+        first = fu * ua + fv * ub  # (D, B, n_pairs, 16)
+        second = fuu * ua * ua + 2.0 * fuv * ua * ub + fvv * ub * ub + fu * uua + fv * uub
+        slots = (ia * self.n_pad + ib).unsqueeze(-1) + self.slot_offsets  # (B, n_pairs, 16)
+        return torch.cat([f.unsqueeze(0), first, second], dim=0), slots
+
+    def jet_features(self, jet: Jet) -> Tensor:
+        """(1 + 2D, B, n_pairs, n_d): the jet output is these contracted with A over
+        (n_pairs, n_d), as for the other layer kinds (used by `pinnkan.jacobian`)."""
+        w, slots = self._jet_weights(jet)
+        n = self.n_splines
+        dense = w.new_zeros(*w.shape[:-1], self.n_pad * self.n_pad)
+        dense = dense.scatter(-1, slots.expand_as(w), w)  # a cell's 16 slots are distinct
+        dense = dense.unflatten(-1, (self.n_pad, self.n_pad))[
+            ..., ORDER : ORDER + n, ORDER : ORDER + n
+        ]
+        return dense.flatten(-2)
+
     def forward_jet(self, jet: Jet, fused: bool = True) -> Jet:
         """Push (value, first and diagonal second derivatives) through the layer exactly.
 

@@ -40,10 +40,12 @@ from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.pde import PDEFamily, build_pde
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
 from pinnkan.training import (
+    OPTIMIZERS,
     Diverged,
     Evaluator,
     History,
@@ -68,11 +70,29 @@ class Setup:
     device: torch.device
     train: TrainConfig
     seed: int
+    precision: str = "float32"
+
+
+def _stage_default(value: Any, stage: str, name: str) -> Any:
+    """A per-stage default ({pretrain: .., transfer: ..}) or a plain value."""
+    if isinstance(value, dict):
+        if stage not in value:
+            raise PinnkanError(f"{name} has no entry for stage {stage!r}: {value}")
+        return value[stage]
+    return value
 
 
 def resolve_setup(cfg: dict[str, Any]) -> Setup:
-    """Validate the stage-independent part of the config (precision, device, budget, seed)."""
-    precision = as_choice(cfg.get("precision", "float32"), "precision", tuple(PRECISIONS))
+    """Validate the stage-independent part of the config (precision, device, budget, seed).
+
+    `precision: auto` is float64 for optim=lm (second-order steps need it) and float32 for
+    Adam; `train.steps: null` takes the optimizer's default for the stage (`optim.steps`)."""
+    t, o = cfg.get("train", {}) or {}, cfg.get("optim", {}) or {}
+    optimizer = as_choice(o.get("name", "adam"), "optim", OPTIMIZERS)
+    precision = cfg.get("precision", "float32")
+    if precision == "auto":
+        precision = "float64" if optimizer == "lm" else "float32"
+    precision = as_choice(precision, "precision", tuple(PRECISIONS))
     device = str(cfg.get("device", "auto"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -81,9 +101,19 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PinnkanError("device=cuda but CUDA is not available here; use device=cpu or auto")
     seed = as_int(cfg.get("seed", 0), "seed", 0)
-    t, o = cfg.get("train", {}) or {}, cfg.get("optim", {}) or {}
+    stage = str(cfg.get("stage", "pretrain"))
+    steps = t.get("steps")
+    if steps is None:
+        steps = _stage_default(o.get("steps", 2000), stage, "optim.steps")
+    lm = LMConfig(
+        **{
+            k: o[k]
+            for k in ("damping", "damping_max", "scaling", "solve", "resample_every")
+            if k in o
+        }
+    )
     tc = TrainConfig(
-        steps=t.get("steps", 2000),
+        steps=steps,
         lbfgs_steps=o.get("lbfgs_steps", 0),
         lr=o.get("lr", 1e-2),
         lr_decay=o.get("lr_decay", 0.1),
@@ -95,10 +125,13 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
         log_every=t.get("log_every", 200),
         progress=t.get("progress", "auto"),
         checkpoint_every=t.get("checkpoint_every", 0),
+        optimizer=optimizer,
+        lm=lm,
+        max_seconds=t.get("max_seconds", 0.0),
     )
     tc.validate()
     as_int((cfg.get("eval", {}) or {}).get("n", 101), "eval.n", 2, 4096)
-    return Setup(PRECISIONS[precision], torch.device(device), tc, seed)
+    return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision)
 
 
 def build_model(cfg: dict[str, Any], pde: PDEFamily, setup: Setup, gen: torch.Generator) -> KAN:
@@ -289,6 +322,7 @@ def _result(
         "n_total": n_total,
         "train_seconds": float(hist.seconds[-1]) if hist.seconds else 0.0,
         "steps": setup.train.steps + setup.train.lbfgs_steps,
+        "steps_done": int(hist.step[-1]) if hist.step else 0,
         **extra_metrics,
     }
     if status != "diverged":  # a diverged model's fields are not results
@@ -307,7 +341,11 @@ def _result(
         metrics=metrics,
         history={k: np.asarray(v) for k, v in hist.as_dict().items()},
         status=status,
-        attrs={k: v for k, v in attrs.items() if v is not None},
+        attrs={
+            "optimizer": setup.train.optimizer,
+            "precision": setup.precision,
+            **{k: v for k, v in attrs.items() if v is not None},
+        },
     )
 
 
@@ -372,7 +410,7 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         "pde": pde.name,
         "pde_params": pde.params,
         "spec": model.spec(),
-        "precision": str(cfg.get("precision", "float32")),
+        "precision": setup.precision,
     }
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, meta, model.state_dict())
     return _finish(
@@ -524,7 +562,7 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         "pde": pde.name,
         "pde_params": pde.params,
         "spec": model.spec(),
-        "precision": str(cfg.get("precision", "float32")),
+        "precision": setup.precision,
     }
     merged = model.merged_state()  # A + ΔA, extra parameters, lo, hi
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, {**spec_meta, "stage": "transfer"}, merged)

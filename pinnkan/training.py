@@ -21,12 +21,14 @@ from pinnkan.derivatives import ENGINES, compute_jet
 from pinnkan.errors import PinnkanError
 from pinnkan.jet import Jet
 from pinnkan.kan import KAN
+from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.pde import PDEFamily
 
 log = logging.getLogger("pinnkan")
 
 
 MAX_LR = 10.0  # no PINN trains with a larger Adam step; far below float32 overflow
+OPTIMIZERS = ("adam", "lm")
 
 
 @dataclass
@@ -44,7 +46,10 @@ class TrainConfig:
     eval_every: int = 100
     log_every: int = 200
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | none
-    checkpoint_every: int = 0  # write a resumable training state every N Adam steps (0: never)
+    checkpoint_every: int = 0  # write a resumable training state every N steps (0: never)
+    optimizer: str = "adam"  # adam (then optional L-BFGS) | lm (Levenberg–Marquardt)
+    lm: LMConfig = field(default_factory=LMConfig)
+    max_seconds: float = 0.0  # stop once training has taken this long (0: no limit)
 
     def validate(self) -> None:
         """Type and range of every field; one PinnkanError line naming the field."""
@@ -65,6 +70,9 @@ class TrainConfig:
         if not isinstance(self.compile, bool):
             raise PinnkanError(f"train.compile={self.compile!r} must be true or false")
         as_choice(self.progress, "train.progress", ("auto", "bar", "log", "none"))
+        as_choice(self.optimizer, "optim.name", OPTIMIZERS)
+        self.max_seconds = as_float(self.max_seconds, "train.max_seconds", 0.0)
+        self.lm.validate()
 
 
 @dataclass
@@ -83,11 +91,11 @@ class TrainState:
 class Diverged(PinnkanError):
     """A non-finite loss; raised before the optimizer step, so the model is still finite."""
 
-    def __init__(self, step: int, loss: float, lr: float, history: History) -> None:
-        super().__init__(
-            f"training diverged at step {step} (loss={loss}); lower optim.lr (now {lr:g}) "
-            "or use precision=float64"
-        )
+    def __init__(
+        self, step: int, loss: float, lr: float, history: History, hint: str | None = None
+    ) -> None:
+        hint = hint or f"lower optim.lr (now {lr:g}) or use precision=float64"
+        super().__init__(f"training diverged at step {step} (loss={loss}); {hint}")
         self.step, self.history = step, history
 
 
@@ -107,14 +115,18 @@ class History:
     seconds: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     rel_l2: list[float] = field(default_factory=list)
+    heldout_loss: list[float] = field(default_factory=list)  # optim=lm: loss on held-out points
 
     def as_dict(self) -> dict[str, list[Any]]:
-        return {
+        out = {
             "step": self.step,
             "seconds": self.seconds,
             "loss": self.loss,
             "rel_l2": self.rel_l2,
         }
+        if self.heldout_loss:
+            out["heldout_loss"] = self.heldout_loss
+        return out
 
 
 class PinnLoss:
@@ -131,22 +143,47 @@ class PinnLoss:
         gen: torch.Generator,
         dtype: torch.dtype,
         device: torch.device,
+        quasi: bool = False,
     ) -> dict[str, Tensor]:
-        """One batch of collocation points, drawn on the CPU generator for reproducibility."""
-        batch = {"interior": self.pde.sample_interior(n_interior, gen, dtype)}
+        """One batch of collocation points, drawn on the CPU generator for reproducibility;
+        `quasi`: the interior points are a scrambled Sobol set (seeded from `gen`)."""
+        if quasi:
+            seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+            engine = torch.quasirandom.SobolEngine(self.pde.dim, scramble=True, seed=seed)
+            interior = self.pde.box_points(engine.draw(n_interior, dtype=dtype))
+        else:
+            interior = self.pde.sample_interior(n_interior, gen, dtype)
+        batch = {"interior": interior}
         for cond in self.conditions:
             batch[cond.name] = cond.sample(n_boundary, gen, dtype)
         return {k: v.to(device) for k, v in batch.items()}
 
-    def __call__(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
+    def weighted_residuals(
+        self, model: KAN, batch: dict[str, Tensor]
+    ) -> list[tuple[float, Tensor]]:
+        """(weight, residuals (m,)) of the PDE and of every condition, in batch order."""
         x = batch["interior"]
-        res = self.pde.residual(x, compute_jet(model, x, self.engine))
-        loss = self.pde.weights["residual"] * res.square().mean()
+        out = [
+            (self.pde.weights["residual"], self.pde.residual(x, compute_jet(model, x, self.engine)))
+        ]
         for cond in self.conditions:
             xc = batch[cond.name]
             jet = compute_jet(model, xc, self.engine) if cond.derivatives else Jet(model(xc))
-            loss = loss + cond.weight * cond.residual(xc, jet).square().mean()
+            out.append((cond.weight, cond.residual(xc, jet)))
+        return out
+
+    def __call__(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
+        parts = self.weighted_residuals(model, batch)
+        loss = parts[0][0] * parts[0][1].square().mean()
+        for weight, res in parts[1:]:
+            loss = loss + weight * res.square().mean()
         return loss
+
+    def residual_vector(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
+        """r (N,) with loss = r·r: each group's residuals scaled by √(weight / count)."""
+        return torch.cat(
+            [res * math.sqrt(w / res.numel()) for w, res in self.weighted_residuals(model, batch)]
+        )
 
 
 class Evaluator:
@@ -234,6 +271,81 @@ class CompiledStep:
             return self(batch)
 
 
+class _Run:
+    """What both optimizer loops share: history, timing, progress, checkpoints and stops."""
+
+    def __init__(
+        self,
+        model: KAN,
+        cfg: TrainConfig,
+        evaluator: Evaluator,
+        gen: torch.Generator,
+        desc: str,
+        total: int,
+        resume: TrainState | None,
+        checkpoint: Callable[[TrainState], None] | None,
+        stop: Callable[[], int | None] | None,
+    ) -> None:
+        self.model, self.cfg, self.evaluator, self.gen = model, cfg, evaluator, gen
+        self.total, self.checkpoint_fn, self.stop_fn = total, checkpoint, stop
+        self.hist, self.elapsed, self.start = History(), 0.0, 0
+        if resume is not None:
+            model.load_state_dict(resume.model)
+            gen.set_state(resume.rng)
+            self.hist = History(**{k: list(v) for k, v in resume.history.items()})
+            self.elapsed, self.start = float(resume.elapsed), int(resume.step)
+        self.progress = Progress(total, cfg.progress, cfg.log_every, desc, initial=self.start)
+        self.last_err = self.hist.rel_l2[-1] if self.hist.rel_l2 else evaluator.rel_l2(model)
+
+    def record(self, step: int, loss: float, force: bool = False, heldout: float | None = None):
+        """Evaluate and append to the history every eval_every steps (and at the end)."""
+        if force or step % self.cfg.eval_every == 0 or step == self.total:
+            self.last_err = self.evaluator.rel_l2(self.model)
+            h = self.hist
+            h.step.append(step)
+            h.seconds.append(self.elapsed)
+            h.loss.append(loss)
+            h.rel_l2.append(self.last_err)
+            if heldout is not None:
+                h.heldout_loss.append(heldout)
+        self.progress.update(step, loss, self.last_err)
+
+    def state(self, step: int, optimizer: dict[str, Any], scheduler: dict[str, Any]) -> TrainState:
+        return TrainState(
+            step=step,
+            model=self.model.state_dict(),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            rng=self.gen.get_state(),
+            history=self.hist.as_dict(),
+            elapsed=self.elapsed,
+        )
+
+    def save(self, state: Callable[[], TrainState]) -> None:
+        if self.checkpoint_fn is not None and _finite(self.model):
+            self.checkpoint_fn(state())
+
+    def checkpoint_due(self, step: int) -> bool:
+        every = self.cfg.checkpoint_every
+        return bool(every and step % every == 0)
+
+    def check_stop(self, step: int, state: Callable[[], TrainState] | None) -> None:
+        """Checkpoint (when `state` is given) and raise Interrupted if a signal arrived."""
+        signum = self.stop_fn() if self.stop_fn is not None else None
+        if signum:
+            if state is not None and self.checkpoint_fn is not None:
+                self.checkpoint_fn(state())
+            self.progress.close()
+            raise Interrupted(signum, step, self.hist)
+
+    def out_of_time(self) -> bool:
+        return bool(self.cfg.max_seconds) and self.elapsed >= self.cfg.max_seconds
+
+    def diverged(self, step: int, value: float, lr: float, hint: str | None = None) -> Diverged:
+        self.progress.close()
+        return Diverged(step, value, lr, self.hist, hint)
+
+
 def train(
     model: KAN,
     loss_fn: PinnLoss,
@@ -247,83 +359,66 @@ def train(
     checkpoint: Callable[[TrainState], None] | None = None,
     stop: Callable[[], int | None] | None = None,
 ) -> History:
-    """Adam over `groups` for cfg.steps (lr decaying to lr·lr_decay), then optional L-BFGS.
+    """Train the parameters of `groups` with cfg.optimizer: Adam for cfg.steps (lr decaying to
+    lr·lr_decay) then optional L-BFGS, or Levenberg–Marquardt (`train_lm`; lr is unused).
 
-    `checkpoint(state)` is called every cfg.checkpoint_every Adam steps (only with finite
+    `checkpoint(state)` is called every cfg.checkpoint_every steps (only with finite
     parameters), at the end of the Adam phase when L-BFGS follows, and when `stop()` returns a
     signal number; then `Interrupted` is raised. `resume` continues from such a state, giving
     the numbers an uninterrupted run would. A non-finite loss raises `Diverged`. A stop during
     L-BFGS raises `Interrupted` without a new state: resuming replays L-BFGS from the last
-    Adam-phase state (same numbers, some repeated work).
+    Adam-phase state (same numbers, some repeated work). cfg.max_seconds ends either loop early.
     """
     cfg.validate()
+    if cfg.optimizer == "lm":
+        params = [p for g in groups for p in g["params"]]
+        return train_lm(
+            model,
+            loss_fn,
+            params,
+            cfg,
+            evaluator,
+            gen,
+            desc,
+            resume=resume,
+            checkpoint=checkpoint,
+            stop=stop,
+        )
     device, dtype = model.lo.device, model.lo.dtype
-    hist = History()
     opt = torch.optim.Adam(groups)
     gamma = cfg.lr_decay ** (1.0 / cfg.steps)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     total = cfg.steps + cfg.lbfgs_steps
-    elapsed, start = 0.0, 0
+    run = _Run(model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop)
     if resume is not None:
-        model.load_state_dict(resume.model)
         opt.load_state_dict(resume.optimizer)
         sched.load_state_dict(resume.scheduler)
-        gen.set_state(resume.rng)
-        hist = History(**{k: list(v) for k, v in resume.history.items()})
-        elapsed, start = float(resume.elapsed), int(resume.step)
-    progress = Progress(total, cfg.progress, cfg.log_every, desc, initial=start)
-    last_err = hist.rel_l2[-1] if hist.rel_l2 else evaluator.rel_l2(model)
 
-    def record(step: int, loss: float) -> None:
-        nonlocal last_err
-        if step % cfg.eval_every == 0 or step == total:
-            last_err = evaluator.rel_l2(model)
-            hist.step.append(step)
-            hist.seconds.append(elapsed)
-            hist.loss.append(loss)
-            hist.rel_l2.append(last_err)
-        progress.update(step, loss, last_err)
-
-    def state(step: int) -> TrainState:
-        return TrainState(
-            step=step,
-            model=model.state_dict(),
-            optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(),
-            rng=gen.get_state(),
-            history=hist.as_dict(),
-            elapsed=elapsed,
-        )
-
-    def check_stop(step: int, save: bool) -> None:
-        signum = stop() if stop is not None else None
-        if signum:
-            if save and checkpoint is not None:
-                checkpoint(state(step))
-            progress.close()
-            raise Interrupted(signum, step, hist)
+    def state(step: int) -> Callable[[], TrainState]:
+        return lambda: run.state(step, opt.state_dict(), sched.state_dict())
 
     if cfg.compile:
         step_fn: Callable[[dict[str, Tensor]], Tensor] = CompiledStep(loss_fn, model)
     else:
         step_fn = functools.partial(loss_and_backward, loss_fn, model)
-    for step in range(start + 1, cfg.steps + 1):
+    for step in range(run.start + 1, cfg.steps + 1):
         t0 = time.perf_counter()
         batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
         opt.zero_grad(set_to_none=True)
         value = float(step_fn(batch).detach())
         if not math.isfinite(value):  # before the step: the model stays finite
-            progress.close()
-            raise Diverged(step, value, opt.param_groups[0]["lr"], hist)
+            raise run.diverged(step, value, opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-        elapsed += time.perf_counter() - t0
-        record(step, value)
-        every = cfg.checkpoint_every
-        due = (every and step % every == 0) or (step == cfg.steps and cfg.lbfgs_steps)
-        if checkpoint is not None and due and _finite(model):
-            checkpoint(state(step))
-        check_stop(step, save=True)
+        run.elapsed += time.perf_counter() - t0
+        timed_out = run.out_of_time()
+        run.record(step, value, force=timed_out)
+        if run.checkpoint_due(step) or (step == cfg.steps and cfg.lbfgs_steps):
+            run.save(state(step))
+        run.check_stop(step, state(step))
+        if timed_out:
+            run.progress.close()
+            return run.hist
 
     if cfg.lbfgs_steps:
         params = [p for g in groups for p in g["params"]]
@@ -341,14 +436,106 @@ def train(
         for step in range(cfg.steps + 1, total + 1):
             t0 = time.perf_counter()
             value = float(lbfgs.step(closure).detach())
-            elapsed += time.perf_counter() - t0
+            run.elapsed += time.perf_counter() - t0
             if not math.isfinite(value):
-                progress.close()
-                raise Diverged(step, value, 1.0, hist)
-            record(step, value)
-            check_stop(step, save=False)
-    progress.close()
-    return hist
+                raise run.diverged(step, value, 1.0)
+            timed_out = run.out_of_time()
+            run.record(step, value, force=timed_out)
+            run.check_stop(step, None)
+            if timed_out:
+                break
+    run.progress.close()
+    return run.hist
+
+
+def train_lm(
+    model: KAN,
+    loss_fn: PinnLoss,
+    params: list[torch.nn.Parameter],
+    cfg: TrainConfig,
+    evaluator: Evaluator,
+    gen: torch.Generator,
+    desc: str = "train",
+    *,
+    resume: TrainState | None = None,
+    checkpoint: Callable[[TrainState], None] | None = None,
+    stop: Callable[[], int | None] | None = None,
+) -> History:
+    """Levenberg–Marquardt on the residual vector (`pinnkan.jacobian`) for up to cfg.steps
+    trial steps, on a fixed Sobol collocation set (new points every cfg.lm.resample_every
+    accepted steps). A rejected trial is undone and retried with more damping from the same J;
+    the run ends early, cleanly, when the damping exceeds cfg.lm.damping_max (no step lowers the
+    loss: converged or stalled). The loss on a second, held-out point set is recorded with
+    every evaluation (history `heldout_loss`), showing whether the residual is overfitted.
+    """
+    from pinnkan.jacobian import residuals, residuals_and_jacobian  # imports this module
+    from pinnkan.levenberg_marquardt import LevenbergMarquardt, assign_flat, flat_view
+
+    device, dtype = model.lo.device, model.lo.dtype
+    lm = LevenbergMarquardt(cfg.lm)
+    run = _Run(model, cfg, evaluator, gen, desc, cfg.steps, resume, checkpoint, stop)
+
+    def new_batch() -> dict[str, Tensor]:
+        return loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device, quasi=True)
+
+    if resume is not None:
+        lm.load_state_dict(resume.optimizer["lm"])
+        batch, heldout = resume.optimizer["batch"], resume.optimizer["heldout"]
+        accepted = int(resume.optimizer["accepted"])
+    else:
+        heldout, batch, accepted = new_batch(), new_batch(), 0
+
+    def loss_at(points: dict[str, Tensor]) -> float:
+        r = residuals(loss_fn, model, points)
+        return float(r @ r)
+
+    def state(step: int) -> Callable[[], TrainState]:
+        extra = {"lm": lm.state_dict(), "batch": batch, "heldout": heldout, "accepted": accepted}
+        return lambda: run.state(step, extra, {})
+
+    r = J = None
+    loss = math.nan
+    for step in range(run.start + 1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        if J is None:
+            r, J = residuals_and_jacobian(loss_fn, model, batch)
+            loss = float(r @ r)
+            if not math.isfinite(loss):
+                raise run.diverged(step, loss, 0.0, "use precision=float64 or fewer points")
+            lm.forget_jacobian()
+        theta = flat_view(params)
+        proposal = lm.propose(r, J)
+        actual, trial = None, math.nan
+        if proposal is not None:
+            assign_flat(params, theta + proposal[0])
+            trial = loss_at(batch)
+            actual = loss - trial if math.isfinite(trial) else math.nan
+        if lm.judge(proposal[1] if proposal else None, actual if actual is not None else -1.0):
+            loss, J, accepted = trial, None, accepted + 1
+            if cfg.lm.resample_every and accepted % cfg.lm.resample_every == 0:
+                batch = new_batch()
+        else:
+            assign_flat(params, theta)
+        run.elapsed += time.perf_counter() - t0
+        done = lm.exhausted or run.out_of_time()
+        due = done or step % cfg.eval_every == 0 or step == cfg.steps
+        run.record(step, loss, force=done, heldout=loss_at(heldout) if due else None)
+        if run.checkpoint_due(step):
+            run.save(state(step))
+        run.check_stop(step, state(step))
+        if lm.exhausted:
+            log.info(
+                "%s: stopped at step %d, damping %.1e > optim.damping_max (converged or "
+                "stalled), loss %.3e",
+                desc,
+                step,
+                lm.damping,
+                loss,
+            )
+        if done:
+            break
+    run.progress.close()
+    return run.hist
 
 
 def _finite(model: KAN) -> bool:

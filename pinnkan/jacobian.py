@@ -1,0 +1,211 @@
+"""The PINN loss as a residual vector r(θ), loss = r·r, and its Jacobian J = ∂r/∂θ (N × P).
+
+A layer's jet output is linear in its coefficients given its input jet:
+out[c, b, j] = Σ_{i,k} F[c, b, i, k] · C[i, j, k], with F the layer's jet features
+(`jet_features`: value, first and second-derivative components c) and C = A (+ ΔA). So the row
+of J for residual b and the entries of C is Σ_c F[c, b, i, k] · S[c, b, j], where
+S = ∂r_b/∂out[c, b, j] is the sensitivity of residual b to the layer's output jet. Points do not
+interact in the forward pass, so one backward of Σ_b r_b gives every S at once: one jet pass
+with zero "probes" added to each layer output, and one `autograd.grad` w.r.t. the probes.
+
+LoTRA factors chain through ΔA = G ×1 U1 ×2 U2 ×3 U3 by contractions (no dense ∂ΔA/∂θ);
+biases take S's value component. Other trainable parameters (rational denominators) enter the
+features nonlinearly and get their columns by forward-mode AD (`torch.func.jacfwd`, one batched
+pass per parameter tensor).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from pinnkan.jet import Jet, affine_input_jet
+from pinnkan.kan import KAN
+from pinnkan.training import PinnLoss
+
+
+def trainable_parameters(model: KAN) -> list[nn.Parameter]:
+    """The parameters J has columns for, in `model.parameters()` order."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _value_jet(model: KAN, x: Tensor) -> Jet:
+    """The input jet with no derivative directions (for conditions on values only)."""
+    z = model.normalise(x)
+    empty = z.new_zeros(0, *z.shape)
+    return Jet(z, empty, empty)
+
+
+def _probed_pass(
+    model: KAN, x: Tensor, derivatives: bool, probes: bool = True
+) -> tuple[Jet, list[tuple]]:
+    """Jet at x through every layer, each output plus a zero probe that requires grad.
+
+    Returns the final jet and, per layer, (layer, features (C, B, n_in, n_d), probe
+    (C, B, n_out)); the gradient of a sum of residuals w.r.t. a probe is S above. Without
+    `probes` it is the same arithmetic (adding zero is exact) with nothing recorded.
+    """
+    jet = affine_input_jet(x, model.lo, model.hi) if derivatives else _value_jet(model, x)
+    records = []
+    for layer in model.layers:
+        assert jet.d1 is not None
+        n_dir = jet.d1.shape[0]
+        feats = layer.jet_features(jet)  # (1 + 2D, B, n_in, n_d)
+        out = torch.einsum("cbik,ijk->cbj", feats, layer.coefficients().detach())
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            out = torch.cat([(out[0] + bias.detach()).unsqueeze(0), out[1:]])
+        if probes:
+            probe = torch.zeros_like(out, requires_grad=True)
+            out = out + probe
+            records.append((layer, feats.detach(), probe))
+        jet = Jet(out[0], out[1 : 1 + n_dir], out[1 + n_dir :])
+    return jet, records
+
+
+def _tucker_blocks(upd: nn.Module, f: Tensor, s: Tensor) -> dict[int, Tensor]:
+    """Columns of G, U1, U2, U3 from features f (C, B, n_in, n_d) and sensitivities s (C, B, n_out),
+    each (B, *factor.shape)."""
+    G, U1, U2, U3 = upd.G, upd.U1, upd.U2, upd.U3
+    blocks = {}
+    with torch.no_grad():
+        if G.requires_grad:
+            fu = torch.einsum("cbik,ia,kg->cbag", f, U1, U3)  # (C, B, r1, r3)
+            su = s @ U2  # (C, B, r2)
+            blocks[id(G)] = torch.einsum("cbag,cbh->bahg", fu, su)
+        if U1.requires_grad:
+            m1 = torch.einsum("abc,jb,kc->ajk", G, U2, U3)  # (r1, n_out, n_d)
+            t = torch.einsum("cbj,ajk->cbak", s, m1)
+            blocks[id(U1)] = torch.einsum("cbik,cbak->bia", f, t)
+        if U2.requires_grad:
+            m2 = torch.einsum("abc,ia,kc->ibk", G, U1, U3)  # (n_in, r2, n_d)
+            t = torch.einsum("cbik,ihk->cbh", f, m2)
+            blocks[id(U2)] = torch.einsum("cbj,cbh->bjh", s, t)
+        if U3.requires_grad:
+            m3 = torch.einsum("abc,ia,jb->ijc", G, U1, U2)  # (n_in, n_out, r3)
+            t = torch.einsum("cbj,ijg->cbig", s, m3)
+            blocks[id(U3)] = torch.einsum("cbik,cbig->bkg", f, t)
+    return blocks
+
+
+def _structured_blocks(records: list[tuple], sens: list[Tensor]) -> dict[int, Tensor]:
+    """J's column blocks (B, *param.shape) for every A, LoTRA factor and bias that trains."""
+    blocks: dict[int, Tensor] = {}
+    for (layer, f, _), s in zip(records, sens):
+        if layer.A.requires_grad:
+            blocks[id(layer.A)] = torch.einsum("cbik,cbj->bijk", f, s)
+        bias = getattr(layer, "bias", None)
+        if bias is not None and bias.requires_grad:
+            blocks[id(bias)] = s[0]
+        if layer.adapter is not None:
+            blocks.update(_tucker_blocks(layer.adapter, f, s))
+    return blocks
+
+
+class _Residuals(nn.Module):
+    """`fn()` as a module around `model`, so `torch.func.functional_call` can swap its tensors."""
+
+    def __init__(self, model: KAN, fn: Callable[[], Tensor]) -> None:
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self) -> Tensor:
+        return self.fn()
+
+
+def _forward_mode_blocks(
+    model: KAN, residuals: Callable[[], Tensor], params: list[nn.Parameter]
+) -> dict[int, Tensor]:
+    """Columns (N, *p.shape) of parameters outside the structured form, by forward-mode AD."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    wrapper = _Residuals(model, residuals)
+    blocks = {}
+    for p in params:
+        key = f"model.{names[id(p)]}"
+
+        def r_of(value: Tensor, key: str = key) -> Tensor:
+            return torch.func.functional_call(wrapper, {key: value}, ())
+
+        blocks[id(p)] = torch.func.jacfwd(r_of)(p.detach()).detach()
+    return blocks
+
+
+def _rows_from_points(
+    r: Tensor, probe: Tensor, sens: Tensor, blocks: dict[int, Tensor]
+) -> dict[int, Tensor]:
+    """Sum per-point blocks (B, ...) into residual rows (m, ...) when a row reads several points.
+
+    Each point must feed at most one row (pointwise residuals, pairs of periodic points): a
+    second backward of Σ_m (m + 1) r_m scales each point's sensitivity by its row's m + 1.
+    A point whose sensitivity is zero contributes nothing and may go to any row.
+    """
+    labels = torch.arange(1, r.numel() + 1, dtype=r.dtype, device=r.device)
+    (scaled,) = torch.autograd.grad((r * labels).sum(), [probe])
+    s = sens.transpose(0, 1).reshape(sens.shape[1], -1)  # (B, C · n_out)
+    pick = s.abs().argmax(dim=1, keepdim=True)
+    num = scaled.transpose(0, 1).reshape(s.shape).gather(1, pick)[:, 0]
+    den = s.gather(1, pick)[:, 0]
+    row = torch.where(den != 0, num / torch.where(den != 0, den, 1.0), 1.0).round().long() - 1
+    out = {}
+    for key, b in blocks.items():
+        out[key] = b.new_zeros(r.numel(), *b.shape[1:]).index_add_(0, row, b)
+    return out
+
+
+def _groups(loss_fn: PinnLoss) -> list[tuple]:
+    """(batch key, weight, needs derivatives, condition or None for the PDE) per residual group."""
+    groups = [("interior", loss_fn.pde.weights["residual"], True, None)]
+    return groups + [(c.name, c.weight, c.derivatives, c) for c in loss_fn.conditions]
+
+
+def _group_residual(loss_fn: PinnLoss, x: Tensor, jet: Jet, weight: float, cond) -> Tensor:
+    res = loss_fn.pde.residual(x, jet) if cond is None else cond.residual(x, jet)
+    return res * math.sqrt(weight / res.numel())
+
+
+@torch.no_grad()
+def residuals(loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor]) -> Tensor:
+    """r as `residuals_and_jacobian` computes it (same arithmetic, bit for bit), without J:
+    the loss of a trial step is then comparable with the loss at the current point."""
+    parts = []
+    for name, weight, derivs, cond in _groups(loss_fn):
+        jet, _ = _probed_pass(model, batch[name], derivs or cond is None, probes=False)
+        parts.append(_group_residual(loss_fn, batch[name], jet, weight, cond))
+    return torch.cat(parts)
+
+
+def residuals_and_jacobian(
+    loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """r (N,) with loss = r·r (`PinnLoss.residual_vector`) and J = ∂r/∂θ (N, P), columns in
+    `trainable_parameters(model)` order, each parameter flattened row-major."""
+    params = trainable_parameters(model)
+    r_parts, blocks_per_group = [], []
+    for name, weight, derivs, cond in _groups(loss_fn):
+        x = batch[name]
+        jet, records = _probed_pass(model, x, derivs or cond is None)
+        r = _group_residual(loss_fn, x, jet, weight, cond)
+        probes = [probe for _, _, probe in records]
+        sens = torch.autograd.grad(r.sum(), probes, retain_graph=r.numel() != x.shape[0])
+        blocks = _structured_blocks(records, list(sens))
+        if r.numel() != x.shape[0]:  # rows that read several points (e.g. periodic pairs)
+            blocks = _rows_from_points(r, probes[-1], sens[-1], blocks)
+        r_parts.append(r.detach())
+        blocks_per_group.append(blocks)
+    r = torch.cat(r_parts)
+    missing = [p for p in params if id(p) not in blocks_per_group[0]]
+    extra = {}
+    if missing:
+        extra = _forward_mode_blocks(model, lambda: loss_fn.residual_vector(model, batch), missing)
+    cols = []
+    for p in params:
+        if id(p) in extra:
+            cols.append(extra[id(p)].reshape(r.numel(), -1))
+        else:
+            cols.append(
+                torch.cat([b[id(p)].reshape(b[id(p)].shape[0], -1) for b in blocks_per_group])
+            )
+    return r, torch.cat(cols, dim=1)
