@@ -319,6 +319,7 @@ LAYER_KINDS: dict[str, LayerKind] = {
             "spline_scale": (0.1, lambda v, n: as_float(v, n, 0.0, lo_open=True)),
         },
         init_only=("spline_scale",),
+        hidden=(16, 16),  # with optim=lm; Adam did best at (32, 32) (docs/method.md)
     ),
     "rational": LayerKind(
         _rational_layer,

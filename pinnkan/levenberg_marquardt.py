@@ -30,7 +30,7 @@ class LMConfig:
     damping_max: float = 1e10  # λ above this: no step lowers the loss any more, stop
     scaling: str = "marquardt"  # marquardt (D² = running max of diag JᵀJ) | identity
     solve: str = "auto"  # auto (primal when P <= N) | primal | kernel
-    resample_every: int = 0  # new collocation points every N accepted steps (0: fixed set)
+    resample_every: int = 10  # new collocation points every N accepted steps (0: fixed set)
 
     def validate(self) -> None:
         """Type and range of every field; one PinnkanError line naming the field."""

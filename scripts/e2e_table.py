@@ -109,7 +109,7 @@ def main() -> None:
                     f"| {model} | {pde} | {name} | {json.dumps(m['params'])} |"
                     f" {m['rel_l2']:.2e} | {m['max_abs_error']:.2e} | {int(m['n_trainable'])} |"
                     f" {int(m['n_total'])} | {full} | {wall:.0f} | {m['train_seconds']:.0f} |"
-                    f" {1000 * m['train_seconds'] / max(m['steps'], 1):.1f} |"
+                    f" {1000 * m['train_seconds'] / max(m.get('steps_done', m['steps']), 1):.1f} |"
                 )
                 print(row, flush=True)
                 lines.append(row)

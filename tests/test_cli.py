@@ -242,10 +242,11 @@ def seeded_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_precision_float64(seeded_runs: dict[str, Path], source_run: SourceRun) -> None:
-    """precision=float64 stores float64 predictions; the default run stores float32."""
+    """precision=float64 stores float64 predictions; so does the default run (precision=auto
+    with the default optim=lm); optim=adam under auto is float32 (tests/test_lm.py)."""
     for run_dir in seeded_runs.values():
         assert u_pred(run_dir).dtype == np.float64
-    assert u_pred(source_run.run_dir).dtype == np.float32
+    assert u_pred(source_run.run_dir).dtype == np.float64
 
 
 def test_same_seed_identical(seeded_runs: dict[str, Path]) -> None:

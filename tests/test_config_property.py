@@ -26,12 +26,12 @@ def ints(lo: int, hi: int):
     return st.integers(lo, hi)
 
 
-def bad_ints(lo: int):
+def bad_ints(lo: int, null_ok: bool = False):
     return st.one_of(
         st.integers(max_value=lo - 1),
         st.floats(0.1, 50).filter(lambda v: not v.is_integer()),
         non_finite,
-        junk,
+        junk.filter(lambda v: v is not None) if null_ok else junk,
     )
 
 
@@ -45,7 +45,8 @@ def bad_positive():
 
 # field path -> (valid values, invalid values, the word the error line must name)
 FIELDS: dict[str, tuple[Any, Any, str]] = {
-    "train.steps": (ints(1, 2), bad_ints(1), "train.steps"),
+    # null is valid: the optimizer's default for the stage (optim.steps)
+    "train.steps": (ints(1, 2), bad_ints(1, null_ok=True), "train.steps"),
     "train.n_interior": (ints(1, 40), bad_ints(1), "train.n_interior"),
     "train.n_boundary": (ints(1, 20), bad_ints(1), "train.n_boundary"),
     "train.eval_every": (ints(1, 5), bad_ints(1), "train.eval_every"),
