@@ -354,6 +354,22 @@ LAYER_KINDS: dict[str, LayerKind] = {
 }
 
 
+def spec_differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """Keys of `want` whose values differ in `have`; domain bounds compare to float32 precision
+    (files written before the spec kept the exact bounds read them back from float32 tensors)."""
+
+    def same(key: str) -> bool:
+        a, b = have.get(key), want[key]
+        if key == "domain" and isinstance(a, list) and len(a) == len(b):
+            return all(
+                len(x) == 2 and all(math.isclose(u, v, rel_tol=1e-6) for u, v in zip(x, y))
+                for x, y in zip(a, b)
+            )
+        return a == b
+
+    return [k for k in want if not same(k)]
+
+
 class KAN(nn.Module):
     """A network of one layer kind on a box domain: inputs are mapped affinely to [-1, 1].
 
@@ -386,6 +402,9 @@ class KAN(nn.Module):
         hi = torch.tensor([d[1] for d in domain], dtype=dtype, device=device)
         self.register_buffer("lo", lo)
         self.register_buffer("hi", hi)
+        # as given, not read back from lo / hi: a float32 and a float64 network on (0, 2π)
+        # have the same spec
+        self.domain = [[float(a), float(b)] for a, b in domain]
         n_layers = len(self.widths) - 1
         make = LAYER_KINDS[kind].make
         self.layers = nn.ModuleList(
@@ -400,7 +419,7 @@ class KAN(nn.Module):
             "basis": self.kind,
             "widths": self.widths,
             **{k: v for k, v in self.options.items() if k not in init_only},
-            "domain": [[float(a), float(b)] for a, b in zip(self.lo.tolist(), self.hi.tolist())],
+            "domain": self.domain,
         }
 
     def base_state(self) -> dict[str, Tensor]:

@@ -224,16 +224,10 @@ class LookupKANLayer(nn.Module):
         ops (differentiable twice, traceable by torch.compile).
         """
         del fused
-        x, dx, ddx = jet.value, jet.d1, jet.d2  # (B, n_in), (D, B, n_in), (D, B, n_in)
-        assert dx is not None and ddx is not None
-        n_dir = dx.shape[0]
-        rows, (va, da, sa), (vb, db, sb) = self._lookup(x)
-        ua, ub = dx[..., self.idx_a].unsqueeze(-1), dx[..., self.idx_b].unsqueeze(-1)
-        uua, uub = ddx[..., self.idx_a].unsqueeze(-1), ddx[..., self.idx_b].unsqueeze(-1)
-        # 2-D basis and its partials, each (B, n_pairs, 16); directions broadcast in front
-        f, fu, fv = self._outer(va, vb), self._outer(da, vb), self._outer(va, db)
-        fuu, fuv, fvv = self._outer(sa, vb), self._outer(da, db), self._outer(va, sb)
-        first = fu * ua + fv * ub  # (D, B, n_pairs, 16)
-        second = fuu * ua * ua + 2.0 * fuv * ua * ub + fvv * ub * ub + fu * uua + fv * uub
-        out = self._contract(torch.cat([f.unsqueeze(0), first, second], dim=0), rows)
+        assert jet.d1 is not None
+        n_dir, n_batch = jet.d1.shape[0], jet.value.shape[0]
+        w, slots = self._jet_weights(jet)  # (1 + 2D, B, n_pairs, 16), (B, n_pairs, 16)
+        flat = (slots + self.pair_offsets.unsqueeze(-1)).reshape(-1)
+        rows = self._rows().index_select(0, flat).reshape(n_batch, self.n_pairs, 16, self.n_out)
+        out = self._contract(w, rows)
         return Jet(out[0], out[1 : 1 + n_dir], out[1 + n_dir :])

@@ -26,6 +26,7 @@ from pinnkan.checkpoint import (
     tensors_hash,
 )
 from pinnkan.errors import PinnkanError
+from pinnkan.kan import spec_differences
 
 MERGED_FILE = "merged.pt"
 # a base's frozen tensors: every layer tensor (A and extra parameters such as rational
@@ -59,7 +60,8 @@ def merge_adapter(
             f"adapter {adapter_path} belongs to pde={meta.get('pde')}, base {base_path} to "
             f"pde={base_meta.get('pde')}; pass --base the model it was trained from"
         )
-    if base_meta.get("spec") != meta.get("spec"):
+    have, want = base_meta.get("spec"), meta.get("spec")
+    if not isinstance(have, dict) or not isinstance(want, dict) or spec_differences(have, want):
         raise PinnkanError(
             f"adapter {adapter_path} was trained on a network {meta.get('spec')}, base "
             f"{base_path} is {base_meta.get('spec')}"

@@ -39,7 +39,7 @@ from pinnkan.config_checks import as_choice, as_int
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import StopRequest
-from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.kan import KAN, LAYER_KINDS, spec_differences
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.pde import PDEFamily, build_pde
 from pinnkan.plots import plot_run
@@ -462,12 +462,9 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
             f"builds model={want['basis']}; pass model={have.get('basis', 'bspline')} or a "
             f"source= run pretrained with model={want['basis']}"
         )
-    if want != have:
-        diff = ", ".join(
-            f"{k}: checkpoint {have.get(k)} vs config {want[k]}"
-            for k in want
-            if have.get(k) != want[k]
-        )
+    differ = spec_differences(have, want)
+    if differ:
+        diff = ", ".join(f"{k}: checkpoint {have.get(k)} vs config {want[k]}" for k in differ)
         raise PinnkanError(
             f"checkpoint {path} has a different network shape ({diff}); set model.* to match it "
             "or pretrain a new source"

@@ -1,8 +1,8 @@
 """Relative L2 error against training seconds, Adam vs Levenberg–Marquardt, pretrain and transfer.
 
 For each family, one process runs every variant one after the other (never two at once):
-pretrain with Adam and with Adam then L-BFGS (width 32, Adam's best), and LM (the default
-width 16); then, from the LM source,
+pretrain with Adam (3000 steps) and with 1000 Adam steps then L-BFGS (width 32, Adam's best),
+and LM (the default width 16); then, from the LM source,
 transfers with LoTRA cr 0.5 and 0.25, full fine-tuning and scratch, each with Adam and LM.
 Writes docs/tta/<family>.json, docs/img/tta_<family>.png and the section of docs/benchmarks.md
 between the `tta` markers (time to 1e-2 ... 1e-5, best error at fixed times).
@@ -44,7 +44,7 @@ def variants(pretrain_s: float, transfer_s: float) -> list[tuple[str, str, dict[
             {
                 "optim": {**adam["optim"], "lbfgs_steps": 100000},
                 **wide,
-                "train.steps": 3000,
+                "train.steps": 1000,  # leaves most of the budget to L-BFGS
                 "train.eval_every": 50,
             },
         ),

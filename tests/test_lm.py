@@ -268,3 +268,21 @@ def test_lm_transfer_with_lotra(tmp_path: Path) -> None:
         loss = list(res.history["loss"])
         assert res.status == "ok" and loss[-1] < loss[0], (adapter, loss)
         assert all(b <= a for a, b in zip(loss, loss[1:])), (adapter, loss)
+
+
+def test_adam_transfer_from_a_float64_lm_source_on_a_2pi_domain(tmp_path: Path) -> None:
+    """Regression: a float32 network's domain (0, 2π) read back from float32 tensors did not
+    equal a float64 source's, so `optim=adam` refused an `optim=lm` source on hyperbolic."""
+    base = {"pde": {"name": "hyperbolic", "source": {}, "target": {"beta": 2.0}}}
+    src = tmp_path / "src"
+    lm = tiny_config(tmp_path, {**base, "optim": {"name": "lm"}, "precision": "auto"})
+    runner.pretrain(lm, src)
+    cfg = tiny_config(
+        tmp_path,
+        {**base, "stage": "transfer", "precision": "auto", "source": str(src), "cr": 0.5},
+    )
+    res = runner.transfer(cfg, tmp_path / "adam")
+    assert res.status == "ok" and res.attrs["precision"] == "float32"
+    from pinnkan.merge import merge_adapter
+
+    merge_adapter(tmp_path / "adam")  # the base hash and spec still match
