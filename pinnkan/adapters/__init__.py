@@ -42,7 +42,7 @@ class AdapterConfig:
     """Adapter choice and LoTRA options (METHOD.md §2); `validate` checks them at the edge."""
 
     name: str = "lotra"
-    cr: float = 0.25
+    cr: float = 0.5
     ranks: list[Any] | None = None  # [r1, r2, r3] for every layer, or one triple per layer
     init: str = "grad"
     lr_strategy: str = "theory"
