@@ -16,7 +16,6 @@ pass per parameter tensor).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from pinnkan.jet import Jet, affine_input_jet
 from pinnkan.kan import KAN
-from pinnkan.training import PinnLoss
+from pinnkan.training import PinnLoss, scaled
 
 
 def trainable_parameters(model: KAN) -> list[nn.Parameter]:
@@ -155,26 +154,25 @@ def _rows_from_points(
     return out
 
 
-def _groups(loss_fn: PinnLoss) -> list[tuple]:
-    """(batch key, weight, needs derivatives, condition or None for the PDE) per residual group."""
-    groups = [("interior", loss_fn.pde.weights["residual"], True, None)]
-    return groups + [(c.name, c.weight, c.derivatives, c) for c in loss_fn.conditions]
+class _ProbedJets:
+    """`jet_of` for `PinnLoss.weighted_residuals`: the jet of `_probed_pass`, keeping each
+    group's per-layer records (in group order) for the Jacobian."""
 
+    def __init__(self, model: KAN, probes: bool) -> None:
+        self.model, self.probes, self.records = model, probes, []
 
-def _group_residual(loss_fn: PinnLoss, x: Tensor, jet: Jet, weight: float, cond) -> Tensor:
-    res = loss_fn.pde.residual(x, jet) if cond is None else cond.residual(x, jet)
-    return res * math.sqrt(weight / res.numel())
+    def __call__(self, x: Tensor, derivatives: bool) -> Jet:
+        jet, records = _probed_pass(self.model, x, derivatives, self.probes)
+        self.records.append(records)
+        return jet
 
 
 @torch.no_grad()
 def residuals(loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor]) -> Tensor:
     """r as `residuals_and_jacobian` computes it (same arithmetic, bit for bit), without J:
     the loss of a trial step is then comparable with the loss at the current point."""
-    parts = []
-    for name, weight, derivs, cond in _groups(loss_fn):
-        jet, _ = _probed_pass(model, batch[name], derivs or cond is None, probes=False)
-        parts.append(_group_residual(loss_fn, batch[name], jet, weight, cond))
-    return torch.cat(parts)
+    parts = loss_fn.weighted_residuals(model, batch, _ProbedJets(model, probes=False))
+    return torch.cat([scaled(w, res) for w, res in parts])
 
 
 def residuals_and_jacobian(
@@ -183,15 +181,16 @@ def residuals_and_jacobian(
     """r (N,) with loss = r·r (`PinnLoss.residual_vector`) and J = ∂r/∂θ (N, P), columns in
     `trainable_parameters(model)` order, each parameter flattened row-major."""
     params = trainable_parameters(model)
+    jets = _ProbedJets(model, probes=True)
+    parts = loss_fn.weighted_residuals(model, batch, jets)
     r_parts, blocks_per_group = [], []
-    for name, weight, derivs, cond in _groups(loss_fn):
-        x = batch[name]
-        jet, records = _probed_pass(model, x, derivs or cond is None)
-        r = _group_residual(loss_fn, x, jet, weight, cond)
+    for (weight, res), records in zip(parts, jets.records):
+        r = scaled(weight, res)
         probes = [probe for _, _, probe in records]
-        sens = torch.autograd.grad(r.sum(), probes, retain_graph=r.numel() != x.shape[0])
+        n_points = probes[-1].shape[1]
+        sens = torch.autograd.grad(r.sum(), probes, retain_graph=r.numel() != n_points)
         blocks = _structured_blocks(records, list(sens))
-        if r.numel() != x.shape[0]:  # rows that read several points (e.g. periodic pairs)
+        if r.numel() != n_points:  # rows that read several points (e.g. periodic pairs)
             blocks = _rows_from_points(r, probes[-1], sens[-1], blocks)
         r_parts.append(r.detach())
         blocks_per_group.append(blocks)

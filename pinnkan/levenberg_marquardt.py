@@ -107,7 +107,7 @@ class LevenbergMarquardt:
 
     def judge(self, predicted: float | None, actual: float) -> bool:
         """Update λ from the gain ratio actual / predicted; True when the step is kept."""
-        if predicted is not None and predicted > 0 and actual > 0 and actual == actual:
+        if predicted is not None and predicted > 0 and actual > 0:  # NaN > 0 is False
             rho = actual / predicted
             self.damping *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
             self.damping = max(self.damping, 1e-300)

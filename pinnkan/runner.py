@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +105,7 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
     steps = t.get("steps")
     if steps is None:
         steps = _stage_default(o.get("steps", 2000), stage, "optim.steps")
-    lm = LMConfig(
-        **{
-            k: o[k]
-            for k in ("damping", "damping_max", "scaling", "solve", "resample_every")
-            if k in o
-        }
-    )
+    lm = LMConfig(**{f.name: o[f.name] for f in fields(LMConfig) if f.name in o})
     tc = TrainConfig(
         steps=steps,
         lbfgs_steps=o.get("lbfgs_steps", 0),

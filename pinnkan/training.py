@@ -129,6 +129,12 @@ class History:
         return out
 
 
+def scaled(weight: float, res: Tensor) -> Tensor:
+    """One group's part of the residual vector: res · √(weight / count), so that its squared
+    norm is weight · mean(res²), the group's term of the loss."""
+    return res * math.sqrt(weight / res.numel())
+
+
 class PinnLoss:
     """Mean squared PDE residual plus weighted mean squared condition residuals."""
 
@@ -159,17 +165,26 @@ class PinnLoss:
         return {k: v.to(device) for k, v in batch.items()}
 
     def weighted_residuals(
-        self, model: KAN, batch: dict[str, Tensor]
+        self,
+        model: KAN,
+        batch: dict[str, Tensor],
+        jet_of: Callable[[Tensor, bool], Jet] | None = None,
     ) -> list[tuple[float, Tensor]]:
-        """(weight, residuals (m,)) of the PDE and of every condition, in batch order."""
+        """(weight, residuals (m,)) of the PDE and of every condition, in batch order.
+
+        `jet_of(x, derivatives)` evaluates the network at x (the Jacobian's own jet pass);
+        by default the configured engine, or a plain forward pass where no derivative is read.
+        """
+        if jet_of is None:
+
+            def jet_of(x: Tensor, derivatives: bool) -> Jet:
+                return compute_jet(model, x, self.engine) if derivatives else Jet(model(x))
+
         x = batch["interior"]
-        out = [
-            (self.pde.weights["residual"], self.pde.residual(x, compute_jet(model, x, self.engine)))
-        ]
+        out = [(self.pde.weights["residual"], self.pde.residual(x, jet_of(x, True)))]
         for cond in self.conditions:
             xc = batch[cond.name]
-            jet = compute_jet(model, xc, self.engine) if cond.derivatives else Jet(model(xc))
-            out.append((cond.weight, cond.residual(xc, jet)))
+            out.append((cond.weight, cond.residual(xc, jet_of(xc, cond.derivatives))))
         return out
 
     def __call__(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
@@ -181,9 +196,7 @@ class PinnLoss:
 
     def residual_vector(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
         """r (N,) with loss = r·r: each group's residuals scaled by √(weight / count)."""
-        return torch.cat(
-            [res * math.sqrt(w / res.numel()) for w, res in self.weighted_residuals(model, batch)]
-        )
+        return torch.cat([scaled(w, res) for w, res in self.weighted_residuals(model, batch)])
 
 
 class Evaluator:
@@ -297,8 +310,15 @@ class _Run:
         self.progress = Progress(total, cfg.progress, cfg.log_every, desc, initial=self.start)
         self.last_err = self.hist.rel_l2[-1] if self.hist.rel_l2 else evaluator.rel_l2(model)
 
-    def record(self, step: int, loss: float, force: bool = False, heldout: float | None = None):
-        """Evaluate and append to the history every eval_every steps (and at the end)."""
+    def record(
+        self,
+        step: int,
+        loss: float,
+        force: bool = False,
+        heldout: Callable[[], float] | None = None,
+    ) -> None:
+        """Evaluate and append to the history every eval_every steps, at the end and when
+        `force`d; `heldout()` (the held-out loss) is evaluated only then."""
         if force or step % self.cfg.eval_every == 0 or step == self.total:
             self.last_err = self.evaluator.rel_l2(self.model)
             h = self.hist
@@ -307,7 +327,7 @@ class _Run:
             h.loss.append(loss)
             h.rel_l2.append(self.last_err)
             if heldout is not None:
-                h.heldout_loss.append(heldout)
+                h.heldout_loss.append(heldout())
         self.progress.update(step, loss, self.last_err)
 
     def state(self, step: int, optimizer: dict[str, Any], scheduler: dict[str, Any]) -> TrainState:
@@ -360,7 +380,7 @@ def train(
     stop: Callable[[], int | None] | None = None,
 ) -> History:
     """Train the parameters of `groups` with cfg.optimizer: Adam for cfg.steps (lr decaying to
-    lr·lr_decay) then optional L-BFGS, or Levenberg–Marquardt (`train_lm`; lr is unused).
+    lr·lr_decay) then optional L-BFGS, or Levenberg–Marquardt (`_train_lm`; lr is unused).
 
     `checkpoint(state)` is called every cfg.checkpoint_every steps (only with finite
     parameters), at the end of the Adam phase when L-BFGS follows, and when `stop()` returns a
@@ -370,26 +390,22 @@ def train(
     Adam-phase state (same numbers, some repeated work). cfg.max_seconds ends either loop early.
     """
     cfg.validate()
+    total = cfg.steps + (cfg.lbfgs_steps if cfg.optimizer == "adam" else 0)
+    run = _Run(model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop)
     if cfg.optimizer == "lm":
-        params = [p for g in groups for p in g["params"]]
-        return train_lm(
-            model,
-            loss_fn,
-            params,
-            cfg,
-            evaluator,
-            gen,
-            desc,
-            resume=resume,
-            checkpoint=checkpoint,
-            stop=stop,
-        )
+        return _train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume)
+    return _train_adam(run, loss_fn, groups, resume)
+
+
+def _train_adam(
+    run: _Run, loss_fn: PinnLoss, groups: list[dict[str, Any]], resume: TrainState | None
+) -> History:
+    """Adam with exponential lr decay, then optional L-BFGS (see `train`)."""
+    model, cfg, gen = run.model, run.cfg, run.gen
     device, dtype = model.lo.device, model.lo.dtype
     opt = torch.optim.Adam(groups)
     gamma = cfg.lr_decay ** (1.0 / cfg.steps)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-    total = cfg.steps + cfg.lbfgs_steps
-    run = _Run(model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop)
     if resume is not None:
         opt.load_state_dict(resume.optimizer)
         sched.load_state_dict(resume.scheduler)
@@ -433,7 +449,7 @@ def train(
             value.backward()
             return value
 
-        for step in range(cfg.steps + 1, total + 1):
+        for step in range(cfg.steps + 1, run.total + 1):
             t0 = time.perf_counter()
             value = float(lbfgs.step(closure).detach())
             run.elapsed += time.perf_counter() - t0
@@ -448,18 +464,8 @@ def train(
     return run.hist
 
 
-def train_lm(
-    model: KAN,
-    loss_fn: PinnLoss,
-    params: list[torch.nn.Parameter],
-    cfg: TrainConfig,
-    evaluator: Evaluator,
-    gen: torch.Generator,
-    desc: str = "train",
-    *,
-    resume: TrainState | None = None,
-    checkpoint: Callable[[TrainState], None] | None = None,
-    stop: Callable[[], int | None] | None = None,
+def _train_lm(
+    run: _Run, loss_fn: PinnLoss, params: list[torch.nn.Parameter], resume: TrainState | None
 ) -> History:
     """Levenberg–Marquardt on the residual vector (`pinnkan.jacobian`) for up to cfg.steps
     trial steps, on a fixed Sobol collocation set (new points every cfg.lm.resample_every
@@ -471,9 +477,9 @@ def train_lm(
     from pinnkan.jacobian import residuals, residuals_and_jacobian  # imports this module
     from pinnkan.levenberg_marquardt import LevenbergMarquardt, assign_flat, flat_view
 
+    model, cfg, gen = run.model, run.cfg, run.gen
     device, dtype = model.lo.device, model.lo.dtype
     lm = LevenbergMarquardt(cfg.lm)
-    run = _Run(model, cfg, evaluator, gen, desc, cfg.steps, resume, checkpoint, stop)
 
     def new_batch() -> dict[str, Tensor]:
         return loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device, quasi=True)
@@ -505,12 +511,12 @@ def train_lm(
             lm.forget_jacobian()
         theta = flat_view(params)
         proposal = lm.propose(r, J)
-        actual, trial = None, math.nan
+        predicted, trial = None, math.nan
         if proposal is not None:
-            assign_flat(params, theta + proposal[0])
+            step_vector, predicted = proposal
+            assign_flat(params, theta + step_vector)
             trial = loss_at(batch)
-            actual = loss - trial if math.isfinite(trial) else math.nan
-        if lm.judge(proposal[1] if proposal else None, actual if actual is not None else -1.0):
+        if lm.judge(predicted, loss - trial):  # a non-finite trial is rejected
             loss, J, accepted = trial, None, accepted + 1
             if cfg.lm.resample_every and accepted % cfg.lm.resample_every == 0:
                 batch = new_batch()
@@ -518,8 +524,7 @@ def train_lm(
             assign_flat(params, theta)
         run.elapsed += time.perf_counter() - t0
         done = lm.exhausted or run.out_of_time()
-        due = done or step % cfg.eval_every == 0 or step == cfg.steps
-        run.record(step, loss, force=done, heldout=loss_at(heldout) if due else None)
+        run.record(step, loss, force=done, heldout=lambda: loss_at(heldout))
         if run.checkpoint_due(step):
             run.save(state(step))
         run.check_stop(step, state(step))
@@ -527,7 +532,7 @@ def train_lm(
             log.info(
                 "%s: stopped at step %d, damping %.1e > optim.damping_max (converged or "
                 "stalled), loss %.3e",
-                desc,
+                run.progress.desc,
                 step,
                 lm.damping,
                 loss,
