@@ -60,6 +60,8 @@ class Layer(Protocol):
 
     def extra_parameters(self) -> list[nn.Parameter]: ...
 
+    def init_factor(self) -> Tensor: ...  # (n_d, q): A[i, j, :] = L z, z ~ N(0, I_q) at init
+
 
 def other_parameters(layer: nn.Module) -> list[nn.Parameter]:
     """The parameters of a layer other than A and its adapter's (denominators, biases, ...)."""
@@ -79,16 +81,24 @@ class BasisLayer(nn.Module):
 
     The basis offers `n_basis`, `values(x)` (B, n_in, n_d) and `derivatives(x)` (φ, φ', φ'');
     a basis that is an `nn.Module` (e.g. rational denominators) contributes its parameters.
+    `factor` (n_d, q) states how `a` was drawn: A[i, j, :] = L z, z ~ N(0, I_q), iid over
+    (i, j) (`init_factor`; slim KAN reproduces these statistics with its Tucker factors).
     """
 
-    def __init__(self, basis: Any, a: Tensor, bias: Tensor | None = None) -> None:
+    def __init__(self, basis: Any, a: Tensor, factor: Tensor, bias: Tensor | None = None) -> None:
         super().__init__()
         self.n_in, self.n_out, self.n_d = a.shape
         assert self.n_d == basis.n_basis, "A's last mode must match the basis"
+        assert factor.ndim == 2 and factor.shape[0] == self.n_d, "factor must be (n_d, q)"
         self.basis = basis
         self.A = nn.Parameter(a)
         self.bias = nn.Parameter(bias) if bias is not None else None
         self.adapter: nn.Module | None = None
+        self._factor = factor.detach().to("cpu", torch.float64)
+
+    def init_factor(self) -> Tensor:
+        """L (n_d, q), float64 on the CPU: this kind's init draws A[i, j, :] = L z, z ~ N(0, I)."""
+        return self._factor
 
     def coefficients(self) -> Tensor:
         """The effective tensor A (+ ΔA), formed once per call, never per sample."""
@@ -156,7 +166,9 @@ class KANLayer(BasisLayer):
         # moderate, instead of a rough spline sum whose u_xx makes the first PDE losses huge.
         a = torch.randn(n_in, n_out, basis.n_basis, generator=generator, dtype=dtype) / n_in**0.5
         a[..., : basis.n_splines] *= spline_scale
-        super().__init__(basis, a.to(device))
+        std = torch.ones(basis.n_basis, dtype=torch.float64) / n_in**0.5
+        std[: basis.n_splines] *= spline_scale
+        super().__init__(basis, a.to(device), torch.diag(std))
 
     def jet_features(self, jet: Jet) -> Tensor:
         """(1 + 2D, B, n_in, n_d) jet features (see `BasisLayer.jet_features`), by plain ops."""
@@ -264,7 +276,8 @@ def _rational_layer(
     basis = RationalBasis(
         n_in, groups, torch.tensor(b, **kw, device=ctx.device), form=denominator, eps=eps
     )
-    return BasisLayer(basis, coef.to(ctx.device))
+    factor = torch.tensor(a, dtype=torch.float64).reshape(-1, 1) / math.sqrt(n_in * m2)
+    return BasisLayer(basis, coef.to(ctx.device), factor)
 
 
 def _chebyshev_layer(
@@ -274,9 +287,10 @@ def _chebyshev_layer(
     small, so the network starts smooth (T_k'' grows like k⁴)."""
     k = torch.arange(degree + 1, dtype=torch.float64)
     std = (1.0 + k) ** (-decay)
-    std = (std / std.square().sum().sqrt() / math.sqrt(n_in)).to(ctx.dtype)
-    a = torch.randn(n_in, n_out, degree + 1, generator=ctx.generator, dtype=ctx.dtype) * std
-    return BasisLayer(ChebyshevBasis(degree), a.to(ctx.device))
+    std = std / std.square().sum().sqrt() / math.sqrt(n_in)
+    a = torch.randn(n_in, n_out, degree + 1, generator=ctx.generator, dtype=ctx.dtype)
+    a = a * std.to(ctx.dtype)
+    return BasisLayer(ChebyshevBasis(degree), a.to(ctx.device), torch.diag(std))
 
 
 def _mlp_layer(n_in: int, n_out: int, ctx: LayerContext) -> BasisLayer:
@@ -285,7 +299,8 @@ def _mlp_layer(n_in: int, n_out: int, ctx: LayerContext) -> BasisLayer:
     std = math.sqrt(2.0 / (n_in + n_out))
     a = torch.randn(n_in, n_out, 1, generator=ctx.generator, dtype=ctx.dtype) * std
     bias = torch.zeros(n_out, dtype=ctx.dtype)
-    return BasisLayer(basis, a.to(ctx.device), bias.to(ctx.device))
+    factor = torch.full((1, 1), std, dtype=torch.float64)
+    return BasisLayer(basis, a.to(ctx.device), factor, bias.to(ctx.device))
 
 
 def _lmkan_layer(

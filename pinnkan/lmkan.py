@@ -95,28 +95,33 @@ class LookupKANLayer(nn.Module):
         self.register_buffer("pair_offsets", pairs * self.n_pad**2, persistent=False)
         self.to(device)
 
-        self.A = nn.Parameter(self._init_tensor(generator, scale, dtype).to(device))
+        self._scale = float(scale)  # curvature share of the init (`init_factor`)
+        self.A = nn.Parameter(self._init_tensor(generator, dtype).to(device))
         self.adapter: nn.Module | None = None
 
-    def _init_tensor(
-        self, generator: torch.Generator | None, scale: float, dtype: torch.dtype
-    ) -> Tensor:
+    def _init_tensor(self, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
         """A random quadratic f_jp(u, v) written exactly into the splines (grid independent).
 
         f_jp = α u + β v + γ1 u² + γ2 u v + γ3 v², α, β ~ N(0, GAIN²/(2 n_pairs)) and the γ's
         `scale` times that: the layer starts as a near-linear map with a little curvature,
-        the same function for every grid size. Marsden's identity gives the spline
-        coefficients: x = Σ ξ_c N_c(x), x² = Σ (ξ_c² - h²/3) N_c(x) on grid_range.
+        the same function for every grid size. A[p, j, :] = L (α, β, γ1, γ2, γ3) / std with
+        L = `init_factor()`.
         """
+        w = torch.randn(5, self.n_pairs, self.n_out, generator=generator, dtype=torch.float64)
+        t = torch.einsum("mpj,dm->pjd", w, self.init_factor())
+        return t.to(dtype)
+
+    def init_factor(self) -> Tensor:
+        """L (n_d, 5), float64: the five monomials u, v, u² - h²/3, u v, v² - h²/3 as spline
+        coefficients (Marsden's identity: x = Σ ξ_c N_c(x), x² = Σ (ξ_c² - h²/3) N_c(x) on
+        grid_range), each scaled by its init std; A[p, j, :] = L z, z ~ N(0, I_5)."""
         std = GAIN / math.sqrt(2 * self.n_pairs)
-        w = torch.randn(5, self.n_pairs, self.n_out, 1, 1, generator=generator, dtype=torch.float64)
-        w = w * std
-        w[2:] *= scale
         xi = greville(self.grid_size, self.grid_range)
         x, y = xi[:, None], xi[None, :]  # (n, 1), (1, n): axis of u, axis of v
-        sq = self.h**2 / 3.0
-        t = w[0] * x + w[1] * y + w[2] * (x * x - sq) + w[3] * (x * y) + w[4] * (y * y - sq)
-        return t.reshape(self.n_pairs, self.n_out, self.n_d).to(dtype)
+        sq, one = self.h**2 / 3.0, torch.ones_like(x * y)
+        monomials = [x * one, y * one, (x * x - sq) * one, x * y, (y * y - sq) * one]
+        scales = [std, std, std * self._scale, std * self._scale, std * self._scale]
+        return torch.stack([m.reshape(-1) * s for m, s in zip(monomials, scales)], 1)
 
     def coefficients(self) -> Tensor:
         """The effective tensor A (+ ΔA), (n_pairs, n_out, n_d), formed once per call."""

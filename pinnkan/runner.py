@@ -495,13 +495,14 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
             model.load_state_dict(state)
         except RuntimeError:
             raise PinnkanError(f"checkpoint {source_path} does not fit the network") from None
-    A_pt = [layer.A.detach().clone() for layer in model.layers]
-    base = {k: v.detach().clone() for k, v in model.base_state().items() if k.startswith("layers.")}
     loss_fn = PinnLoss(pde, setup.train.derivatives)
     first = loss_fn.sample(
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device
     )
     prepare(model, acfg, gen, lambda m: loss_fn(m, first))
+    # what the update is measured from and what is frozen: after `prepare` (slim zeroes A)
+    A_pt = [layer.A.detach().clone() for layer in model.layers]
+    base = {k: v.detach().clone() for k, v in model.base_state().items() if k.startswith("layers.")}
     groups = param_groups(model, acfg, setup.train.lr)
     summary = adapter_summary(model)
     n_full = sum(t.numel() for t in A_pt)

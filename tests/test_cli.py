@@ -16,6 +16,8 @@ import torch
 import yaml
 from conftest import SourceRun, describe, run_pinnkan, tiny
 
+from pinnkan.checkpoint import tensors_hash
+
 PDES = ("elliptic", "parabolic", "hyperbolic", "wave")
 AXES = {
     "elliptic": ["x", "y"],
@@ -167,6 +169,25 @@ def test_adapter(adapter: str, tmp_path: Path, source_run: SourceRun) -> None:
     if uses_source:
         state = torch.load(source_run.run_dir / "model.pt", weights_only=True)["state"]
         np.testing.assert_array_equal(a_pt, state["layers.0.A"].numpy())
+    if adapter == "slim":
+        _check_slim_results(run_dir)
+
+
+def _check_slim_results(run_dir: Path) -> None:
+    """Slim KAN's results.h5 describes what was trained: the frozen A is 0 (so delta is the
+    whole final tensor), the init is the layer kind's, and the adapter file's base hash is
+    that of the zero tensors that were actually frozen."""
+    final = torch.load(run_dir / "model.pt", weights_only=True)["state"]
+    frozen = {}
+    with h5py.File(results(run_dir), "r") as f:
+        assert attr_str(f.attrs["init"]) == "layer_kind"
+        for i in range(len(LAYERS)):
+            a_pt, delta = f[f"model/layer_{i}/A_pretrained"][()], f[f"model/layer_{i}/delta"][()]
+            assert not a_pt.any()
+            np.testing.assert_array_equal(delta, final[f"layers.{i}.A"].numpy())
+            frozen[f"layers.{i}.A"] = torch.zeros(a_pt.shape, dtype=final[f"layers.{i}.A"].dtype)
+    meta = json.loads(torch.load(run_dir / "adapter.pt", weights_only=True)["meta"])
+    assert meta["base_hash"] == tensors_hash(frozen)
 
 
 # --- 3. LoTRA options ---------------------------------------------------------------------------

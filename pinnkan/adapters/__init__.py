@@ -3,7 +3,8 @@
 - `lotra`: A frozen, a TuckerUpdate per layer (or per-layer `full` / `frozen`);
 - `full`: every A trainable from the pretrained values;
 - `scratch`: a freshly initialised network, all trainable (no source needed);
-- `slim`: A = 0 frozen, Tucker factors trained from a random start (no source needed).
+- `slim`: A = 0 frozen, Tucker factors trained from a random start with the statistics of the
+  layer kind's own init (`TuckerUpdate.initialise_like`; no source needed).
 
 A layer's extra parameters (`layer_extra_parameters`: rational denominators, MLP biases) are
 trainable under full / scratch and in layers a lotra run fine-tunes in full; otherwise (lotra,
@@ -34,6 +35,8 @@ ADAPTERS = ("lotra", "full", "scratch", "slim")
 LAYER_MODES = ("lotra", "full", "frozen")
 MAX_MULTIPLIER = 1e4  # with optim.lr <= 10 keeps every group's lr far from float32 overflow
 LR_STRATEGIES = ("theory", "uniform")
+# what results.h5 records as `init` for slim: the layer kind's own init statistics
+SLIM_INIT = "layer_kind"
 COMPONENTS = ("G", "U1", "U2", "U3")
 
 
@@ -55,7 +58,9 @@ class AdapterConfig:
                 f"unknown adapter {self.name!r}; choose one of: {', '.join(ADAPTERS)}"
             )
         self.cr = check_cr(self.cr)
-        if self.init not in INITS:
+        if self.name == "slim":
+            self.init = SLIM_INIT  # no pretrained network, so no gradient direction to use
+        elif self.init not in INITS:
             raise PinnkanError(
                 f"unknown LoTRA init {self.init!r}; choose one of: {', '.join(INITS)}"
             )
@@ -139,16 +144,14 @@ def prepare(
     modes = cfg.layers or ["lotra"] * n_layers
     init = cfg.init
     grads: list[Tensor | None] = [None] * n_layers
-    if cfg.name == "slim":
-        init = "random"  # no pretrained network, so no meaningful gradient direction
-    elif init in ("grad", "hosvd"):
+    if init in ("grad", "hosvd"):
         if loss_fn is None:
             raise ValueError("LoTRA init from the gradient needs loss_fn")
         grads = list(loss_gradients(model, loss_fn))
     for idx, (layer, mode) in enumerate(zip(model.layers, modes)):
-        if cfg.name == "slim":
+        if cfg.name == "slim" and mode == "lotra":
             with torch.no_grad():
-                layer.A.zero_()
+                layer.A.zero_()  # the Tucker form alone is the layer
         _set_trainable(layer, mode == "full")
         if mode != "lotra":
             continue
@@ -156,9 +159,10 @@ def prepare(
         upd = TuckerUpdate(
             shape, cfg.layer_ranks(idx, shape), dtype=layer.A.dtype, device=layer.A.device
         )
-        upd.initialise(init, generator, grads[idx])
         if cfg.name == "slim":
-            upd.randomise_core(generator, target_var=1.0 / shape[0])
+            upd.initialise_like(layer.init_factor(), generator)
+        else:
+            upd.initialise(init, generator, grads[idx])
         layer.adapter = upd
 
 

@@ -105,10 +105,33 @@ class TuckerUpdate(nn.Module):
                 u.copy_(g / math.sqrt(u.shape[0]))
 
     @torch.no_grad()
-    def randomise_core(self, generator: torch.Generator, target_var: float) -> None:
-        """Gaussian G scaled so that ΔA entries have variance ≈ target_var (slim KAN)."""
-        r1, r2, r3 = self.ranks
-        n1, n2, n3 = self.shape
-        # var ΔA = r1 r2 r3 σ² · var(U1) var(U2) var(U3), with var(U_m) = 1/n_m
-        std = math.sqrt(target_var * n1 * n2 * n3 / (r1 * r2 * r3))
-        self.G.copy_(torch.randn(self.G.shape, generator=generator, dtype=self.G.dtype) * std)
+    def initialise_like(self, factor: Tensor, generator: torch.Generator) -> None:
+        """Slim KAN's start: ΔA with the statistics of a fresh layer whose init draws
+        A[i, j, :] = L z, z ~ N(0, I_q) iid over (i, j), L = `factor` (n_d, q).
+
+        U1, U2 random orthonormal columns, U3 = L R with R a random orthonormal frame (q, r3)
+        scaled so that E[R Rᵀ] = I_q, and G ~ N(0, n_in n_out / (r1 r2)): then
+        E[ΔA[i, j, :] ΔA[i', j', :]ᵀ] = δ_ii' δ_jj' L Lᵀ, the kind's own covariance (per-slot
+        variances and cross-slot structure). Orthonormal rather than Gaussian factors keep ΔA
+        close to Gaussian given G: a product of four Gaussians is heavy-tailed, and most draws
+        would then start far smaller than a fresh layer.
+        """
+        (n1, n2, n3), (r1, r2, r3) = self.shape, self.ranks
+        if factor.ndim != 2 or factor.shape[0] != n3:
+            raise ValueError(f"init factor must be ({n3}, q), got {tuple(factor.shape)}")
+        q = factor.shape[1]
+        u1, u2 = _orthonormal(n1, r1, generator), _orthonormal(n2, r2, generator)
+        r = _orthonormal(q, r3, generator) * math.sqrt(max(1.0, q / r3))
+        g = torch.randn(r1, r2, r3, generator=generator, dtype=torch.float64)
+        g *= math.sqrt(n1 * n2 / (r1 * r2))
+        for p, v in ((self.U1, u1), (self.U2, u2), (self.U3, factor.double() @ r), (self.G, g)):
+            p.copy_(v.to(p.dtype))
+
+
+def _orthonormal(rows: int, cols: int, generator: torch.Generator) -> Tensor:
+    """A random (rows, cols) float64 frame: orthonormal columns when cols <= rows, else
+    orthonormal rows (Q of a Gaussian matrix's QR, signs fixed by R's diagonal)."""
+    g = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(1).double())
+    return q if cols <= rows else q.T
