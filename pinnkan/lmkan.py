@@ -152,13 +152,14 @@ class LookupKANLayer(nn.Module):
         if self.outside == "extrapolate":
             # cells ORDER .. ORDER + G - 1 cover [lo, hi]; beyond them the boundary cell's
             # cubic is continued (u leaves [0, 1)), as the seed continues its bilinear cell
-            cell = torch.floor(s).clamp(ORDER, ORDER + self.grid_size - 1).detach()
+            cell = torch.nan_to_num(torch.floor(s), nan=ORDER)  # non-finite x: NaN out, no crash
+            cell = cell.clamp(ORDER, ORDER + self.grid_size - 1).detach()
             val, d1, d2 = local_cubic(s - cell)  # piece m is spline cell - 3 + m
             return cell.long(), val, d1 * inv_h, d2 * (inv_h * inv_h)
         cell = torch.floor(s).detach()  # floor has no gradient: du/dx = 1/h
         inside = ((s >= 0) & (s < self.n_cells_ext)).unsqueeze(-1).to(x.dtype)
         val, d1, d2 = local_cubic(s - cell)
-        idx = cell.clamp(0, self.n_cells_ext - 1).long()
+        idx = torch.nan_to_num(cell, nan=0.0).clamp(0, self.n_cells_ext - 1).long()
         return idx, val * inside, d1 * (inside * inv_h), d2 * (inside * inv_h * inv_h)
 
     def _lookup(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:

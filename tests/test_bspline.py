@@ -84,3 +84,18 @@ def test_float32_close_to_float64() -> None:
     for a, b in zip(basis(x), basis(x.float())):
         assert b.dtype == torch.float32
         torch.testing.assert_close(b.double(), a, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["bspline", "lmkan"])
+def test_non_finite_inputs_give_nan_not_an_index_error(kind: str) -> None:
+    """A diverging run feeds NaN / inf into the grid lookup: the features must come out NaN
+    (so the divergence guard reports it) instead of a scatter / gather index error."""
+    from pinnkan.kan import KAN
+
+    model = KAN([2, 3, 1], [(0.0, 1.0), (0.0, 1.0)], kind=kind, dtype=torch.float64)
+    for layer in model.layers:
+        torch.nn.init.constant_(layer.A, float("nan"))
+    x = torch.tensor([[0.5, 0.5], [float("inf"), 0.2]], dtype=torch.float64)
+    assert torch.isnan(model(x)).all()
+    for fused in (True, False):
+        assert torch.isnan(model.forward_jet(x, fused).value).all()

@@ -66,7 +66,8 @@ class BSplineBasis:
         cell = torch.floor(s)
         inside = (s >= 0) & (s < self.n_splines + ORDER)
         u = s - cell.detach()  # floor has no gradient: du/dx = 1/h
-        idx = cell.clamp(0, self.n_splines + ORDER - 1).long()
+        # a non-finite x (a diverging run) must give NaN features, not an out-of-range index
+        idx = torch.nan_to_num(cell, nan=0.0).clamp(0, self.n_splines + ORDER - 1).long()
         return idx, u, inside
 
     def _scatter(self, local: Tensor, idx: Tensor) -> Tensor:
