@@ -7,6 +7,7 @@ and ``pinnkan report`` can show it next to the job's missing or diverged results
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from importlib.util import find_spec
@@ -24,6 +25,21 @@ LAUNCHERS: dict[str, str | None] = {
     "submitit_local": "hydra_plugins.hydra_submitit_launcher",
     "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
 }
+
+
+MAX_JOB_DIRNAME = 200  # bytes; file systems refuse names over 255
+
+
+def job_dirname(num: Any, overrides: Any) -> str:
+    """A sweep job's directory name, `<num>_<overrides>` (hydra.sweep.subdir in conf/base.yaml),
+    shortened when many overrides would exceed the file system's name limit: the head of the
+    overrides, then `+~` and a hash of the whole, so distinct jobs keep distinct names."""
+    name = f"{num}_{overrides}"
+    if len(name.encode()) <= MAX_JOB_DIRNAME:
+        return name
+    digest = hashlib.sha1(str(overrides).encode()).hexdigest()[:10]
+    head = name.encode()[: MAX_JOB_DIRNAME - 13].decode(errors="ignore")
+    return f"{head}+~{digest}"
 
 
 def check_launcher(choice: str) -> str | None:

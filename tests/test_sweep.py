@@ -91,6 +91,31 @@ def test_job_dirs_are_named_by_their_overrides(sweep_dir: Path) -> None:
         assert "adapter-full" in name and "source" not in name and "outputs_root" not in name
 
 
+def test_long_job_names_are_shortened_and_stay_distinct() -> None:
+    """Many overrides made `<num>_<overrides>` longer than a file name may be (an OSError
+    traceback); past 200 bytes the name keeps its head and gets a hash of the whole."""
+    long = "+".join(f"adapter.multipliers.U{i}-{i}.0" for i in range(30))
+    a, b = sweep.job_dirname(0, long), sweep.job_dirname(0, long + "+seed-1")
+    assert len(a.encode()) <= 200 and len(b.encode()) <= 200 and a != b
+    assert a.startswith("0_adapter.multipliers.U0-0.0+")
+    assert sweep.job_dirname(3, "cr-0.25") == "3_cr-0.25"  # short names unchanged
+
+
+def test_sweep_with_many_overrides_runs(tmp_path: Path) -> None:
+    """A real multirun whose job names would exceed the limit runs and writes its results."""
+    many = [f"adapter.multipliers.{c}={v}" for c in ("G", "U1", "U2", "U3") for v in ("1.0",)]
+    args = [
+        "transfer", "-m", "adapter=slim", "cr=0.5,0.25", "adapter.lr_strategy=uniform", *many,
+        "model.hidden=[4,4]", "optim=adam", "optim.lr=0.001", "optim.lr_decay=0.5",
+        *tiny(tmp_path / "outputs"), f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]  # fmt: skip
+    proc = run_pinnkan(args, tmp_path, timeout=240)
+    assert proc.returncode == 0, describe(proc)
+    jobs = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
+    assert len(jobs) == 2 and all((p / "results.h5").is_file() for p in jobs)
+    assert all("+~" in p.name and len(p.name) <= 200 for p in jobs)
+
+
 def test_failed_job_recorded_and_the_other_survives(sweep_dir: Path) -> None:
     good, bad = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit())
     with h5py.File(good / "results.h5", "r") as f:

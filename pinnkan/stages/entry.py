@@ -22,9 +22,18 @@ from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import exit_code
 from pinnkan.malloc import keep_freed_memory
 from pinnkan.runner import StageInterrupted
-from pinnkan.sweep import clear_failed, cpu_count, failures, mark_failed, threads_for_job
+from pinnkan.sweep import (
+    clear_failed,
+    cpu_count,
+    failures,
+    job_dirname,
+    mark_failed,
+    threads_for_job,
+)
 
 log = logging.getLogger("pinnkan")
+# hydra.sweep.subdir uses it; registered on import, so in launcher worker processes too
+OmegaConf.register_new_resolver("pinnkan_dirname", job_dirname, replace=True)
 
 EXIT_USER_ERROR = 2
 
