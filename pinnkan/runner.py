@@ -86,7 +86,8 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
     """Validate the stage-independent part of the config (precision, device, budget, seed).
 
     `precision: auto` is float64 for optim=lm (second-order steps need it) and float32 for
-    Adam; `train.steps: null` takes the optimizer's default for the stage (`optim.steps`)."""
+    Adam; `train.steps: null` takes the optimizer's default for the stage (`optim.steps`), and
+    `optim.lr` may be per stage too ({pretrain: .., transfer: ..})."""
     t, o = cfg.get("train", {}) or {}, cfg.get("optim", {}) or {}
     optimizer = as_choice(o.get("name", "adam"), "optim", OPTIMIZERS)
     precision = cfg.get("precision", "float32")
@@ -109,7 +110,7 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
     tc = TrainConfig(
         steps=steps,
         lbfgs_steps=o.get("lbfgs_steps", 0),
-        lr=o.get("lr", 1e-2),
+        lr=_stage_default(o.get("lr", 1e-2), stage, "optim.lr"),
         lr_decay=o.get("lr_decay", 0.1),
         n_interior=t.get("n_interior", 1024),
         n_boundary=t.get("n_boundary", 256),

@@ -28,7 +28,8 @@ log = logging.getLogger("pinnkan")
 
 
 MAX_LR = 10.0  # no PINN trains with a larger Adam step; far below float32 overflow
-OPTIMIZERS = ("adam", "lm")
+OPTIMIZERS = ("adam", "gd", "lm")
+FIRST_ORDER = ("adam", "gd")  # per-group learning rates, exponential decay, optional L-BFGS
 
 
 @dataclass
@@ -47,7 +48,7 @@ class TrainConfig:
     log_every: int = 200
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | none
     checkpoint_every: int = 0  # write a resumable training state every N steps (0: never)
-    optimizer: str = "adam"  # adam (then optional L-BFGS) | lm (Levenberg–Marquardt)
+    optimizer: str = "adam"  # adam | gd (plain gradient descent; then optional L-BFGS) | lm
     lm: LMConfig = field(default_factory=LMConfig)
     max_seconds: float = 0.0  # stop once training has taken this long (0: no limit)
 
@@ -390,7 +391,7 @@ def train(
     Adam-phase state (same numbers, some repeated work). cfg.max_seconds ends either loop early.
     """
     cfg.validate()
-    total = cfg.steps + (cfg.lbfgs_steps if cfg.optimizer == "adam" else 0)
+    total = cfg.steps + (cfg.lbfgs_steps if cfg.optimizer in FIRST_ORDER else 0)
     run = _Run(model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop)
     if cfg.optimizer == "lm":
         return _train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume)
@@ -400,10 +401,12 @@ def train(
 def _train_adam(
     run: _Run, loss_fn: PinnLoss, groups: list[dict[str, Any]], resume: TrainState | None
 ) -> History:
-    """Adam with exponential lr decay, then optional L-BFGS (see `train`)."""
+    """Adam (or plain gradient descent, `optim=gd`: the setting of LoTRA's learning-rate
+    theory) with exponential lr decay, then optional L-BFGS (see `train`)."""
     model, cfg, gen = run.model, run.cfg, run.gen
     device, dtype = model.lo.device, model.lo.dtype
-    opt = torch.optim.Adam(groups)
+    opt: torch.optim.Optimizer
+    opt = torch.optim.Adam(groups) if cfg.optimizer == "adam" else torch.optim.SGD(groups)
     gamma = cfg.lr_decay ** (1.0 / cfg.steps)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
     if resume is not None:

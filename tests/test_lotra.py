@@ -227,3 +227,35 @@ def test_per_layer_modes_and_full_and_slim() -> None:
 def test_bad_adapter_config_is_a_user_error(kw: dict, match: str) -> None:
     with pytest.raises(PinnkanError, match=match):
         AdapterConfig(**kw).validate(n_layers=3)
+
+
+def test_gradient_descent_takes_each_component_at_its_rate() -> None:
+    """optim=gd (the theory's own setting): one plain step from the same state and batch moves
+    each factor by lr_component · gradient, so theory / uniform moves are 1/n_in for U1,
+    1/n_d for U3 and 1 for G and U2."""
+    pde = build_pde("elliptic", {"mu": 2.0})
+    moves = {}
+    for strategy in ("theory", "uniform"):
+        model = _kan([6, 5])
+        gen = torch.Generator().manual_seed(7)
+        cfg = AdapterConfig(name="lotra", cr=0.5, init="random", lr_strategy=strategy)
+        prepare(model, cfg, gen)
+        for layer in model.layers:  # non-zero core so that every factor gets a gradient
+            torch.nn.init.normal_(layer.adapter.G, std=0.1, generator=gen)
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        tc = TrainConfig(
+            steps=1, lr=1e-3, lr_decay=1.0, n_interior=32, n_boundary=8, eval_every=1,
+            progress="none", optimizer="gd",
+        )  # fmt: skip
+        _, pts = pde.grid(5, DT)
+        groups = param_groups(model, cfg, tc.lr)
+        train(model, PinnLoss(pde), groups, tc, Evaluator(pts, pde.exact(pts)), gen)
+        moves[strategy] = {
+            n: p.detach() - before[n] for n, p in model.named_parameters() if n in before
+        }
+    for idx, layer in enumerate(model.layers):
+        n_in, _, n_d = layer.A.shape
+        for comp, ratio in {"G": 1.0, "U1": 1 / n_in, "U2": 1.0, "U3": 1 / n_d}.items():
+            name = f"layers.{idx}.adapter.{comp}"
+            assert moves["uniform"][name].abs().max() > 0, name
+            torch.testing.assert_close(moves["theory"][name], ratio * moves["uniform"][name])
