@@ -90,7 +90,8 @@ class TrainState:
 
 
 class Diverged(PinnkanError):
-    """A non-finite loss; raised before the optimizer step, so the model is still finite."""
+    """A non-finite loss, raised before the optimizer step (the model is still finite), or a
+    network whose output is not finite after the last step."""
 
     def __init__(
         self, step: int, loss: float, lr: float, history: History, hint: str | None = None
@@ -394,8 +395,14 @@ def train(
     total = cfg.steps + (cfg.lbfgs_steps if cfg.optimizer in FIRST_ORDER else 0)
     run = _Run(model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop)
     if cfg.optimizer == "lm":
-        return _train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume)
-    return _train_adam(run, loss_fn, groups, resume)
+        hist = _train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume)
+    else:
+        hist = _train_adam(run, loss_fn, groups, resume)
+    # the loss is checked before each step, so only the last step can leave the network
+    # non-finite: such a run diverged, it must not finish with status ok and rel. L2 nan
+    if not bool(torch.isfinite(evaluator.predict(model)).all()):
+        raise run.diverged(hist.step[-1] if hist.step else run.start, math.nan, cfg.lr)
+    return hist
 
 
 def _train_adam(

@@ -221,6 +221,21 @@ def test_nan_loss_stops_with_diverged_status_and_keeps_the_last_good_checkpoint(
     assert not (run_dir / "model.pt").exists()
 
 
+def test_a_last_step_that_blows_up_the_network_is_diverged_not_ok(tmp_path: Path) -> None:
+    """The loss is checked before each step, so the last step's blow-up used to escape: the
+    run finished with status ok and rel. L2 nan. Plain gradient descent at lr 1 on a loss
+    weighted 1e20 sends the float32 network to inf in one step."""
+    cfg = tiny_config(
+        tmp_path,
+        {"optim": {"name": "gd", "lr": 1.0}, "train.steps": 1, "pde.weights.residual": 1e20},
+    )
+    with pytest.raises(PinnkanError, match=r"diverged at step 1 \(loss=nan\); lower optim\.lr"):
+        runner.pretrain(cfg, tmp_path / "run")
+    res = read_results(tmp_path / "run" / RESULTS_FILE)
+    assert res["attrs"]["status"] == "diverged" and "rel_l2" not in res["metrics"]
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_resume_refuses_a_changed_config_and_a_finished_run(tmp_path: Path) -> None:
     cfg = _tiny_cfg(tmp_path)
     run_dir = tmp_path / "run"
