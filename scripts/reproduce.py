@@ -1,250 +1,715 @@
-"""Reproduce the LoTRA study (docs/results.md): every number there comes from this script.
+"""Reproduce the LoTRA study (docs/results.md): every number and plot there comes from here.
 
-For each PDE family (elliptic, parabolic, hyperbolic, wave):
-1. one source KAN, pretrained with the default config (seed 0);
-2. transfers to the family's default target, each with `--seeds` seeds (the seed sets the
-   collocation points and the random Tucker factors; the source is the same):
-   - LoTRA at cr 1, 0.5, 0.25, 0.125 (theory learning rates, the defaults);
-   - full fine-tuning and training from scratch;
-   - slim KAN (no source) at cr 0.5 and 0.25;
-   - LoTRA cr 0.25 learning-rate strategies: `uniform` (η for every component) and `theory`
-     with unit constants (c = 1: the theory's 1/n_in, 1/n_d scaling, untuned: mis-scaled);
-   - LoTRA cr 0.25 with init `random` instead of `grad`.
-The transfers use a reduced budget (`--steps`, `--n-interior`) so that the whole study fits in
-about an hour on 2 CPU cores; docs/results.md states the budget. Each group is one Hydra
-multirun below `--root`, `--jobs` jobs at a time through the joblib launcher (the `sweep`
-extra; `--jobs 1`: Hydra's basic launcher, one job after the other); a group whose sweep
-directory holds a `.done` marker is skipped, so an interrupted study continues where it stopped.
-`--tables FILE` then runs `pinnkan report` on the study (report.csv, plots, the ΔA
-diagnostics of every full fine-tuning run) and rewrites the block between the
-`<!-- reproduce:tables -->` markers of FILE with the Markdown tables (mean and min–max over
-seeds); `--img DIR` copies the report's plots there.
+Phases, in order (each a Hydra multirun below `--root`, two jobs at a time through the joblib
+launcher; a sweep directory holding a `.done` marker is skipped, so an interrupted study
+continues where it stopped):
 
-    python scripts/reproduce.py                       # the study (about an hour)
+1. sources: one LM-pretrained source per family ([2, 16, 16, 1] B-spline KAN, the defaults),
+   plus elliptic sources of width 64, `model=mlp` and `model=lmkan` (capped at `--source-seconds`);
+2. searches on a held-out seed (99), at each family's default target: Adam's learning rate and
+   LM's initial damping, for LoTRA cr 0.5 and 0.25, full fine-tuning, scratch and slim KAN;
+3. the main grid with LM (each variant at its searched damping): every target of `TARGETS`,
+   LoTRA cr 1, 0.5, 0.25, 0.125, full fine-tuning, scratch, slim KAN cr 0.5, seeds 0-2;
+4. the same variants with Adam (at their searched rates) at the default targets;
+5. the learning-rate strategies (LoTRA cr 0.25, elliptic default target): the theory's
+   scaling (c = 1), uniform, two mis-scaled variants and the tuned default, under plain
+   gradient descent (`optim=gd`, the theory's setting) and Adam, widths 16 and 64, each over a
+   grid of base rates;
+6. model kinds at equal training time (elliptic default target): B-spline KAN, tanh MLP and
+   lmKAN, each with LoTRA (at the cr that makes the adapter about a third of the network),
+   full fine-tuning and scratch (LM), plus the MLP with Adam.
+
+`--tables FILE --img DIR` reads every results.h5 and rewrites the block between the
+`<!-- reproduce:tables -->` markers of FILE, and writes the plots into DIR.
+
+    python scripts/reproduce.py                                   # the runs (see docs/results.md)
     python scripts/reproduce.py --tables docs/results.md --img docs/img
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import h5py
 import numpy as np
 import torch
+import yaml
 
 from pinnkan.diagnostics import hosvd_rel_error, read_update
-from pinnkan.report import Run, collect, run_report
 from pinnkan.results import RESULTS_FILE
 
 PDES = ("elliptic", "parabolic", "hyperbolic", "wave")
-UNIT = ["adapter.multipliers.U1=1", "adapter.multipliers.U3=1"]
+PARAM = {"elliptic": "mu", "parabolic": "nu", "hyperbolic": "beta", "wave": "c"}
+SOURCE = {"elliptic": 1.0, "parabolic": 0.1, "hyperbolic": 1.0, "wave": 1.0}
+DEFAULT = {"elliptic": 1.5, "parabolic": 0.2, "hyperbolic": 2.0, "wave": 1.5}
+TARGETS = {
+    "elliptic": (1.1, 1.5, 2.0),
+    "parabolic": (0.15, 0.2, 0.4),
+    "hyperbolic": (1.5, 2.0, 5.0),
+    "wave": (1.25, 1.5),
+}
+SEEDS = (0, 1, 2)
+SEARCH_SEED = 99
+LM_STEPS, ADAM_STEPS, EVAL_EVERY_LM, EVAL_EVERY_ADAM = 100, 1000, 5, 50
+ADAM_LRS = (0.003, 0.01, 0.03, 0.1)
+LM_DAMPINGS = (1e-5, 1e-3, 1e-1)
+GD_LRS = (1e-4, 1e-3, 1e-2)
+ADAM_LRS_STRATEGY = (0.003, 0.01, 0.03)
+EQUAL_SECONDS = 20.0
+PRETRAIN: list[str] = []  # extra overrides of the family sources (--smoke: a few steps)
+EXTRA: list[str] = []  # extra overrides of every call (--smoke: tiny grids)
 
-# (group name, overrides); seeds are added to every group
-GROUPS: list[tuple[str, list[str]]] = [
-    ("lotra_cr", ["adapter=lotra", "cr=1,0.5,0.25,0.125"]),
-    ("baselines", ["adapter=full,scratch"]),
-    ("slim", ["adapter=slim", "cr=0.5,0.25"]),
-    ("lr_unit", ["adapter=lotra", "cr=0.25", "adapter.lr_strategy=theory,uniform", *UNIT]),
-    ("init_random", ["adapter=lotra", "cr=0.25", "adapter.init=random"]),
-]
+
+@dataclass(frozen=True)
+class Variant:
+    """One adapter setting: its label and the overrides that select it."""
+
+    label: str
+    overrides: tuple[str, ...]
+    searched_as: str = ""  # the variant whose searched hyperparameter it takes ("": its own)
+
+    @property
+    def key(self) -> str:
+        return re.sub(r"[^a-z0-9.]+", "_", self.label.lower()).strip("_")
 
 
+VARIANTS = (
+    Variant("LoTRA cr 1", ("adapter=lotra", "cr=1"), "LoTRA cr 0.5"),
+    Variant("LoTRA cr 0.5", ("adapter=lotra", "cr=0.5")),
+    Variant("LoTRA cr 0.25", ("adapter=lotra", "cr=0.25")),
+    Variant("LoTRA cr 0.125", ("adapter=lotra", "cr=0.125"), "LoTRA cr 0.25"),
+    Variant("full fine-tuning", ("adapter=full",)),
+    Variant("scratch", ("adapter=scratch",)),
+    Variant("slim KAN cr 0.5", ("adapter=slim", "cr=0.5")),
+)
+SEARCHED = [v for v in VARIANTS if not v.searched_as]
+ADAM_VARIANTS = [v for v in VARIANTS if v.label not in ("LoTRA cr 1", "LoTRA cr 0.125")]
+UNIT = {"G": 1, "U1": 1, "U2": 1, "U3": 1}
+STRATEGIES = {  # label -> (lr_strategy, multipliers): U1's rate in the first hidden layer
+    "theory, c = 1 (η/n_in, η/n_d)": ("theory", UNIT),
+    "uniform (η everywhere)": ("uniform", UNIT),
+    "mis-scaled low (η/(8 n_in), η/(8 n_d))": ("theory", {**UNIT, "U1": 0.125, "U3": 0.125}),
+    "mis-scaled high (8η on U1, U3)": ("uniform", {**UNIT, "U1": 8, "U3": 8}),
+    "theory, c_U1 = 16, c_U3 = 9 (default)": ("theory", {**UNIT, "U1": 16, "U3": 9}),
+}
+MODELS = {  # label -> (source dir name, model overrides, LoTRA cr: an adapter of ~1/3 of A)
+    "B-spline KAN [16,16]": ("elliptic", (), 0.5),
+    "tanh MLP [98,98]": ("mlp", ("model=mlp",), 0.125),  # n_d = 1: cr 0.5 exceeds the matrix
+    "lmKAN [16,16]": ("lmkan", ("model=lmkan",), 0.25),
+}
+
+
+# --- running ------------------------------------------------------------------------------------
 def pinnkan(args: list[str]) -> None:
-    """One CLI call; stops the study on failure (a failed job inside a sweep is only logged)."""
-    cmd = [sys.executable, "-m", "pinnkan.cli", *args, "train.progress=log"]
+    """One CLI call; stops the study on a crash. A sweep with failed (e.g. diverged) jobs exits
+    1 after recording them in their directories: that is a result, not a crash."""
+    cmd = [sys.executable, "-m", "pinnkan.cli", *args, *EXTRA, "train.progress=log"]
     print("+ pinnkan", " ".join(args), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False)
     print(f"  rc {proc.returncode}, {time.perf_counter() - t0:.0f} s", flush=True)
-    if proc.returncode not in (0, 2):
+    if proc.returncode not in (0, 1, 2):
         raise SystemExit(f"stopped: rc {proc.returncode} from pinnkan {' '.join(args)}")
 
 
-def run_study(
-    root: Path, pdes: list[str], seeds: list[int], steps: int, n_int: int, jobs: int
-) -> None:
-    """Pretrain each family once, then every transfer group as one multirun."""
-    seed_list = "seed=" + ",".join(str(s) for s in seeds)
-    budget = [f"train.steps={steps}", f"train.n_interior={n_int}"]
-    if jobs > 1:  # joblib launcher (the `sweep` extra); threads=auto splits the cores
-        budget += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
-    for pde in pdes:
-        source = root / pde / "pretrain"
-        if not (source / "model.pt").is_file():
-            pinnkan(["pretrain", f"pde={pde}", f"hydra.run.dir={source}"])
-        for name, overrides in GROUPS:
-            sweep = root / pde / name
-            if (sweep / ".done").is_file():
-                continue
-            pinnkan(
-                [
-                    "transfer",
-                    "-m",
-                    f"pde={pde}",
-                    f"source={source}",
-                    *overrides,
-                    seed_list,
-                    *budget,
-                    f"hydra.sweep.dir={sweep}",
-                ]
+def multirun(stage: str, sweep: Path, overrides: list[str], jobs: int) -> None:
+    """One resumable multirun: skipped when `sweep/.done` exists."""
+    if (sweep / ".done").is_file():
+        return
+    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    pinnkan([stage, "-m", *overrides, *launcher, f"hydra.sweep.dir={sweep}"])
+    sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / ".done").write_text("done\n")
+
+
+def _seeds(seeds: tuple[int, ...]) -> str:
+    return "seed=" + ",".join(map(str, seeds))
+
+
+def _mult(m: dict[str, float]) -> list[str]:
+    return [f"adapter.multipliers.{k}={v}" for k, v in m.items()]
+
+
+def lm_budget() -> list[str]:
+    return ["optim=lm", f"train.steps={LM_STEPS}", f"train.eval_every={EVAL_EVERY_LM}"]
+
+
+def adam_budget() -> list[str]:
+    return ["optim=adam", f"train.steps={ADAM_STEPS}", f"train.eval_every={EVAL_EVERY_ADAM}"]
+
+
+def run_study(root: Path, jobs: int, source_seconds: float) -> None:
+    src = root / "sources"
+    multirun(
+        "pretrain",
+        src / "families",
+        [f"pde={','.join(PDES)}", "hydra.sweep.subdir=${pde.name}", *PRETRAIN],
+        jobs,
+    )
+    capped = [f"train.max_seconds={source_seconds}", "train.steps=100000", "pde=elliptic"]
+    multirun(
+        "pretrain",
+        src / "models",
+        ["model=mlp,lmkan", *capped, "hydra.sweep.subdir=${model.name}"],
+        jobs,
+    )
+    multirun(
+        "pretrain", src / "wide", ["model.hidden=[64,64]", *capped, "hydra.sweep.subdir=w64"], 1
+    )
+    sources = {p: src / "families" / p for p in PDES}
+    sources |= {"mlp": src / "models" / "mlp", "lmkan": src / "models" / "lmkan"}
+    sources["wide"] = src / "wide" / "w64"  # a "[64,64]" in the path would break the override
+
+    for pde in PDES:  # 2. searches at the default target, held-out seed
+        base = [f"pde={pde}", f"source={sources[pde]}", f"seed={SEARCH_SEED}"]
+        for v in SEARCHED:
+            damp = "optim.damping=" + ",".join(map(str, LM_DAMPINGS))
+            lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS))
+            multirun(
+                "transfer",
+                root / pde / "search_lm" / v.key,
+                [*base, *v.overrides, *lm_budget(), damp],
+                jobs,
             )
-            (sweep / ".done").write_text("done\n")
+            multirun(
+                "transfer",
+                root / pde / "search_adam" / v.key,
+                [*base, *v.overrides, *adam_budget(), lrs],
+                jobs,
+            )
+    runs = collect(root)
+    for pde in PDES:  # 3. the LM grid; 4. Adam at the default target
+        targets = f"pde.target.{PARAM[pde]}=" + ",".join(map(str, TARGETS[pde]))
+        base = [f"pde={pde}", f"source={sources[pde]}", _seeds(SEEDS)]
+        for v in VARIANTS:
+            damp = f"optim.damping={best(runs, pde, v, 'lm')}"
+            multirun(
+                "transfer",
+                root / pde / "lm" / v.key,
+                [*base, *v.overrides, *lm_budget(), damp, targets],
+                jobs,
+            )
+        for v in ADAM_VARIANTS:
+            lr = f"optim.lr={best(runs, pde, v, 'adam')}"
+            multirun(
+                "transfer",
+                root / pde / "adam" / v.key,
+                [*base, *v.overrides, *adam_budget(), lr],
+                jobs,
+            )
+
+    for width, source in ((16, sources["elliptic"]), (64, sources["wide"])):  # 5. lr strategies
+        for opt, lrs in (("gd", GD_LRS), ("adam", ADAM_LRS_STRATEGY)):
+            for i, (strategy, mult) in enumerate(STRATEGIES.values()):
+                multirun(
+                    "transfer",
+                    root / "lr_strategies" / f"w{width}_{opt}_{i}",
+                    [
+                        "pde=elliptic",
+                        f"source={source}",
+                        f"model.hidden=[{width},{width}]",
+                        "adapter=lotra",
+                        "cr=0.25",
+                        f"adapter.lr_strategy={strategy}",
+                        *_mult(mult),
+                        f"optim={opt}",
+                        "optim.lr=" + ",".join(map(str, lrs)),
+                        f"train.steps={ADAM_STEPS}",
+                        f"train.eval_every={EVAL_EVERY_ADAM}",
+                        "seed=0",
+                    ],
+                    jobs,
+                )
+    timed = [f"train.max_seconds={EQUAL_SECONDS}", "train.steps=100000", "pde=elliptic"]
+    for label, (name, model, cr) in MODELS.items():  # 6. model kinds at equal time
+        key = Variant(label, ()).key
+        base = [*model, f"source={sources[name]}", _seeds(SEEDS), *timed]
+        multirun(
+            "transfer",
+            root / "models" / f"{key}_lm_lotra",
+            [*base, "optim=lm", "adapter=lotra", f"cr={cr}", "train.eval_every=5"],
+            jobs,
+        )
+        multirun(
+            "transfer",
+            root / "models" / f"{key}_lm_base",
+            [*base, "optim=lm", "adapter=full,scratch", "train.eval_every=5"],
+            jobs,
+        )
+    multirun(
+        "transfer",
+        root / "models" / "mlp_adam_full",
+        [
+            "model=mlp",
+            f"source={sources['mlp']}",
+            _seeds(SEEDS),
+            *timed,
+            "optim=adam",
+            "adapter=full",
+            "train.eval_every=50",
+        ],
+        jobs,
+    )
 
 
-MARK = re.compile(r"(<!-- reproduce:tables -->\n).*?(<!-- /reproduce:tables -->)", re.S)
-MAIN_ROWS = [
-    *(("lotra_cr", f"LoTRA cr {c}", {"cr": float(c)}) for c in ("1", "0.5", "0.25", "0.125")),
-    ("baselines", "full fine-tuning", {"adapter": "full"}),
-    ("baselines", "scratch", {"adapter": "scratch"}),
-    ("slim", "slim KAN cr 0.5", {"cr": 0.5}),
-    ("slim", "slim KAN cr 0.25", {"cr": 0.25}),
-]
-LR_ROWS = [
-    ("lotra_cr", "theory, c_U1 = 16, c_U3 = 9 (default)", {"cr": 0.25}),
-    ("lr_unit", "theory, c = 1 (mis-scaled)", {"lr_strategy": "theory"}),
-    ("lr_unit", "uniform (η for all)", {"lr_strategy": "uniform"}),
-]
-INIT_ROWS = [
-    ("lotra_cr", "grad (default)", {"cr": 0.25}),
-    ("init_random", "random", {}),
-]
+# --- reading ------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    """What the tables need from one run's results.h5."""
+
+    path: Path
+    group: tuple[str, ...]  # path parts below the study root, up to the sweep directory
+    cfg: dict[str, Any]
+    status: str
+    rel_l2: float
+    n_trainable: int
+    seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # rel. L2 along training
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self.cfg
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    @property
+    def target(self) -> float:
+        return float(self.get(f"pde.target.{PARAM[self.get('pde.name')]}"))
 
 
-def _select(runs: list[Run], root: Path, pde: str, group: str, match: dict) -> list[Run]:
-    """The finished runs of one study group and PDE whose row matches `match`."""
+def collect(root: Path) -> list[Result]:
     out = []
-    for run in runs:
-        rel = run.path.relative_to(root).parts
-        if len(rel) < 3 or rel[0] != pde or rel[1] != group or run.row["status"] != "ok":
-            continue
-        if all(run.row[k] == v for k, v in match.items()):
-            out.append(run)
+    for h5 in sorted(root.rglob(RESULTS_FILE)):
+        with h5py.File(h5, "r") as f:
+            cfg = yaml.safe_load(str(f.attrs.get("config", ""))) or {}
+            m = f["metrics"].attrs if "metrics" in f else {}
+            hist = f["history"] if "history" in f else {}
+            out.append(
+                Result(
+                    path=h5.parent,
+                    group=h5.parent.relative_to(root).parts[:-1],
+                    cfg=cfg,
+                    status=str(f.attrs.get("status", "")),
+                    rel_l2=float(m.get("rel_l2", math.nan)),
+                    n_trainable=int(m.get("n_trainable", -1)),
+                    seconds=np.asarray(hist["seconds"][()]) if "seconds" in hist else np.zeros(0),
+                    curve=np.asarray(hist["rel_l2"][()]) if "rel_l2" in hist else np.zeros(0),
+                )
+            )
     return out
 
 
-def _stat(values: list[float], fmt: str = "{:.2e}") -> str:
-    """mean (min–max, n) of a list, or – when empty."""
-    if not values:
-        return "–"
-    mean = fmt.format(float(np.mean(values)))
-    if len(values) == 1:
-        return f"{mean} (n=1)"
-    return f"{mean} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+def select(runs: list[Result], *group: str, **match: Any) -> list[Result]:
+    """Runs below `group` whose config matches every dotted key (`pde__target` style)."""
+    sel = []
+    for r in runs:
+        if r.group[: len(group)] != group:
+            continue
+        if all(_same(r.get(k.replace("__", ".")), v) for k, v in match.items()):
+            sel.append(r)
+    return sel
 
 
-def _table(runs: list[Run], root: Path, pdes: list[str], rows: list, first: str) -> list[str]:
-    """One Markdown table: a row per variant, rel. L2 and trainable parameters per PDE."""
-    head = f"| {first} | " + " | ".join(f"{p} rel. L2 | trainable" for p in pdes) + " |"
-    lines = [head, "|---|" + "---|---|" * len(pdes)]
-    for group, label, match in rows:
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(b, float) and isinstance(a, int | float):
+        return math.isclose(float(a), b, rel_tol=1e-9)
+    return a == b
+
+
+def _score(r: Result) -> float:
+    return r.rel_l2 if r.status == "ok" and math.isfinite(r.rel_l2) else math.inf
+
+
+def best(runs: list[Result], pde: str, v: Variant, opt: str) -> float:
+    """The searched hyperparameter (lowest rel. L2 on the held-out seed) of a variant."""
+    name = v.searched_as or v.label
+    key = next(x.key for x in VARIANTS if x.label == name)
+    sel = select(runs, pde, f"search_{opt}", key)
+    if not sel:
+        raise SystemExit(f"no search runs for {pde} {name} {opt}")
+    top = min(sel, key=_score)
+    return float(top.get("optim.damping" if opt == "lm" else "optim.lr"))
+
+
+# --- tables -------------------------------------------------------------------------------------
+def stat(values: list[float], fmt: str = "{:.1e}") -> str:
+    """mean (min–max) over seeds; – when empty; failed runs are counted and named."""
+    good = [v for v in values if math.isfinite(v)]
+    bad = len(values) - len(good)
+    if not good:
+        return f"failed ×{bad}" if bad else "–"
+    text = fmt.format(float(np.mean(good)))
+    if len(good) > 1:
+        text += f" ({fmt.format(min(good))}–{fmt.format(max(good))})"
+    return text + (f", {bad} failed" if bad else "")
+
+
+def errors(sel: list[Result]) -> list[float]:
+    return [r.rel_l2 if r.status == "ok" else math.nan for r in sel]
+
+
+def time_to(r: Result, level: float) -> float:
+    """Training seconds until the rel. L2 history first reaches `level` (inf when never)."""
+    hit = np.nonzero(r.curve <= level)[0]
+    return float(r.seconds[hit[0]]) if hit.size else math.inf
+
+
+def _tt(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return "never"
+    text = f"{np.median(finite):.1f}"
+    return text + (f" ({len(values) - len(finite)} never)" if len(finite) < len(values) else "")
+
+
+def grid_table(runs: list[Result], pde: str) -> list[str]:
+    targets = TARGETS[pde]
+    p = PARAM[pde]
+    lines = [
+        f"| {pde} ({p} {SOURCE[pde]:g} →) | trainable | "
+        + " | ".join(f"{p} = {t:g}" for t in targets)
+        + " |",
+        "|---|---|" + "---|" * len(targets),
+    ]
+    for v in VARIANTS:
+        sel = select(runs, pde, "lm", v.key)
+        n = sel[0].n_trainable if sel else "–"
+        cells = [stat(errors([r for r in sel if _same(r.target, t)])) for t in targets]
+        lines.append(f"| {v.label} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def time_table(runs: list[Result], levels: tuple[float, ...] = (1e-2, 1e-3)) -> list[str]:
+    """Median seconds to each error level (LM grid) and the saving against scratch."""
+    shown = ("LoTRA cr 0.5", "LoTRA cr 0.25", "full fine-tuning", "scratch")
+    head = "| target | level | " + " | ".join(shown) + " | best saving vs scratch |"
+    lines = [head, "|---|---|" + "---|" * (len(shown) + 1)]
+    for pde in PDES:
+        for t in TARGETS[pde]:
+            for level in levels:
+                cells, med = [], {}
+                for label in shown:
+                    key = next(v.key for v in VARIANTS if v.label == label)
+                    sel = [r for r in select(runs, pde, "lm", key) if _same(r.target, t)]
+                    tt = [time_to(r, level) for r in sel]
+                    cells.append(_tt(tt))
+                    fin = [x for x in tt if math.isfinite(x)]
+                    med[label] = float(np.median(fin)) if len(fin) == len(tt) and fin else math.inf
+                scratch = med.pop("scratch")
+                fastest = min(med, key=med.get)  # type: ignore[arg-type]
+                if math.isfinite(med[fastest]) and math.isfinite(scratch):
+                    saving = f"{scratch / med[fastest]:.1f}× ({fastest})"
+                elif math.isfinite(med[fastest]):
+                    saving = f"scratch never ({fastest})"
+                else:
+                    saving = "–"
+                lines.append(
+                    f"| {pde} {PARAM[pde]} = {t:g} | {level:.0e} | "
+                    + " | ".join(cells)
+                    + f" | {saving} |"
+                )
+    return lines
+
+
+def flatness_table(runs: list[Result]) -> list[str]:
+    """Have the curves flattened? Median over targets and seeds of rel. L2 at half the budget
+    divided by the final rel. L2 (1: flat over the second half; 2: still halving)."""
+    lines = ["| variant | " + " | ".join(PDES) + " |", "|---|" + "---|" * len(PDES)]
+    for v in VARIANTS:
         cells = []
-        for pde in pdes:
-            sel = _select(runs, root, pde, group, match)
-            cells.append(_stat([r.row["rel_l2"] for r in sel]))
-            cells.append(str(sel[0].row["n_trainable"]) if sel else "–")
+        for pde in PDES:
+            ratios = []
+            for r in select(runs, pde, "lm", v.key):
+                if r.status == "ok" and r.curve.size > 2 and r.curve[-1] > 0:
+                    ratios.append(float(r.curve[(r.curve.size - 1) // 2] / r.curve[-1]))
+            cells.append(f"{np.median(ratios):.2f}" if ratios else "–")
+        lines.append(f"| {v.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def adam_table(runs: list[Result]) -> list[str]:
+    lines = [
+        "| variant | " + " | ".join(f"{p} LM | {p} Adam (lr)" for p in PDES) + " |",
+        "|---|" + "---|---|" * len(PDES),
+    ]
+    for v in ADAM_VARIANTS:
+        cells = []
+        for pde in PDES:
+            lm = [r for r in select(runs, pde, "lm", v.key) if _same(r.target, DEFAULT[pde])]
+            adam = select(runs, pde, "adam", v.key)
+            lr = adam[0].get("optim.lr") if adam else "–"
+            cells += [stat(errors(lm)), f"{stat(errors(adam))} ({lr})"]
+        lines.append(f"| {v.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def search_table(runs: list[Result], opt: str) -> list[str]:
+    key, values = ("optim.damping", LM_DAMPINGS) if opt == "lm" else ("optim.lr", ADAM_LRS)
+    name = "initial damping" if opt == "lm" else "learning rate"
+    lines = [
+        "| family | variant | " + " | ".join(f"{name} {x:g}" for x in values) + " |",
+        "|---|---|" + "---|" * len(values),
+    ]
+    for pde in PDES:
+        for v in SEARCHED:
+            sel = select(runs, pde, f"search_{opt}", v.key)
+            cells = []
+            for x in values:
+                hit = [r for r in sel if _same(r.get(key), float(x))]
+                cells.append(stat(errors(hit)))
+            lines.append(f"| {pde} | {v.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def strategy_table(runs: list[Result]) -> list[str]:
+    cols = [(w, o) for o in ("gd", "adam") for w in (16, 64)]
+    names = {"gd": "gradient descent", "adam": "Adam"}
+    lines = [
+        "| strategy | " + " | ".join(f"{names[o]}, width {w}" for w, o in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for i, label in enumerate(STRATEGIES):
+        cells = []
+        for w, o in cols:
+            sel = select(runs, "lr_strategies", f"w{w}_{o}_{i}")
+            if not sel:
+                cells.append("–")
+                continue
+            top = min(sel, key=_score)
+            failed = sum(1 for r in sel if not math.isfinite(_score(r)))
+            cell = "failed" if not math.isfinite(_score(top)) else f"{top.rel_l2:.1e}"
+            cell += f" (η {top.get('optim.lr'):g})" if math.isfinite(_score(top)) else ""
+            cells.append(cell + (f", {failed}/{len(sel)} η diverged" if failed else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _diagnostics_table(runs: list[Run], root: Path, pdes: list[str]) -> list[str]:
-    """Truncated-HOSVD error of ΔA (full fine-tuning, mean over seeds) at each cr's ranks, next
-    to the same error of A_pretrained (control), per layer."""
-    crs = (0.5, 0.25, 0.125)
+def lowrank_table(runs: list[Result]) -> list[str]:
+    """Truncated-HOSVD error of ΔA (LM full fine-tuning) at cr 0.5 and 0.25, against the same
+    truncation of A_pretrained, the hidden 16×16×9 layer, per target distance."""
+    crs = (0.5, 0.25)
     lines = [
-        "| PDE | layer | shape | "
+        "| target | "
         + " | ".join(f"ΔA @ cr {c:g} | A_pt @ cr {c:g}" for c in crs)
         + " | ‖ΔA‖/‖A_pt‖ |",
-        "|---|---|---|" + "---|---|" * len(crs) + "---|",
+        "|---|" + "---|---|" * len(crs) + "---|",
     ]
-    for pde in pdes:
-        per_layer: dict[int, list] = defaultdict(list)
-        for run in _select(runs, root, pde, "baselines", {"adapter": "full"}):
-            for layer, (a_pt, delta) in read_update(run.path / RESULTS_FILE).items():
-                per_layer[layer].append((torch.as_tensor(a_pt), torch.as_tensor(delta)))
-        for layer, pairs in sorted(per_layer.items()):
-            shape = tuple(pairs[0][0].shape)
+    key = next(v.key for v in VARIANTS if v.label == "full fine-tuning")
+    for pde in PDES:
+        for t in TARGETS[pde]:
+            pairs = []
+            for r in select(runs, pde, "lm", key):
+                if _same(r.target, t) and r.status == "ok":
+                    a_pt, delta = read_update(r.path / RESULTS_FILE)[1]
+                    pairs.append((torch.as_tensor(a_pt), torch.as_tensor(delta)))
+            if not pairs:
+                continue
             cells = []
             for c in crs:
-                ranks = tuple(max(1, math.ceil(round(c * d, 9))) for d in shape)
-                d_err = [hosvd_rel_error(d, ranks) for _, d in pairs]
-                a_err = hosvd_rel_error(pairs[0][0], ranks)  # same source for every seed
-                cells += [_stat(d_err, "{:.2f}"), f"{a_err:.2f}"]
+                ranks = tuple(max(1, math.ceil(round(c * d, 9))) for d in pairs[0][0].shape)
+                cells.append(stat([hosvd_rel_error(d, ranks) for _, d in pairs], "{:.2f}"))
+                cells.append(f"{hosvd_rel_error(pairs[0][0], ranks):.2f}")
             ratio = [float(d.norm() / a.norm()) for a, d in pairs]
-            cells.append(_stat(ratio, "{:.3f}"))
             lines.append(
-                f"| {pde} | {layer} | {'×'.join(map(str, shape))} | " + " | ".join(cells) + " |"
+                f"| {pde} {PARAM[pde]} = {t:g} | "
+                + " | ".join(cells)
+                + f" | {stat(ratio, '{:.3f}')} |"
             )
     return lines
 
 
-def write_tables(root: Path, pdes: list[str], target: Path, img: Path | None) -> None:
-    """Report on the study, then the Markdown tables into `target`'s marked block."""
-    out = root / "report"
-    run_report([root], out)
-    runs = collect([root])
-    sources = []
-    for pde in pdes:
-        src = [r for r in runs if r.path.relative_to(root).parts[:2] == (pde, "pretrain")]
-        sources.append(f"{src[0].row['rel_l2']:.2e}" if src else "–")
-    parts = [
-        "Sources (pretrained once, default config, seed 0), rel. L2: "
-        + ", ".join(f"{p} {s}" for p, s in zip(pdes, sources))
-        + ".",
-        "",
-        "**LoTRA against the baselines** (rel. L2: mean over seeds (min–max)):",
-        "",
-        *_table(runs, root, pdes, MAIN_ROWS, "run"),
-        "",
-        "**LoTRA learning rates** (cr 0.25):",
-        "",
-        *_table(runs, root, pdes, LR_ROWS, "lr strategy"),
-        "",
-        "**LoTRA initialisation** (cr 0.25):",
-        "",
-        *_table(runs, root, pdes, INIT_ROWS, "init"),
-        "",
-        "**Is ΔA of full fine-tuning low tensor rank?** Relative truncated-HOSVD error at the "
-        "ranks each cr implies, ΔA (mean over seeds (min–max)) next to the pretrained tensor:",
-        "",
-        *_diagnostics_table(runs, root, pdes),
+def models_table(runs: list[Result]) -> list[str]:
+    lines = [
+        f"| model | adapter | trainable | rel. L2 after {EQUAL_SECONDS:g} s "
+        "| s to 1e-2 | s to 1e-3 |",
+        "|---|---|---|---|---|---|",
     ]
+    rows: list[tuple[str, str, list[Result]]] = []
+    for label in MODELS:
+        key = Variant(label, ()).key
+        cr = MODELS[label][2]
+        rows.append((label, f"LoTRA cr {cr:g} (LM)", select(runs, "models", f"{key}_lm_lotra")))
+        for a in ("full", "scratch"):
+            sel = select(runs, "models", f"{key}_lm_base", adapter__name=a)
+            rows.append((label, f"{'full fine-tuning' if a == 'full' else a} (LM)", sel))
+    rows.append(
+        ("tanh MLP [98,98]", "full fine-tuning (Adam)", select(runs, "models", "mlp_adam_full"))
+    )
+    for label, adapter, sel in rows:
+        n = sel[0].n_trainable if sel else "–"
+        t2 = _tt([time_to(r, 1e-2) for r in sel])
+        t3 = _tt([time_to(r, 1e-3) for r in sel])
+        lines.append(f"| {label} | {adapter} | {n} | {stat(errors(sel))} | {t2} | {t3} |")
+    return lines
+
+
+def sources_line(runs: list[Result]) -> str:
+    parts = []
+    for sub, names in (("families", PDES), ("models", ("mlp", "lmkan"))):
+        for name in names:
+            sel = [r for r in runs if r.group == ("sources", sub) and r.path.name == name]
+            parts.append(f"{name} {sel[0].rel_l2:.1e}" if sel else f"{name} –")
+    wide = select(runs, "sources", "wide")
+    parts.append(f"elliptic width 64 {wide[0].rel_l2:.1e}" if wide else "elliptic width 64 –")
+    return "Sources, rel. L2: " + ", ".join(parts) + "."
+
+
+def plots(runs: list[Result], img: Path) -> None:
+    """Error against trainable parameters (LM grid) and error against seconds (defaults)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(PDES), figsize=(4 * len(PDES), 3.4))
+    for ax, pde in zip(axes, PDES):
+        for t in TARGETS[pde]:
+            xs, ys = [], []
+            for v in VARIANTS:
+                sel = [r for r in select(runs, pde, "lm", v.key) if _same(r.target, t)]
+                e = [x for x in errors(sel) if math.isfinite(x)]
+                if e:
+                    xs.append(sel[0].n_trainable)
+                    ys.append(float(np.mean(e)))
+                    if v.label in ("full fine-tuning", "scratch", "slim KAN cr 0.5"):
+                        ax.annotate(v.label.split()[0], (xs[-1], ys[-1]), fontsize=6)
+            if xs:
+                ax.scatter(xs, ys, label=f"{PARAM[pde]} = {t:g}", s=14)
+        ax.set(title=pde, xlabel="trainable parameters")
+        if ax.has_data():
+            ax.set(xscale="log", yscale="log")
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel(f"rel. L2 after {LM_STEPS} LM steps")
+    fig.tight_layout()
+    fig.savefig(img / "results_error_vs_params.png", dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(PDES), figsize=(4 * len(PDES), 3.4))
+    for ax, pde in zip(axes, PDES):
+        for v in VARIANTS:
+            sel = [r for r in select(runs, pde, "lm", v.key) if _same(r.target, DEFAULT[pde])]
+            sel = [r for r in sel if r.curve.size]
+            if not sel:
+                continue
+            mid = sorted(sel, key=_score)[len(sel) // 2]  # the median seed's curve
+            ax.plot(mid.seconds, mid.curve, label=v.label, lw=1)
+        ax.set(title=f"{pde} {PARAM[pde]} = {DEFAULT[pde]:g}", xlabel="seconds")
+        if ax.has_data():
+            ax.set(yscale="log")
+    axes[0].set_ylabel("rel. L2 (median seed)")
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(img / "results_curves.png", dpi=100)
+    plt.close(fig)
+
+
+MARK = re.compile(r"(<!-- reproduce:tables -->\n).*?(<!-- /reproduce:tables -->)", re.S)
+
+
+def write_tables(root: Path, target: Path, img: Path | None) -> None:
+    runs = collect(root)
+    sections: list[tuple[str, Callable[[], list[str]]]] = [
+        ("", lambda: [sources_line(runs)]),
+        (
+            f"**LM, every target** (rel. L2 after {LM_STEPS} LM steps, mean (min–max) over seeds "
+            f"{', '.join(map(str, SEEDS))}):",
+            lambda: [x for p in PDES for x in [*grid_table(runs, p), ""]],
+        ),
+        (
+            "**Have the LM curves flattened?** rel. L2 at half the budget / final rel. L2, "
+            "median over targets and seeds:",
+            lambda: flatness_table(runs),
+        ),
+        (
+            "**Seconds to an error level** (LM grid; median over seeds, training seconds, "
+            'two jobs sharing the 2 cores; "never": not within the budget):',
+            lambda: time_table(runs),
+        ),
+        (
+            f"**LM against Adam at the default targets** (LM {LM_STEPS} steps, "
+            f"Adam {ADAM_STEPS} steps; each at its searched damping / learning rate):",
+            lambda: adam_table(runs),
+        ),
+        (
+            f"**LM initial-damping search** (held-out seed {SEARCH_SEED}, default targets):",
+            lambda: search_table(runs, "lm"),
+        ),
+        (
+            f"**Adam learning-rate search** (held-out seed {SEARCH_SEED}, default targets):",
+            lambda: search_table(runs, "adam"),
+        ),
+        (
+            f"**LoTRA learning-rate strategies** (cr 0.25, elliptic μ 1 → 1.5, {ADAM_STEPS} steps, "
+            "seed 0; best rel. L2 over the base rates η, and that η):",
+            lambda: strategy_table(runs),
+        ),
+        (
+            "**Is ΔA low tensor rank?** LM full fine-tuning, hidden layer (16×16×9): relative "
+            "truncated-HOSVD error at each cr's ranks, ΔA (mean (min–max) over seeds) next to "
+            "A_pretrained:",
+            lambda: lowrank_table(runs),
+        ),
+        (
+            f"**Model kinds at equal time** (elliptic μ 1 → 1.5, {EQUAL_SECONDS:g} s of training "
+            "each, seeds 0-2; seconds: median):",
+            lambda: models_table(runs),
+        ),
+    ]
+    parts: list[str] = []
+    for title, make in sections:
+        if title:
+            parts += [title, ""]
+        parts += [*make(), ""]
     text = target.read_text(encoding="utf-8")
     if not MARK.search(text):
         raise SystemExit(f"{target} has no <!-- reproduce:tables --> block")
-    body = "\n".join(parts) + "\n"
+    body = "\n".join(parts).rstrip("\n") + "\n"
     target.write_text(MARK.sub(lambda m: m.group(1) + body + m.group(2), text), encoding="utf-8")
     if img is not None:
-        img.mkdir(parents=True, exist_ok=True)
-        for name in ("error_vs_cr.png", "error_vs_params.png", "curves.png"):
-            if (out / name).is_file():
-                shutil.copy(out / name, img / f"results_{name}")
-    print(f"wrote the tables into {target}", flush=True)
+        plots(runs, img)
+    print(f"wrote the tables into {target} ({len(runs)} runs)", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("outputs/reproduce"))
-    ap.add_argument("--pdes", nargs="+", default=list(PDES), choices=PDES)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=500, help="transfer Adam steps")
-    ap.add_argument("--n-interior", type=int, default=512, help="transfer collocation points")
     ap.add_argument("--jobs", type=int, default=2, help="parallel sweep jobs (joblib launcher)")
+    ap.add_argument(
+        "--source-seconds",
+        type=float,
+        default=120.0,
+        help="training-time cap of the width-64, MLP and lmKAN sources",
+    )
     ap.add_argument("--tables", type=Path, default=None, help="write tables into this file")
-    ap.add_argument("--img", type=Path, default=None, help="copy the report's plots here")
+    ap.add_argument("--img", type=Path, default=None, help="write the plots here")
+    ap.add_argument("--smoke", action="store_true", help="every phase with tiny budgets")
     args = ap.parse_args()
+    if args.smoke:  # checks the plumbing in a few minutes (elliptic); its numbers mean nothing
+        global LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES
+        LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES = 2, 3, 1.0, (0,), ("elliptic",)
+        args.source_seconds = 1.0
+        PRETRAIN.append("train.steps=2")
+        EXTRA.extend(["eval.n=11", "train.n_interior=64", "train.n_boundary=16"])
     if args.tables is not None:
-        write_tables(args.root, args.pdes, args.tables, args.img)
+        write_tables(args.root, args.tables, args.img)
         return
     t0 = time.perf_counter()
-    run_study(args.root, args.pdes, args.seeds, args.steps, args.n_interior, args.jobs)
+    run_study(args.root, args.jobs, args.source_seconds)
     print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    log = args.root / "study_minutes.json"
+    done = json.loads(log.read_text()) if log.is_file() else []
+    log.write_text(json.dumps([*done, round((time.perf_counter() - t0) / 60, 1)]))
 
 
 if __name__ == "__main__":
