@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import yaml
 
-from pinnkan.diagnostics import hosvd_rel_error, read_update
+from pinnkan.diagnostics import hosvd_rel_error, normalised_singular_values, read_update
 from pinnkan.results import RESULTS_FILE
 
 PDES = ("elliptic", "parabolic", "hyperbolic", "wave")
@@ -614,6 +614,36 @@ def plots(runs: list[Result], img: Path) -> None:
     plt.close(fig)
 
 
+def spectra_plot(runs: list[Result], img: Path) -> None:
+    """σ_i/σ_1 of the hidden layer's mode unfoldings: ΔA of LM full fine-tuning (seed 0) at
+    the nearest and the farthest target of each family, and A_pretrained as the control."""
+    import matplotlib.pyplot as plt
+
+    key = next(v.key for v in VARIANTS if v.label == "full fine-tuning")
+    fig, axes = plt.subplots(len(PDES), 3, figsize=(10, 2.4 * len(PDES)), squeeze=False)
+    for row, pde in enumerate(PDES):
+        for t, style in ((TARGETS[pde][0], "-"), (TARGETS[pde][-1], "--")):
+            sel = [
+                r for r in select(runs, pde, "lm", key, seed=0)
+                if _same(r.target, t) and r.status == "ok"
+            ]  # fmt: skip
+            if not sel:
+                continue
+            a_pt, delta = read_update(sel[0].path / RESULTS_FILE)[1]
+            for m, sv in enumerate(normalised_singular_values(torch.as_tensor(delta))):
+                axes[row, m].semilogy(sv, style, label=f"ΔA, {PARAM[pde]} = {t:g}")
+            if t == TARGETS[pde][0]:
+                for m, sv in enumerate(normalised_singular_values(torch.as_tensor(a_pt))):
+                    axes[row, m].semilogy(sv, ":", color="k", label="A_pretrained")
+        for m in range(3):
+            axes[row, m].set_title(f"{pde}, mode {m + 1}", fontsize=8)
+        axes[row, 2].legend(fontsize=6)
+    fig.supylabel("σ_i / σ_1 (hidden layer 16×16×9)")
+    fig.tight_layout()
+    fig.savefig(img / "results_spectra.png", dpi=100)
+    plt.close(fig)
+
+
 MARK = re.compile(r"(<!-- reproduce:tables -->\n).*?(<!-- /reproduce:tables -->)", re.S)
 
 
@@ -678,6 +708,7 @@ def write_tables(root: Path, target: Path, img: Path | None) -> None:
     target.write_text(MARK.sub(lambda m: m.group(1) + body + m.group(2), text), encoding="utf-8")
     if img is not None:
         plots(runs, img)
+        spectra_plot(runs, img)
     print(f"wrote the tables into {target} ({len(runs)} runs)", flush=True)
 
 
