@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from pinnkan import __version__
 from pinnkan.adapters.tucker import check_cr
+from pinnkan.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
 from pinnkan.stages.entry import FAILED_JOBS
@@ -56,6 +57,11 @@ def group_options(group: str) -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+# where runs are written (conf/base.yaml); checked before Hydra, which would fail with a traceback
+OUTPUT_DIRS = ("outputs_root", "hydra.run.dir", "hydra.sweep.dir")
+DEFAULT_OUTPUTS = "outputs"
+
+
 def check_overrides(stage: str, args: list[str]) -> str | None:
     """A one-line message for an override we can tell is wrong before Hydra runs, else None."""
     for arg in args:
@@ -82,11 +88,20 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                     return f"cr={v} is not a number; pass a compression ratio like cr=0.25"
                 except PinnkanError as exc:
                     return str(exc)
+        if key in OUTPUT_DIRS and "," not in value and "$" not in value:
+            problem = unwritable_dir(value.strip("'\""))
+            if problem:
+                return f"cannot create {key}={value}: {problem}; pass another {key}="
         if key in ("train.steps", "optim.lbfgs_steps"):
             for v in value.split(","):
                 lowest = 0 if key == "optim.lbfgs_steps" else 1
                 if not v.strip().lstrip("-").isdigit() or int(v) < lowest:
                     return f"{key}={v} must be an integer >= {lowest}"
+    if not any(a.split("=", 1)[0] in OUTPUT_DIRS for a in args):
+        problem = unwritable_dir(DEFAULT_OUTPUTS)
+        if problem:
+            where = f"the runs' directory {DEFAULT_OUTPUTS}/"
+            return f"cannot create {where}: {problem}; pass outputs_root="
     return None
 
 

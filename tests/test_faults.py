@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pinnkan import runner
+from pinnkan.atomic import unwritable_dir
 from pinnkan.checkpoint import STATE_FILE, load_train_state
 from pinnkan.errors import PinnkanError
 from pinnkan.results import RESULTS_FILE, read_results
@@ -252,3 +253,40 @@ def test_cli_resume_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not a pinnkan run directory" in proc.stderr
     proc = run_pinnkan(["pretrain", f"resume={tmp_path}", "seed=3"], tmp_path)
     assert proc.returncode == 2 and "takes no other overrides" in proc.stderr
+
+
+# --- output directories that cannot be made ------------------------------------------------------
+@pytest.mark.parametrize(
+    "override", ["hydra.run.dir={f}/run", "outputs_root={f}", "hydra.sweep.dir={f}/sweep"]
+)
+def test_an_output_dir_that_cannot_be_created_is_one_line(tmp_path: Path, override: str) -> None:
+    """A run directory below a file used to end in Hydra's NotADirectoryError traceback."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory")
+    args = ["pretrain", override.format(f=blocker), "train.steps=1"]
+    if "sweep" in override:
+        args.insert(1, "-m")
+    proc = run_pinnkan(args, tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, describe(proc)
+    assert lines[0].startswith("pinnkan: error: cannot create ") and "is a file" in lines[0]
+    assert blocker.read_text() == "not a directory"
+
+
+def test_the_default_outputs_dir_is_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "outputs").write_text("a file where the runs would go")
+    proc = run_pinnkan(["pretrain", "train.steps=1"], tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    assert proc.stderr.strip() == (
+        f"pinnkan: error: cannot create the runs' directory outputs/: {tmp_path / 'outputs'} "
+        "is a file, not a directory; pass outputs_root="
+    )
+
+
+def test_unwritable_dir_names_the_blocking_ancestor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert unwritable_dir(tmp_path / "new" / "deeper") is None
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # as a non-root user on 0o555
+    assert unwritable_dir(tmp_path / "new") == f"{tmp_path} is not writable"
