@@ -65,7 +65,8 @@ ADAM_LRS = (0.003, 0.01, 0.03, 0.1)
 LM_DAMPINGS = (1e-5, 1e-3, 1e-1)
 GD_LRS = (1e-4, 1e-3, 1e-2)
 ADAM_LRS_STRATEGY = (0.003, 0.01, 0.03)
-EQUAL_SECONDS = 20.0
+STRATEGY_STEPS = 500
+EQUAL_SECONDS = 10.0
 PRETRAIN: list[str] = []  # extra overrides of the family sources (--smoke: a few steps)
 EXTRA: list[str] = []  # extra overrides of every call (--smoke: tiny grids)
 
@@ -224,7 +225,7 @@ def run_study(root: Path, jobs: int, source_seconds: float) -> None:
                         *_mult(mult),
                         f"optim={opt}",
                         "optim.lr=" + ",".join(map(str, lrs)),
-                        f"train.steps={ADAM_STEPS}",
+                        f"train.steps={STRATEGY_STEPS}",
                         f"train.eval_every={EVAL_EVERY_ADAM}",
                         "seed=0",
                     ],
@@ -680,7 +681,8 @@ def write_tables(root: Path, target: Path, img: Path | None) -> None:
             lambda: search_table(runs, "adam"),
         ),
         (
-            f"**LoTRA learning-rate strategies** (cr 0.25, elliptic μ 1 → 1.5, {ADAM_STEPS} steps, "
+            f"**LoTRA learning-rate strategies** (cr 0.25, elliptic μ 1 → 1.5, "
+            f"{STRATEGY_STEPS} steps, "
             "seed 0; best rel. L2 over the base rates η, and that η):",
             lambda: strategy_table(runs),
         ),
@@ -727,8 +729,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="every phase with tiny budgets")
     args = ap.parse_args()
     if args.smoke:  # checks the plumbing in a few minutes (elliptic); its numbers mean nothing
-        global LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES
+        global LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES, STRATEGY_STEPS
         LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES = 2, 3, 1.0, (0,), ("elliptic",)
+        STRATEGY_STEPS = 3
         args.source_seconds = 1.0
         PRETRAIN.append("train.steps=2")
         EXTRA.extend(["eval.n=11", "train.n_interior=64", "train.n_boundary=16"])
