@@ -10,13 +10,13 @@ continues where it stopped):
    LM's initial damping, for LoTRA cr 0.5 and 0.25, full fine-tuning, scratch and slim KAN;
 3. the main grid with LM (each variant at its searched damping): every target of `TARGETS`,
    LoTRA cr 1, 0.5, 0.25, 0.125, full fine-tuning, scratch, slim KAN cr 0.5, seeds 0-2;
-4. the same variants with Adam (at their searched rates) at the default targets;
+4. the same variants but cr 1 and 0.125 with Adam (at their searched rates), default targets;
 5. the learning-rate strategies (LoTRA cr 0.25, elliptic default target): the theory's
    scaling (c = 1), uniform, two mis-scaled variants and the tuned default, under plain
    gradient descent (`optim=gd`, the theory's setting) and Adam, widths 16 and 64, each over a
    grid of base rates;
 6. model kinds at equal training time (elliptic default target): B-spline KAN, tanh MLP and
-   lmKAN, each with LoTRA (at the cr that makes the adapter about a third of the network),
+   lmKAN, each with LoTRA (at a cr that keeps the adapter at 35-55 % of the network),
    full fine-tuning and scratch (LM), plus the MLP with Adam.
 
 `--tables FILE --img DIR` reads every results.h5 and rewrites the block between the
@@ -24,6 +24,7 @@ continues where it stopped):
 
     python scripts/reproduce.py                                   # the runs (see docs/results.md)
     python scripts/reproduce.py --tables docs/results.md --img docs/img
+    python scripts/reproduce.py --smoke --root /tmp/smoke       # the plumbing, tiny budgets
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ STRATEGIES = {  # label -> (lr_strategy, multipliers): U1's rate in the first hi
     "mis-scaled high (8η on U1, U3)": ("uniform", {**UNIT, "U1": 8, "U3": 8}),
     "theory, c_U1 = 16, c_U3 = 9 (default)": ("theory", {**UNIT, "U1": 16, "U3": 9}),
 }
-MODELS = {  # label -> (source dir name, model overrides, LoTRA cr: an adapter of ~1/3 of A)
+MODELS = {  # label -> (source dir name, model overrides, LoTRA cr: adapter 35-55 % of A)
     "B-spline KAN [16,16]": ("elliptic", (), 0.5),
     "tanh MLP [98,98]": ("mlp", ("model=mlp",), 0.125),  # n_d = 1: cr 0.5 exceeds the matrix
     "lmKAN [16,16]": ("lmkan", ("model=lmkan",), 0.25),
