@@ -64,6 +64,7 @@ DEFAULT_OUTPUTS = "outputs"
 
 def check_overrides(stage: str, args: list[str]) -> str | None:
     """A one-line message for an override we can tell is wrong before Hydra runs, else None."""
+    output_given = False
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -88,6 +89,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                     return f"cr={v} is not a number; pass a compression ratio like cr=0.25"
                 except PinnkanError as exc:
                     return str(exc)
+        output_given = output_given or key in OUTPUT_DIRS
         if key in OUTPUT_DIRS and "," not in value and "$" not in value:
             problem = unwritable_dir(value.strip("'\""))
             if problem:
@@ -97,7 +99,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                 lowest = 0 if key == "optim.lbfgs_steps" else 1
                 if not v.strip().lstrip("-").isdigit() or int(v) < lowest:
                     return f"{key}={v} must be an integer >= {lowest}"
-    if not any(a.split("=", 1)[0] in OUTPUT_DIRS for a in args):
+    if not output_given:
         problem = unwritable_dir(DEFAULT_OUTPUTS)
         if problem:
             where = f"the runs' directory {DEFAULT_OUTPUTS}/"

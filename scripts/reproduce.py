@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import yaml
 
+from pinnkan.adapters.tucker import ranks_from_cr
 from pinnkan.diagnostics import hosvd_rel_error, normalised_singular_values, read_update
 from pinnkan.results import RESULTS_FILE
 
@@ -94,6 +95,7 @@ VARIANTS = (
     Variant("scratch", ("adapter=scratch",)),
     Variant("slim KAN cr 0.5", ("adapter=slim", "cr=0.5")),
 )
+KEY = {v.label: v.key for v in VARIANTS}  # label -> sweep directory name
 SEARCHED = [v for v in VARIANTS if not v.searched_as]
 ADAM_VARIANTS = [v for v in VARIANTS if v.label not in ("LoTRA cr 1", "LoTRA cr 0.125")]
 UNIT = {"G": 1, "U1": 1, "U2": 1, "U3": 1}
@@ -335,7 +337,7 @@ def _score(r: Result) -> float:
 def best(runs: list[Result], pde: str, v: Variant, opt: str) -> float:
     """The searched hyperparameter (lowest rel. L2 on the held-out seed) of a variant."""
     name = v.searched_as or v.label
-    key = next(x.key for x in VARIANTS if x.label == name)
+    key = KEY[name]
     sel = select(runs, pde, f"search_{opt}", key)
     if not sel:
         raise SystemExit(f"no search runs for {pde} {name} {opt}")
@@ -401,7 +403,7 @@ def time_table(runs: list[Result], levels: tuple[float, ...] = (1e-2, 1e-3)) -> 
             for level in levels:
                 cells, med = [], {}
                 for label in shown:
-                    key = next(v.key for v in VARIANTS if v.label == label)
+                    key = KEY[label]
                     sel = [r for r in select(runs, pde, "lm", key) if _same(r.target, t)]
                     tt = [time_to(r, level) for r in sel]
                     cells.append(_tt(tt))
@@ -506,7 +508,7 @@ def lowrank_table(runs: list[Result]) -> list[str]:
         + " | ‖ΔA‖/‖A_pt‖ |",
         "|---|" + "---|---|" * len(crs) + "---|",
     ]
-    key = next(v.key for v in VARIANTS if v.label == "full fine-tuning")
+    key = KEY["full fine-tuning"]
     for pde in PDES:
         for t in TARGETS[pde]:
             pairs = []
@@ -518,7 +520,7 @@ def lowrank_table(runs: list[Result]) -> list[str]:
                 continue
             cells = []
             for c in crs:
-                ranks = tuple(max(1, math.ceil(round(c * d, 9))) for d in pairs[0][0].shape)
+                ranks = ranks_from_cr(tuple(pairs[0][0].shape), c)
                 cells.append(stat([hosvd_rel_error(d, ranks) for _, d in pairs], "{:.2f}"))
                 cells.append(f"{hosvd_rel_error(pairs[0][0], ranks):.2f}")
             ratio = [float(d.norm() / a.norm()) for a, d in pairs]
@@ -621,7 +623,7 @@ def spectra_plot(runs: list[Result], img: Path) -> None:
     the nearest and the farthest target of each family, and A_pretrained as the control."""
     import matplotlib.pyplot as plt
 
-    key = next(v.key for v in VARIANTS if v.label == "full fine-tuning")
+    key = KEY["full fine-tuning"]
     fig, axes = plt.subplots(len(PDES), 3, figsize=(10, 2.4 * len(PDES)), squeeze=False)
     for row, pde in enumerate(PDES):
         for t, style in ((TARGETS[pde][0], "-"), (TARGETS[pde][-1], "--")):

@@ -133,5 +133,5 @@ def _orthonormal(rows: int, cols: int, generator: torch.Generator) -> Tensor:
     orthonormal rows (Q of a Gaussian matrix's QR, signs fixed by R's diagonal)."""
     g = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
     q, r = torch.linalg.qr(g)
-    q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(1).double())
+    q = q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)
     return q if cols <= rows else q.T
