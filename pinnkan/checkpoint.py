@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,13 @@ _WHAT = {
 
 
 def atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, then rename over it."""
-    with atomic_replace(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save to a temporary file beside `path`, fsync, then rename over it. Serialised in
+    memory first, so a failed write is the OS error (e.g. "No space left on device") rather
+    than torch's "iostream error"."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_replace(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(buf.getbuffer())
 
 
 def tensors_hash(tensors: dict[str, Tensor]) -> str:
@@ -61,14 +67,12 @@ def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, Any], dict[str, Any
         raise PinnkanError(f"{what} not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PinnkanError(
-            f"cannot read {what} {path} (corrupted or not a pinnkan file: {first[:120]}); "
-            "re-run the stage that wrote it"
-        ) from None
+    except Exception:  # torch raises many types for truncated / foreign files
+        raise PinnkanError(f"cannot read {what} {path}: {unreadable_reason(path)}") from None
     if not isinstance(obj, dict) or obj.get("format") != fmt:
-        raise PinnkanError(f"{path} is not a pinnkan {what} (expected format {fmt})")
+        other = _WHAT.get(obj.get("format")) if isinstance(obj, dict) else None
+        kind = f"a pinnkan {other}" if other else "a torch file of another program"
+        raise PinnkanError(f"{path} is not a pinnkan {what}: it is {kind} (expected format {fmt})")
     try:
         meta = json.loads(obj["meta"])
         state = dict(obj["state"])
@@ -79,6 +83,41 @@ def load_checkpoint(path: Path, fmt: str) -> tuple[dict[str, Any], dict[str, Any
     if fmt != STATE_FORMAT and not all(isinstance(v, Tensor) for v in state.values()):
         raise PinnkanError(f"{what} {path} is damaged (non-tensor entries)")
     return meta, state
+
+
+# the first bytes of the files a user may pass where a pinnkan file is expected
+_SIGNATURES = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a results.h5?), not a torch file"),
+    (b"\x80", "a pickled torch file of another program (pinnkan files are zip archives)"),
+    (b"\x93NUMPY", "a NumPy .npy file"),
+    (b"{", "a text (JSON?) file"),
+)
+
+
+def unreadable_reason(path: Path) -> str:
+    """Why a file torch cannot load is no pinnkan file, from its size and first bytes."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if size == 0:
+        return "the file is empty (0 bytes); re-run the stage that wrote it"
+    if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
+        return (
+            "a torch file holding objects other than tensors (not loaded: unpickling them "
+            "could run code)"
+        )
+    if head.startswith(b"PK\x03\x04"):
+        return (
+            f"truncated or damaged ({size} bytes; its zip archive cannot be read); "
+            "re-run the stage that wrote it"
+        )
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return f"it is {kind}"
+    return f"not a pinnkan file ({size} bytes, not a torch zip archive)"
 
 
 def save_train_state(path: Path, state: TrainState, meta: dict[str, Any]) -> None:

@@ -121,7 +121,15 @@ def resume_overrides(stage: str, args: list[str]) -> list[str]:
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise PinnkanError(f"{run_dir} is not a pinnkan run directory (no .hydra/overrides.yaml)")
-    own = [str(o) for o in OmegaConf.load(saved) if not str(o).startswith("resume=")]
+    try:
+        saved_list = OmegaConf.to_container(OmegaConf.load(saved))
+    except Exception:  # yaml / omegaconf raise many types for a damaged file
+        saved_list = None
+    if not isinstance(saved_list, list) or not all(isinstance(o, str) for o in saved_list):
+        raise PinnkanError(
+            f"{saved} is damaged (not the list of overrides Hydra writes); start the run again"
+        )
+    own = [o for o in saved_list if not o.startswith("resume=")]
     where = _quote(str(run_dir))
     return [*own, f"hydra.run.dir={where}", f"resume={where}"]
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pinnkan.adapters.tucker import leading_subspace, ranks_from_cr, unfold
 from pinnkan.atomic import atomic_replace
+from pinnkan.plots import save_png
 from pinnkan.results import RESULTS_FILE
 
 CRS = (1.0, 0.5, 0.25, 0.125)
@@ -201,9 +201,7 @@ def plot_diagnostics(path: Path, layers: dict[int, LayerDiagnostics], title: str
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_png(fig, Path(path), dpi=100)
 
 
 def diagnose_run(run_dir: Path, crs: tuple[float, ...] = CRS) -> dict[int, LayerDiagnostics]:

@@ -9,15 +9,17 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pinnkan.atomic import atomic_replace, make_dir
 from pinnkan.results import RunResult
 
 DPI = 100
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    """Render ``fig`` with the Agg canvas to ``path``; no pyplot state is touched."""
+def save_png(fig: Figure, path: Path, dpi: int = DPI) -> Path:
+    """Render ``fig`` with the Agg canvas to ``path`` atomically; no pyplot state is touched."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI)
+    with atomic_replace(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return path
 
 
@@ -63,7 +65,7 @@ def plot_fields(path: Path, result: RunResult) -> Path:
             ax.set_ylabel(coords[1])
             ax.set_title(title + note)
     fig.suptitle(f"{result.stage}: {result.pde} {result.pde_params}")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _curve(ax: Axes, step: np.ndarray, values: np.ndarray, ylabel: str) -> None:
@@ -92,13 +94,12 @@ def plot_training(path: Path, result: RunResult) -> Path:
     ax_loss.set_title("training loss")
     ax_err.set_title("relative L2 error")
     fig.suptitle(f"{result.stage}: {result.pde} {result.pde_params}")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_run(out_dir: Path, result: RunResult) -> list[Path]:
     """Write fields.png and training.png into ``out_dir`` (beside results.h5); return the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dir(out_dir)
     return [
         plot_fields(out_dir / "fields.png", result),
         plot_training(out_dir / "training.png", result),

@@ -21,14 +21,15 @@ from typing import Any, TextIO
 import h5py
 import numpy as np
 import yaml
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 import pinnkan
+from pinnkan.atomic import atomic_replace, make_dir, unwritable_dir
 from pinnkan.diagnostics import diagnose_run, has_diagnostics, read_diagnostics
 from pinnkan.errors import PinnkanError
-from pinnkan.results import RESULTS_FILE
+from pinnkan.plots import save_png
+from pinnkan.results import RESULTS_FILE, results_problem
 from pinnkan.sweep import failure_message
 
 # column -> kind ("s" text, "f" float with NaN for none, "i" int with -1 for none)
@@ -74,6 +75,12 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
         if not p.exists():
             raise PinnkanError(f"{p} does not exist; pass a multirun directory or run directories")
         if p.is_file():
+            problem = results_problem(p) if p.name == RESULTS_FILE else "not a results.h5"
+            if problem:
+                raise PinnkanError(
+                    f"{p}: {problem}; pass a run directory, a multirun directory or a run's "
+                    "results.h5"
+                )
             found.add(p.parent.resolve())
             continue
         for marker in (RESULTS_FILE, ".hydra"):
@@ -174,7 +181,8 @@ def read_run(run_dir: Path) -> Run:
                 run.history = {k: f["history"][k][()] for k in ("step", "rel_l2")}
     except (OSError, KeyError, ValueError, TypeError) as exc:
         row["status"] = "unreadable"
-        row["note"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        row["note"] = results_problem(results) or f"{type(exc).__name__}: {first}"
         if hydra_cfg.is_file():
             _from_config(row, _load_yaml(hydra_cfg.read_text(encoding="utf-8")))
         return run
@@ -241,7 +249,7 @@ def _cell(value: Any, kind: str, col: str) -> str:
 
 def write_csv(path: Path, runs: list[Run]) -> None:
     """report.csv: one row per run, the COLUMNS in order (floats at full precision)."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_replace(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
         for run in runs:
@@ -255,7 +263,7 @@ def write_csv(path: Path, runs: list[Run]) -> None:
 
 def write_h5(path: Path, runs: list[Run], sources: list[Path]) -> None:
     """report.h5: group ``table`` with one dataset per column (readable with plain h5py)."""
-    with h5py.File(path, "w") as f:
+    with atomic_replace(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["pinnkan_version"] = str(pinnkan.__version__)
         f.attrs["columns"] = json.dumps(list(COLUMNS))
         f.attrs["n_rows"] = len(runs)
@@ -341,9 +349,7 @@ def _title(pde: str, target: str) -> str:
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_png(fig, path, DPI)
 
 
 def plot_error_vs_cr(path: Path, runs: list[Run]) -> Path | None:
@@ -494,7 +500,10 @@ def run_report(paths: list[Path], out: Path | None = None, stream: TextIO | None
     runs = collect(paths)
     first = Path(paths[0])
     out = Path(out) if out is not None else (first if first.is_dir() else first.parent)
-    out.mkdir(parents=True, exist_ok=True)
+    problem = unwritable_dir(out)
+    if problem:
+        raise PinnkanError(f"cannot write the report to {out}: {problem}; pass --out DIR")
+    make_dir(out)
     diag = diagnostics_rows(runs)
     write_csv(out / "report.csv", runs)
     write_h5(out / "report.h5", runs, list(paths))
@@ -514,7 +523,10 @@ def run_report(paths: list[Path], out: Path | None = None, stream: TextIO | None
         print(f"  {run_name}: {note}", file=stream)
     if diag:
         kinds = _diag_kinds(diag)
-        with open(out / "diagnostics.csv", "w", newline="", encoding="utf-8") as fh:
+        with (
+            atomic_replace(out / "diagnostics.csv") as tmp,
+            open(tmp, "w", newline="", encoding="utf-8") as fh,
+        ):
             w = csv.DictWriter(fh, fieldnames=list(kinds))
             w.writeheader()
             w.writerows(diag)

@@ -210,6 +210,34 @@ def _read_layers(f: h5py.File, name: str) -> dict[int, dict[str, np.ndarray]]:
     return dict(sorted(out.items()))
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def results_problem(path: Path) -> str | None:
+    """What is wrong with a file expected to be a pinnkan results.h5 (None: it opens and has
+    pinnkan's root attributes)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(len(HDF5_SIGNATURE))
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if head != HDF5_SIGNATURE:
+        return f"not an HDF5 file ({size} bytes)"
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("stage", "pde", "pinnkan_version") if k not in f.attrs]
+    except OSError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"truncated or damaged HDF5 file ({size} bytes; {why})"
+    if missing:
+        return f"an HDF5 file of another program (no {', '.join(missing)} attribute)"
+    return None
+
+
 def read_results(path: Path) -> dict[str, Any]:
     """Read a results.h5 into plain dicts/arrays, for tests and the report command."""
     with h5py.File(Path(path), "r") as f:

@@ -8,6 +8,7 @@ and ``pinnkan report`` can show it next to the job's missing or diverged results
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Mapping
 from importlib.util import find_spec
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pinnkan.errors import PinnkanError
+
+log = logging.getLogger("pinnkan")
 
 FAILED_FILE = "failed.txt"
 SWEEP_EXTRA_HINT = 'pip install -e ".[sweep]"'
@@ -101,8 +104,11 @@ def threads_for_job(setting: Any, launcher: Mapping[str, Any] | None, cores: int
 
 def mark_failed(job_dir: Path, message: str) -> None:
     """Record a failed sweep job in its directory (read back by `failures`)."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / FAILED_FILE).write_text(message.strip() + "\n", encoding="utf-8")
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / FAILED_FILE).write_text(message.strip() + "\n", encoding="utf-8")
+    except OSError as exc:  # e.g. the disk is full: the job's log line must do
+        log.error("cannot record the failure in %s: %s", job_dir, exc.strerror or exc)
 
 
 def clear_failed(job_dir: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import pinnkan
 from pinnkan import results as results_mod
+from pinnkan.atomic import WriteFailed
 from pinnkan.plots import plot_run
 from pinnkan.results import (
     ERROR_METRIC,
@@ -230,7 +231,7 @@ def test_failed_write_keeps_older_file(tmp_path: Path, monkeypatch: pytest.Monke
 
     # Fail after root attrs, grid, fields, metrics and history are already in the temp file.
     monkeypatch.setattr(results_mod, "_write_layers", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(WriteFailed, match=r"cannot write .*results\.h5: disk full"):
         write_results(path, make_result(transfer=True))
     assert dir_names(tmp_path) == ["results.h5"]
     assert path.read_bytes() == before
