@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from pinnkan.adapters import (
     param_groups,
     prepare,
 )
+from pinnkan.atomic import WriteFailed, make_dir
 from pinnkan.checkpoint import (
     ADAPTER_FILE,
     ADAPTER_FORMAT,
@@ -44,12 +47,14 @@ from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.pde import PDEFamily, build_pde
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
+from pinnkan.runlock import run_lock
 from pinnkan.training import (
     OPTIMIZERS,
     Diverged,
     Evaluator,
     History,
     Interrupted,
+    OutOfMemory,
     PinnLoss,
     TrainConfig,
     TrainState,
@@ -258,7 +263,7 @@ def _fit(
 
     def checkpoint(state: TrainState) -> None:
         nonlocal saved_step
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(run_dir)
         save_train_state(run_dir / STATE_FILE, state, meta)
         saved_step = state.step
 
@@ -279,6 +284,15 @@ def _fit(
         except Interrupted as exc:
             write_partial(exc.history, "interrupted", {"steps_done": exc.step})
             raise StageInterrupted(exc.signum, exc.step, run_dir, saved_step) from None
+        except OutOfMemory as exc:
+            smaller = "lower train.n_interior / train.n_boundary or model.hidden and start again"
+            step = exc.saved_step or saved_step
+            if step:
+                raise PinnkanError(
+                    f"{exc}; checkpoint at step {step} in {run_dir / STATE_FILE}: {smaller}, "
+                    f"or free memory and `pinnkan {stage} resume={run_dir}`"
+                ) from None
+            raise PinnkanError(f"{exc}; no checkpoint: {smaller}") from None
         except Diverged as exc:
             write_partial(exc.history, "diverged", {"diverged_at_step": exc.step})
             kept = (
@@ -345,7 +359,7 @@ def _result(
 
 
 def _finish(run_dir: Path, result: RunResult) -> RunResult:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir)
     if result.status != "diverged":
         plot_run(run_dir, result)
     write_results(run_dir / RESULTS_FILE, result)  # last: its status marks a finished run
@@ -371,10 +385,37 @@ def _finish(run_dir: Path, result: RunResult) -> RunResult:
     return result
 
 
+@contextmanager
+def write_faults(run_dir: Path, stage: str) -> Iterator[None]:
+    """A failed write (disk full, ...) ends the stage with one line saying what survived: the
+    last complete checkpoint.pt and how to resume from it once there is space again."""
+    try:
+        yield
+    except WriteFailed as exc:
+        state = Path(run_dir) / STATE_FILE
+        if state.is_file():
+            try:
+                step = f" (step {load_train_state(state)[1].step})"
+            except PinnkanError:
+                step = ""
+            hint = (
+                f"the last complete checkpoint{step} is intact: make space, then "
+                f"`pinnkan {stage} resume={run_dir}`"
+            )
+        else:
+            hint = "no checkpoint was written yet: make space and start the run again"
+        raise WriteFailed(f"{exc}; {hint}") from None
+
+
 def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
     """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots.
 
     With cfg["resume"] = run_dir it continues that run from its checkpoint.pt."""
+    with run_lock(run_dir), write_faults(run_dir, "pretrain"):
+        return _pretrain(cfg, run_dir, config_yaml)
+
+
+def _pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult:
     setup = resolve_setup(cfg)
     pde = pde_from_config(cfg, "source")
     resume = load_resume(cfg, run_dir, "pretrain")
@@ -399,7 +440,7 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         {"stage": "pretrain"},
         report,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir)
     meta = {
         "stage": "pretrain",
         "pde": pde.name,
@@ -468,6 +509,11 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
 
 def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
     """Adapt a pretrained KAN to the family's target parameters with the configured adapter."""
+    with run_lock(run_dir), write_faults(run_dir, "transfer"):
+        return _transfer(cfg, run_dir, config_yaml)
+
+
+def _transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult:
     setup = resolve_setup(cfg)
     a = dict(cfg.get("adapter", {}))
     acfg = AdapterConfig(
@@ -550,7 +596,7 @@ def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
         state_meta,
         report,
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir)
     spec_meta = {
         "pde": pde.name,
         "pde_params": pde.params,

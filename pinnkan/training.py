@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -99,6 +100,25 @@ class Diverged(PinnkanError):
         hint = hint or f"lower optim.lr (now {lr:g}) or use precision=float64"
         super().__init__(f"training diverged at step {step} (loss={loss}); {hint}")
         self.step, self.history = step, history
+
+
+class OutOfMemory(PinnkanError):
+    """A step ran out of memory; the state before it was checkpointed (when checkpoints are
+    written at all): `saved_step`, else None."""
+
+    def __init__(self, step: int, detail: str, saved_step: int | None) -> None:
+        super().__init__(f"out of memory at step {step} ({detail})")
+        self.step, self.saved_step = step, saved_step
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 class Interrupted(Exception):
@@ -332,13 +352,19 @@ class _Run:
                 h.heldout_loss.append(heldout())
         self.progress.update(step, loss, self.last_err)
 
-    def state(self, step: int, optimizer: dict[str, Any], scheduler: dict[str, Any]) -> TrainState:
+    def state(
+        self,
+        step: int,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        rng: Tensor | None = None,
+    ) -> TrainState:
         return TrainState(
             step=step,
             model=self.model.state_dict(),
             optimizer=optimizer,
             scheduler=scheduler,
-            rng=self.gen.get_state(),
+            rng=self.gen.get_state() if rng is None else rng,
             history=self.hist.as_dict(),
             elapsed=self.elapsed,
         )
@@ -359,6 +385,24 @@ class _Run:
                 self.checkpoint_fn(state())
             self.progress.close()
             raise Interrupted(signum, step, self.hist)
+
+    def out_of_memory(
+        self, step: int, exc: BaseException, before: Callable[[], TrainState] | None
+    ) -> OutOfMemory:
+        """The error for a step that ran out of memory, after checkpointing `before()` (the
+        state the step started from, so a resume repeats it; None: no such state, L-BFGS)."""
+        self.progress.close()
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = re.sub(r"^\[enforce fail at [^\]]*\] \.? *", "", detail)[:200]
+        saved = None
+        if before is not None and self.checkpoint_fn is not None and step > 1:
+            try:
+                self.checkpoint_fn(before())
+                saved = step - 1
+            except Exception as again:  # no memory even for that: say so, keep the old one
+                if not is_out_of_memory(again):
+                    raise
+        return OutOfMemory(step, detail, saved)
 
     def out_of_time(self) -> bool:
         return bool(self.cfg.max_seconds) and self.elapsed >= self.cfg.max_seconds
@@ -420,8 +464,8 @@ def _train_adam(
         opt.load_state_dict(resume.optimizer)
         sched.load_state_dict(resume.scheduler)
 
-    def state(step: int) -> Callable[[], TrainState]:
-        return lambda: run.state(step, opt.state_dict(), sched.state_dict())
+    def state(step: int, rng: Tensor | None = None) -> Callable[[], TrainState]:
+        return lambda: run.state(step, opt.state_dict(), sched.state_dict(), rng)
 
     if cfg.compile:
         step_fn: Callable[[dict[str, Tensor]], Tensor] = CompiledStep(loss_fn, model)
@@ -429,9 +473,15 @@ def _train_adam(
         step_fn = functools.partial(loss_and_backward, loss_fn, model)
     for step in range(run.start + 1, cfg.steps + 1):
         t0 = time.perf_counter()
-        batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
-        opt.zero_grad(set_to_none=True)
-        value = float(step_fn(batch).detach())
+        rng = gen.get_state()  # a step that runs out of memory is checkpointed as not begun
+        try:
+            batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
+            opt.zero_grad(set_to_none=True)
+            value = float(step_fn(batch).detach())
+        except Exception as exc:  # the parameters are untouched until opt.step
+            if not is_out_of_memory(exc):
+                raise
+            raise run.out_of_memory(step, exc, state(step - 1, rng)) from None
         if not math.isfinite(value):  # before the step: the model stays finite
             raise run.diverged(step, value, opt.param_groups[0]["lr"])
         opt.step()
@@ -461,7 +511,12 @@ def _train_adam(
 
         for step in range(cfg.steps + 1, run.total + 1):
             t0 = time.perf_counter()
-            value = float(lbfgs.step(closure).detach())
+            try:
+                value = float(lbfgs.step(closure).detach())
+            except Exception as exc:  # L-BFGS works on 4x the points
+                if not is_out_of_memory(exc):
+                    raise
+                raise run.out_of_memory(step, exc, None) from None
             run.elapsed += time.perf_counter() - t0
             if not math.isfinite(value):
                 raise run.diverged(step, value, 1.0)
@@ -513,19 +568,26 @@ def _train_lm(
     loss = math.nan
     for step in range(run.start + 1, cfg.steps + 1):
         t0 = time.perf_counter()
-        if J is None:
-            r, J = residuals_and_jacobian(loss_fn, model, batch)
-            loss = float(r @ r)
+        before, theta = state(step - 1), flat_view(params)
+        try:
+            if J is None:
+                r, J = residuals_and_jacobian(loss_fn, model, batch)
+                loss = float(r @ r)
+                lm.forget_jacobian()
             if not math.isfinite(loss):
                 raise run.diverged(step, loss, 0.0, "use precision=float64 or fewer points")
-            lm.forget_jacobian()
-        theta = flat_view(params)
-        proposal = lm.propose(r, J)
-        predicted, trial = None, math.nan
-        if proposal is not None:
-            step_vector, predicted = proposal
-            assign_flat(params, theta + step_vector)
-            trial = loss_at(batch)
+            proposal = lm.propose(r, J)
+            predicted, trial = None, math.nan
+            if proposal is not None:
+                step_vector, predicted = proposal
+                assign_flat(params, theta + step_vector)
+                trial = loss_at(batch)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            r = J = step_vector = None  # free what the failed step held
+            assign_flat(params, theta)  # undo a trial step
+            raise run.out_of_memory(step, exc, before) from None
         if lm.judge(predicted, loss - trial):  # a non-finite trial is rejected
             loss, J, accepted = trial, None, accepted + 1
             if cfg.lm.resample_every and accepted % cfg.lm.resample_every == 0:

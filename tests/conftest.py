@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,14 @@ def start_pinnkan(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def run_pinnkan(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `python -m pinnkan.cli *args` in `cwd` with one thread; capture text output."""
+def run_pinnkan(
+    args: list[str],
+    cwd: Path,
+    timeout: float = 120,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `python -m pinnkan.cli *args` in `cwd` with one thread; capture text output.
+    `preexec_fn` runs in the child before pinnkan (e.g. to set resource limits)."""
     return subprocess.run(
         [sys.executable, "-m", "pinnkan.cli", *args],
         cwd=cwd,
@@ -95,6 +102,7 @@ def run_pinnkan(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.
         text=True,
         timeout=timeout,
         check=False,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -15,12 +16,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import exit_code
 from pinnkan.malloc import keep_freed_memory
+from pinnkan.runlock import LOCK_FILE, acquire, release
 from pinnkan.runner import StageInterrupted
 from pinnkan.sweep import (
     clear_failed,
@@ -57,6 +59,97 @@ class SweepFailures(Callback):
             num = re.match(r"\d+", job_dir.name)
             FAILED_JOBS.append((int(num.group()) if num else -1, msg))
         FAILED_JOBS.sort()
+
+
+class RunLogHandler(logging.FileHandler):
+    """The run's log file (conf/hydra/job_logging/pinnkan.yaml). When it cannot be written
+    (disk full...) it says so in one line once and stops, instead of logging's traceback on
+    every record; the run's own files report their write failures themselves."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if self.stream is None:  # already given up
+            return
+        why = sys.exc_info()[1]
+        print(
+            f"pinnkan: warning: cannot write the log {self.baseFilename} "
+            f"({getattr(why, 'strerror', None) or why}); logging to it stops",
+            file=sys.stderr,
+        )
+        stream, self.stream = self.stream, None
+        self.emit = lambda record: None  # type: ignore[method-assign]
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+MIN_FREE_BYTES = 10 * 1024**2  # below this on the run's disk a run is refused at the start
+# single-run directories this process created (parents included, top first): a run refused
+# before it wrote anything of its own leaves no directory behind
+_CREATED: dict[Path, Path] = {}
+HYDRA_FILES = (".hydra", LOCK_FILE)  # and the job's <name>.log
+
+
+class RunDirGuard(Callback):
+    """Hydra callback (conf/base.yaml), before Hydra writes into the run or sweep directory:
+    pin its name, take its lock (a second run pointed at it is refused; pinnkan.runlock) and
+    check the disk has room, each failure one line and exit status 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._guard(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._guard(config, "hydra.sweep.dir")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))))
+
+    def _guard(self, config: DictConfig, key: str) -> None:
+        HydraConfig.instance().set_config(config)  # as Hydra does before resolving the dir
+        path = Path(str(OmegaConf.select(config, key))).absolute()
+        node, name = key.rsplit(".", 1)
+        with read_write(OmegaConf.select(config, node)):
+            OmegaConf.update(config, key, str(path))  # resolved once: ${now:} cannot move it
+        top = path
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        created = not path.exists()
+        try:
+            acquire(path)
+            free = shutil.disk_usage(path).free
+            if free < MIN_FREE_BYTES:
+                raise PinnkanError(
+                    f"the disk holding {path} is full ({free / 1e6:.1f} MB free); make space "
+                    "or pass outputs_root= on another disk"
+                )
+        except PinnkanError as exc:
+            if created:
+                _remove_if_untouched(path, top)
+            print(f"pinnkan: error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        if created and key == "hydra.run.dir":
+            _CREATED[path] = top
+
+
+def _remove_if_untouched(run_dir: Path, top: Path) -> None:
+    """Delete a run directory holding only what Hydra and the lock put there, and its parents
+    up to `top` when that leaves them empty."""
+    run_dir = run_dir.absolute()
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return
+    if any(n not in HYDRA_FILES and not n.endswith(".log") for n in names):
+        return
+    release(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent = run_dir.parent
+    while parent != top.parent and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
 
 
 def set_threads(cfg: DictConfig, hc: Any) -> None:
@@ -98,6 +191,8 @@ def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]
             mark_failed(run_dir, msg)
             return None
         print(f"pinnkan: error: {msg}", file=sys.stderr)
+        if run_dir.absolute() in _CREATED:  # refused before it wrote anything: no litter
+            _remove_if_untouched(run_dir, _CREATED[run_dir.absolute()])
         sys.exit(EXIT_USER_ERROR)
     except StageInterrupted as exc:  # a sweep stops too: the user asked the process to end
         saved = f"checkpoint at step {exc.saved_step}" if exc.saved_step else "no checkpoint"
