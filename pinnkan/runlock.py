@@ -127,6 +127,18 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             release(run_dir)
 
 
+@contextmanager
+def locked_while_running(run_dir: Path) -> Iterator[None]:
+    """For a block that calls `acquire(run_dir)` once it is about to write (so a refused config
+    makes no directory): release the lock at its end, unless it was held before."""
+    held = (Path(run_dir) / LOCK_FILE).absolute() in _HELD
+    try:
+        yield
+    finally:
+        if not held:
+            release(run_dir)
+
+
 @atexit.register
 def _release_all() -> None:
     for path in list(_HELD):

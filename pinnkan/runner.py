@@ -47,7 +47,7 @@ from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.pde import PDEFamily, build_pde
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
-from pinnkan.runlock import run_lock
+from pinnkan.runlock import acquire, locked_while_running
 from pinnkan.training import (
     OPTIMIZERS,
     Diverged,
@@ -411,16 +411,17 @@ def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunRe
     """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots.
 
     With cfg["resume"] = run_dir it continues that run from its checkpoint.pt."""
-    with run_lock(run_dir), write_faults(run_dir, "pretrain"):
+    with locked_while_running(run_dir), write_faults(run_dir, "pretrain"):
         return _pretrain(cfg, run_dir, config_yaml)
 
 
 def _pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult:
     setup = resolve_setup(cfg)
     pde = pde_from_config(cfg, "source")
-    resume = load_resume(cfg, run_dir, "pretrain")
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
+    acquire(run_dir)  # the config is valid: from here on this run writes into run_dir
+    resume = load_resume(cfg, run_dir, "pretrain")
     loss_fn = PinnLoss(pde, setup.train.derivatives)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": setup.train.lr}]
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
@@ -509,7 +510,7 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
 
 def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
     """Adapt a pretrained KAN to the family's target parameters with the configured adapter."""
-    with run_lock(run_dir), write_faults(run_dir, "transfer"):
+    with locked_while_running(run_dir), write_faults(run_dir, "transfer"):
         return _transfer(cfg, run_dir, config_yaml)
 
 
@@ -526,10 +527,11 @@ def _transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult
         layers=a.get("layers"),
     )
     pde = pde_from_config(cfg, "target")
-    resume = load_resume(cfg, run_dir, "transfer")
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
     acfg.validate(len(model.layers))
+    acquire(run_dir)  # the config is valid: from here on this run writes into run_dir
+    resume = load_resume(cfg, run_dir, "transfer")
     source_path, source_meta = None, {}
     if needs_source(acfg.name):
         root = Path(cfg.get("outputs_root", "outputs"))
