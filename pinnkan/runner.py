@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN, LAYER_KINDS, spec_differences
 from pinnkan.levenberg_marquardt import LMConfig
+from pinnkan.memory import check_fits, estimate_step
 from pinnkan.pde import PDEFamily, build_pde
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
@@ -58,6 +60,8 @@ from pinnkan.training import (
     PinnLoss,
     TrainConfig,
     TrainState,
+    is_out_of_memory,
+    predict,
     train,
 )
 
@@ -128,6 +132,7 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
         optimizer=optimizer,
         lm=lm,
         max_seconds=t.get("max_seconds", 0.0),
+        check_memory=t.get("check_memory", True),
     )
     tc.validate()
     as_int((cfg.get("eval", {}) or {}).get("n", 101), "eval.n", 2, 4096)
@@ -155,6 +160,22 @@ def build_model(cfg: dict[str, Any], pde: PDEFamily, setup: Setup, gen: torch.Ge
     )
 
 
+def check_memory(
+    model: KAN, pde: PDEFamily, setup: Setup, adapter: AdapterConfig | None = None
+) -> None:
+    """Refuse (one line) a config whose training step cannot fit in the device's free memory
+    (pinnkan.memory); `train.check_memory=false` skips it. With `adapter`, the estimate is
+    for a copy of the model with those adapters attached (randomly initialised: the real init
+    from the loss gradient could itself run out of memory)."""
+    if not setup.train.check_memory:
+        return
+    if adapter is not None:
+        model = copy.deepcopy(model)
+        init = "random" if adapter.init in ("grad", "hosvd") else adapter.init
+        prepare(model, replace(adapter, init=init), torch.Generator().manual_seed(0))
+    check_fits(estimate_step(model, pde, setup.train), setup.device)
+
+
 def pde_from_config(cfg: dict[str, Any], which: str) -> PDEFamily:
     """The family member at the config's `source` or `target` parameters."""
     p = cfg.get("pde", {})
@@ -166,8 +187,7 @@ def evaluate(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Grid axes, prediction and reference on the evaluation grid (shape n per axis)."""
     axes, pts = pde.grid(n, model.lo.dtype)
-    with torch.no_grad():
-        pred = model(pts.to(model.lo.device))[:, 0].cpu()
+    pred = predict(model, pts.to(model.lo.device)).cpu()
     shape = tuple(len(a) for a in axes.values())
     ref = pde.exact(pts)
     return (
@@ -386,32 +406,44 @@ def _finish(run_dir: Path, result: RunResult) -> RunResult:
 
 
 @contextmanager
-def write_faults(run_dir: Path, stage: str) -> Iterator[None]:
+def stage_faults(run_dir: Path, stage: str) -> Iterator[None]:
     """A failed write (disk full, ...) ends the stage with one line saying what survived: the
-    last complete checkpoint.pt and how to resume from it once there is space again."""
+    last complete checkpoint.pt and how to resume from it once there is space again. Memory
+    running out outside a training step (evaluation, adapter init) is one line too."""
     try:
         yield
-    except WriteFailed as exc:
-        state = Path(run_dir) / STATE_FILE
-        if state.is_file():
-            try:
-                step = f" (step {load_train_state(state)[1].step})"
-            except PinnkanError:
-                step = ""
-            hint = (
-                f"the last complete checkpoint{step} is intact: make space, then "
-                f"`pinnkan {stage} resume={run_dir}`"
-            )
-        else:
-            hint = "no checkpoint was written yet: make space and start the run again"
-        raise WriteFailed(f"{exc}; {hint}") from None
+    except Exception as exc:
+        if isinstance(exc, WriteFailed):
+            raise WriteFailed(f"{exc}; {_resume_hint(run_dir, stage)}") from None
+        if is_out_of_memory(exc):  # outside a training step (those are OutOfMemory)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise PinnkanError(
+                f"out of memory ({first}); lower train.n_interior / train.n_boundary, "
+                "model.hidden or eval.n"
+            ) from None
+        raise
+
+
+def _resume_hint(run_dir: Path, stage: str) -> str:
+    """What survived a failed write, and how to go on from it."""
+    state = Path(run_dir) / STATE_FILE
+    if not state.is_file():
+        return "no checkpoint was written yet: make space and start the run again"
+    try:
+        step = f" (step {load_train_state(state)[1].step})"
+    except PinnkanError:
+        step = ""
+    return (
+        f"the last complete checkpoint{step} is intact: make space, then "
+        f"`pinnkan {stage} resume={run_dir}`"
+    )
 
 
 def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
     """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots.
 
     With cfg["resume"] = run_dir it continues that run from its checkpoint.pt."""
-    with locked_while_running(run_dir), write_faults(run_dir, "pretrain"):
+    with locked_while_running(run_dir), stage_faults(run_dir, "pretrain"):
         return _pretrain(cfg, run_dir, config_yaml)
 
 
@@ -420,6 +452,7 @@ def _pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult
     pde = pde_from_config(cfg, "source")
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
+    check_memory(model, pde, setup)
     acquire(run_dir)  # the config is valid: from here on this run writes into run_dir
     resume = load_resume(cfg, run_dir, "pretrain")
     loss_fn = PinnLoss(pde, setup.train.derivatives)
@@ -510,7 +543,7 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
 
 def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
     """Adapt a pretrained KAN to the family's target parameters with the configured adapter."""
-    with locked_while_running(run_dir), write_faults(run_dir, "transfer"):
+    with locked_while_running(run_dir), stage_faults(run_dir, "transfer"):
         return _transfer(cfg, run_dir, config_yaml)
 
 
@@ -544,6 +577,7 @@ def _transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult
             model.load_state_dict(state)
         except RuntimeError:
             raise PinnkanError(f"checkpoint {source_path} does not fit the network") from None
+    check_memory(model, pde, setup, acfg)
     loss_fn = PinnLoss(pde, setup.train.derivatives)
     first = loss_fn.sample(
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device

@@ -52,6 +52,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | gd (plain gradient descent; then optional L-BFGS) | lm
     lm: LMConfig = field(default_factory=LMConfig)
     max_seconds: float = 0.0  # stop once training has taken this long (0: no limit)
+    check_memory: bool = True  # refuse a step whose memory estimate exceeds what is free
 
     def validate(self) -> None:
         """Type and range of every field; one PinnkanError line naming the field."""
@@ -69,8 +70,9 @@ class TrainConfig:
         self.lr = as_float(self.lr, "optim.lr", 0.0, MAX_LR, lo_open=True)
         self.lr_decay = as_float(self.lr_decay, "optim.lr_decay", 0.0, 1.0, lo_open=True)
         as_choice(self.derivatives, "train.derivatives", ENGINES)
-        if not isinstance(self.compile, bool):
-            raise PinnkanError(f"train.compile={self.compile!r} must be true or false")
+        for name in ("compile", "check_memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise PinnkanError(f"train.{name}={getattr(self, name)!r} must be true or false")
         as_choice(self.progress, "train.progress", ("auto", "bar", "log", "none"))
         as_choice(self.optimizer, "optim.name", OPTIMIZERS)
         self.max_seconds = as_float(self.max_seconds, "train.max_seconds", 0.0)
@@ -221,6 +223,15 @@ class PinnLoss:
         return torch.cat([scaled(w, res) for w, res in self.weighted_residuals(model, batch)])
 
 
+EVAL_CHUNK = 1 << 16  # points per forward pass when evaluating (bounded memory on big grids)
+
+
+@torch.no_grad()
+def predict(model: KAN, points: Tensor) -> Tensor:
+    """u at `points` (B, D) -> (B,), EVAL_CHUNK points at a time."""
+    return torch.cat([model(chunk)[:, 0] for chunk in points.split(EVAL_CHUNK)])
+
+
 class Evaluator:
     """Relative L2 error ||u_pred − u_ref||₂ / ||u_ref||₂ on a fixed evaluation grid."""
 
@@ -228,9 +239,8 @@ class Evaluator:
         self.points, self.u_ref = points, u_ref
         self.ref_norm = torch.linalg.vector_norm(u_ref)
 
-    @torch.no_grad()
     def predict(self, model: KAN) -> Tensor:
-        return model(self.points)[:, 0]
+        return predict(model, self.points)
 
     def rel_l2(self, model: KAN) -> float:
         err = torch.linalg.vector_norm(self.predict(model) - self.u_ref) / self.ref_norm
@@ -393,7 +403,7 @@ class _Run:
         state the step started from, so a resume repeats it; None: no such state, L-BFGS)."""
         self.progress.close()
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        detail = re.sub(r"^\[enforce fail at [^\]]*\] \.? *", "", detail)[:200]
+        detail = re.sub(r"^\[enforce fail at [^\]]*\]\s*(err == 0\.|\.)?\s*", "", detail)[:200]
         saved = None
         if before is not None and self.checkpoint_fn is not None and step > 1:
             try:

@@ -494,3 +494,54 @@ def test_a_step_out_of_memory_is_one_line_with_a_checkpoint_that_resumes_exactly
     resumed = runner.pretrain({**cfg, "resume": str(run_dir)}, run_dir)
     assert resumed.metrics["rel_l2"] == reference.metrics["rel_l2"]
     assert list(resumed.history["loss"]) == list(reference.history["loss"])
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "transfer"])
+def test_a_config_that_cannot_fit_is_refused_before_training(
+    tmp_path: Path, source_run: SourceRun, stage: str
+) -> None:
+    """A Jacobian of 10^8 rows needs terabytes: refused in one line naming N, P and the
+    estimate, before any point is sampled (fast) and without a run directory."""
+    root = tmp_path / "outputs"
+    args = [stage, "train.n_interior=100000000", f"outputs_root={root}", "model.hidden=[4]"]
+    if stage == "transfer":
+        args.append(f"source={source_run.run_dir}")
+    t0 = time.monotonic()
+    proc = run_pinnkan(args, tmp_path)
+    line = one_error_line(proc, "a training step needs about", "N=1000", "TB", "available on cpu")
+    assert "train.check_memory=false" in line and time.monotonic() - t0 < 60
+    assert not root.exists()
+
+
+AS_LIMIT = """
+import resource, sys
+import torch
+from pinnkan import cli
+vm = next(int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith("VmSize"))
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+resource.setrlimit(resource.RLIMIT_AS, (vm + int(1.5e9), hard))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["estimate", "genuine"])
+def test_an_address_space_limit_is_seen_and_a_genuine_oom_is_one_line(
+    tmp_path: Path, check: bool
+) -> None:
+    """1.5 GB of address space left: the estimate (about 16 GB) is refused; with the check
+    off, the allocator's own failure in step 1 ends the same way, without a traceback."""
+    args = ["pretrain", "train.n_interior=40000", "model.hidden=[32,32]", "train.progress=none"]
+    args += [f"outputs_root={tmp_path / 'o'}", f"train.check_memory={str(check).lower()}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", AS_LIMIT, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        one_error_line(proc, "a training step needs about", "GB is available on cpu")
+    else:
+        one_error_line(proc, "out of memory at step 1 (DefaultCPUAllocator", "no checkpoint")
+    assert not (tmp_path / "o").exists()

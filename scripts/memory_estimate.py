@@ -1,0 +1,205 @@
+"""Calibration of `pinnkan.memory.estimate_step`: estimate against the measured peak of one step.
+
+Each config runs in a fresh subprocess with 2 torch threads and pinnkan.malloc's settings (as
+the command-line stages): build the model, take the estimate, run one warm-up step on a copy
+with a handful of points (code pages, one-time buffers), reset the resident-set high-water
+mark (/proc/self/clear_refs; else VmRSS is sampled every 1 ms), run one
+`pinnkan.training.train` step (LM: Jacobian, solve, trial and held-out losses; Adam: loss,
+backward, update; with L-BFGS also one L-BFGS step) and report the peak minus VmRSS before
+it. Linux only.
+
+    python scripts/memory_estimate.py            # prints a Markdown table
+    python scripts/memory_estimate.py --quick    # the first three configs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+# (label, overrides of the base config: dotted keys)
+ADAM = {"optim.name": "adam"}
+FOUR_K = {"train.n_interior": 3200, "train.n_boundary": 800}
+CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("lm bspline [16,16] (kernel: N < P)", {}),
+    ("lm bspline [16,16], 4k points (primal)", FOUR_K),
+    ("lm bspline [16,16], 4k points, solve=kernel", {**FOUR_K, "optim.solve": "kernel"}),
+    ("adam bspline [32,32], forward", {**ADAM, "model.hidden": [32, 32]}),
+    (
+        "adam bspline [32,32], autograd",
+        {**ADAM, "model.hidden": [32, 32], "train.derivatives": "autograd"},
+    ),
+    (
+        "adam chebyshev [32,32], forward, float32",
+        {**ADAM, "model.name": "chebyshev", "model.hidden": [32, 32], "precision": "float32"},
+    ),
+    ("adam lmkan [16,16], forward", {**ADAM, "model.name": "lmkan", "model.hidden": [16, 16]}),
+    (
+        "adam rational [32,32], autograd, L-BFGS",
+        {
+            **ADAM,
+            "model.name": "rational",
+            "model.hidden": [32, 32],
+            "train.derivatives": "autograd",
+            "optim.lbfgs_steps": 5,
+        },
+    ),
+    ("lm rational [16,16]", {"model.name": "rational"}),
+    ("lm chebyshev [32,32]", {"model.name": "chebyshev", "model.hidden": [32, 32]}),
+    ("lm mlp [98,98]", {"model.name": "mlp", "model.hidden": [98, 98]}),
+    ("lm lmkan [16,16]", {"model.name": "lmkan", "model.hidden": [16, 16]}),
+    (
+        "lm bspline [32,32], 12k points (J ~1 GB)",
+        {"model.hidden": [32, 32], "train.n_interior": 9600, "train.n_boundary": 2400},
+    ),
+]
+
+
+def base_config() -> dict[str, Any]:
+    return {
+        "seed": 0,
+        "precision": "float64",
+        "device": "cpu",
+        "pde": {"name": "elliptic", "source": {"mu": 1.0}, "weights": {}},
+        "model": {"name": "bspline", "hidden": [16, 16]},
+        "optim": {"name": "lm", "lr": 1e-3},
+        "train": {"steps": 1, "n_interior": 1600, "n_boundary": 400, "progress": "none"},
+        "eval": {"n": 5},
+    }
+
+
+def config_with(changes: dict[str, Any]) -> dict[str, Any]:
+    cfg = base_config()
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg
+
+
+def _status(key: str) -> int:
+    """A /proc/self/status field in bytes."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def peak_rss(fn: Callable[[], None]) -> tuple[int, str]:
+    """Peak resident set of `fn()` above the resident set before it, and how it was read:
+    VmHWM after resetting it through /proc/self/clear_refs, else VmRSS sampled every 1 ms."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM to the current VmRSS (Linux >= 4.0)
+    except OSError:
+        pass
+    before = _status("VmRSS")
+    if _status("VmHWM") <= before + (1 << 20):
+        fn()
+        return _status("VmHWM") - before, "VmHWM"
+    peak, done = [before], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _status("VmRSS"))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], _status("VmRSS")) - before, "sampled VmRSS"
+
+
+def child(cfg: dict[str, Any], freeze: list[str], threads: int) -> dict[str, Any]:
+    """In a fresh process: the estimate and the measured peak of one step of `cfg`."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    from pinnkan import runner
+    from pinnkan.malloc import keep_freed_memory
+    from pinnkan.memory import estimate_step
+    from pinnkan.training import Evaluator, PinnLoss, train
+
+    torch.set_num_threads(threads)  # glibc keeps a heap arena per thread: fix their number
+    keep_freed_memory()  # as the command-line stages do
+    setup = runner.resolve_setup(cfg)
+    pde = runner.pde_from_config(cfg, "source")
+    model = runner.build_model(cfg, pde, setup, torch.Generator().manual_seed(0))
+    for name, p in model.named_parameters():
+        if any(name.startswith(f) for f in freeze):
+            p.requires_grad_(False)
+    tc = dataclasses.replace(setup.train, steps=1, eval_every=1, progress="none")
+    tc.lbfgs_steps = min(tc.lbfgs_steps, 1)
+    est = estimate_step(model, pde, tc)
+    _, pts = pde.grid(int(cfg["eval"]["n"]), setup.dtype)
+    evaluator = Evaluator(pts, pde.exact(pts))
+    loss_fn = PinnLoss(pde, tc.derivatives)
+
+    def one_step(net: torch.nn.Module, c: Any) -> None:
+        params = [p for p in net.parameters() if p.requires_grad]
+        train(net, loss_fn, [{"params": params, "lr": c.lr}], c, evaluator, torch.Generator())
+
+    # the same code paths on a handful of points first: code pages, one-time buffers
+    one_step(copy.deepcopy(model), dataclasses.replace(tc, n_interior=16, n_boundary=8))
+    measured, how = peak_rss(lambda: one_step(model, tc))
+    return {"estimate": est.total, "measured": measured, "how": how, **vars(est)}
+
+
+def measure(
+    cfg: dict[str, Any], freeze: list[str] | None = None, threads: int = 2, timeout: float = 600
+) -> dict[str, Any]:
+    """Run `child` in a fresh interpreter; its JSON result."""
+    arg = json.dumps({"cfg": cfg, "freeze": freeze or [], "threads": threads})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", arg],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="the first three configs only")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each step")
+    args = ap.parse_args()
+    if args.child:
+        spec = json.loads(args.child)
+        print(json.dumps(child(spec["cfg"], spec["freeze"], spec["threads"])))
+        return
+    from pinnkan.memory import human_bytes
+
+    print("| config | N | P | estimate | measured peak | estimate / measured |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, changes in CONFIGS[:3] if args.quick else CONFIGS:
+        res = measure(config_with(changes), threads=args.threads)
+        s, est, got = res["sizes"], res["estimate"], res["measured"]
+        print(
+            f"| {label} | {s['N']} | {s['P']} | {human_bytes(est)} | {human_bytes(got)} "
+            f"| {est / got:.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
