@@ -135,7 +135,9 @@ def resolve_setup(cfg: dict[str, Any]) -> Setup:
         check_memory=t.get("check_memory", True),
     )
     tc.validate()
-    as_int((cfg.get("eval", {}) or {}).get("n", 101), "eval.n", 2, 4096)
+    n_eval = (cfg.get("eval", {}) or {}).get("n")
+    if n_eval is not None:
+        as_int(n_eval, "eval.n", 2, 4096)
     return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision)
 
 
@@ -174,6 +176,12 @@ def check_memory(
         init = "random" if adapter.init in ("grad", "hosvd") else adapter.init
         prepare(model, replace(adapter, init=init), torch.Generator().manual_seed(0))
     check_fits(estimate_step(model, pde, setup.train), setup.device)
+
+
+def eval_points(cfg: dict[str, Any], pde: PDEFamily) -> int:
+    """Evaluation grid points per axis: `eval.n`, or the family's default when it is null."""
+    n = (cfg.get("eval", {}) or {}).get("n")
+    return pde.eval_points if n is None else int(n)
 
 
 def pde_from_config(cfg: dict[str, Any], which: str) -> PDEFamily:
@@ -275,7 +283,7 @@ def _fit(
         res = _result(cfg, stage, model, pde, setup, hist, config_yaml, metrics, attrs, status)
         return _finish(run_dir, res)
 
-    n = int(cfg.get("eval", {}).get("n", 101))
+    n = eval_points(cfg, pde)
     _, pts = pde.grid(n, setup.dtype)
     evaluator = Evaluator(pts.to(setup.device), pde.exact(pts).to(setup.device))
     meta = {**state_meta, "fingerprint": config_fingerprint(cfg)}
@@ -343,7 +351,7 @@ def _result(
     attrs: dict[str, Any],
     status: str = "ok",
 ) -> RunResult:
-    n = int(cfg.get("eval", {}).get("n", 101))
+    n = eval_points(cfg, pde)
     grid, pred, ref = evaluate(model, pde, n)
     n_trainable, n_total = count_parameters(model)
     metrics: dict[str, Any] = {

@@ -47,6 +47,8 @@ class PDEFamily:
     defaults: ClassVar[dict[str, float]]
     # parameters that must be strictly greater than a bound (e.g. a diffusivity > 0)
     lower_bounds: ClassVar[dict[str, float]] = {}
+    # evaluation grid points per axis when eval.n is null (n^D points: fewer in 3-D)
+    eval_points: ClassVar[int] = 101
 
     def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
