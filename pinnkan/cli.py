@@ -51,10 +51,24 @@ examples:
 """
 
 
-def group_options(group: str) -> list[str]:
-    """Names of the YAML configs available in a config group."""
-    folder = resources.files("pinnkan.conf") / group
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def group_options(group: str, config_dirs: list[Path] | None = None) -> list[str]:
+    """Names of the YAML configs available in a config group: pinnkan's own and those in the
+    user's `--config-dir`s (e.g. a PDE family of their own, docs/adding_a_pde.md)."""
+    folders = [resources.files("pinnkan.conf") / group]
+    folders += [Path(d) / group for d in config_dirs or [] if (Path(d) / group).is_dir()]
+    names = {p.name[:-5] for f in folders for p in f.iterdir() if p.name.endswith(".yaml")}
+    return sorted(names)
+
+
+def config_dirs(args: list[str]) -> list[Path]:
+    """The directories given with Hydra's `--config-dir DIR` / `-cd DIR` / `--config-dir=DIR`."""
+    dirs = []
+    for i, arg in enumerate(args):
+        if arg in ("-cd", "--config-dir") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+    return dirs
 
 
 # where runs are written (conf/base.yaml); checked before Hydra, which would fail with a traceback
@@ -64,7 +78,7 @@ DEFAULT_OUTPUTS = "outputs"
 
 def check_overrides(stage: str, args: list[str]) -> str | None:
     """A one-line message for an override we can tell is wrong before Hydra runs, else None."""
-    output_given = False
+    output_given, own_dirs = False, config_dirs(args)
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -75,12 +89,17 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
             if problem:
                 return problem
         if key in GROUPS:
-            options = group_options(key)
+            options = group_options(key, own_dirs)
             if key == "adapter" and stage != "transfer":
                 return f"adapter= applies to `pinnkan transfer`, not `pinnkan {stage}`"
             for choice in value.split(","):
                 if choice not in options:
-                    return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}"
+                    own = (
+                        f"; a {key} of your own: --config-dir DIR with DIR/{key}/{choice}.yaml"
+                        if key == "pde"
+                        else ""
+                    )
+                    return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}{own}"
         if key in ("cr",):
             for v in value.split(","):
                 try:
@@ -131,7 +150,18 @@ def resume_overrides(stage: str, args: list[str]) -> list[str]:
         )
     own = [o for o in saved_list if not o.startswith("resume=")]
     where = _quote(str(run_dir))
-    return [*own, f"hydra.run.dir={where}", f"resume={where}"]
+    return [*_saved_config_dirs(run_dir), *own, f"hydra.run.dir={where}", f"resume={where}"]
+
+
+def _saved_config_dirs(run_dir: Path) -> list[str]:
+    """`--config-dir` flags the run was started with (they are not overrides: Hydra records
+    them in .hydra/hydra.yaml as command-line config sources)."""
+    try:
+        sources = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.config_sources
+        dirs = [str(s.path) for s in sources if s.provider == "command-line" and s.schema == "file"]
+    except Exception:  # an older or damaged hydra.yaml: the overrides alone
+        return []
+    return [arg for d in dirs for arg in ("--config-dir", d)]
 
 
 def _quote(value: str) -> str:

@@ -46,7 +46,8 @@ from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN, LAYER_KINDS, spec_differences
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.memory import check_fits, estimate_step
-from pinnkan.pde import PDEFamily, build_pde
+from pinnkan.pde import PDEFamily
+from pinnkan.pde.config import member_from_config
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
 from pinnkan.runlock import acquire, locked_while_running
@@ -186,8 +187,7 @@ def eval_points(cfg: dict[str, Any], pde: PDEFamily) -> int:
 
 def pde_from_config(cfg: dict[str, Any], which: str) -> PDEFamily:
     """The family member at the config's `source` or `target` parameters."""
-    p = cfg.get("pde", {})
-    return build_pde(p.get("name", "?"), p.get(which, {}) or {}, p.get("weights"))
+    return member_from_config(cfg.get("pde", {}) or {}, which)
 
 
 def evaluate(
