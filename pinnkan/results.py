@@ -9,12 +9,18 @@ Layout (every string is a plain ``str`` attribute, so plain h5py reads the file 
 - ``grid/<coord>``: 1-D axis of the evaluation grid for each coordinate;
 - ``fields/u_pred``, ``fields/u_ref``, ``fields/abs_error``: arrays on that grid, axis ``i`` is
   coordinate ``coords[i]``; the ``fields`` group attribute ``axes`` is the coordinate names in
-  axis order, encoded as a JSON list string, e.g. ``'["x", "t"]'``; a ``diverged`` run has an
-  empty ``fields`` group and no ``rel_l2``/``max_abs_error`` metrics, but ``diverged_at_step``;
+  axis order, an HDF5 array of variable-length UTF-8 strings (plain h5py:
+  ``list(f["fields"].attrs["axes"]) == ["x", "t"]``; files written before pinnkan stored it as a
+  JSON list string, ``'["x", "t"]'``, which :func:`read_results` still reads); a ``diverged``
+  run has an empty ``fields`` group and no ``rel_l2``/``max_abs_error`` metrics, but
+  ``diverged_at_step``;
 - ``metrics``: group whose attributes are the scalar metrics (``rel_l2``, ``max_abs_error``,
   ``n_trainable``, ``n_total``, ``train_seconds``, ``steps``, plus extras);
 - ``history/<key>``: equal-length 1-D datasets ``step``, ``seconds``, ``loss``, ``rel_l2``;
 - transfer runs only: ``lotra/layer_<l>/{G,U1,U2,U3}`` and ``model/layer_<l>/{A_pretrained,delta}``.
+
+Beside it, :func:`write_results` writes the ParaView sidecar ``results.xdmf``
+(:mod:`pinnkan.xdmf`), except for a ``diverged`` run, which has no fields to show.
 """
 
 from __future__ import annotations
@@ -153,7 +159,7 @@ def _write_file(f: h5py.File, result: RunResult) -> None:
         grid.create_dataset(c, data=np.asarray(result.grid[c]).reshape(-1))  # (n_c,)
 
     fields = f.create_group("fields")
-    fields.attrs["axes"] = json.dumps(list(result.coords))
+    fields.attrs.create("axes", [str(c) for c in result.coords], dtype=h5py.string_dtype())
     if result.u_pred is not None:
         u_pred = np.asarray(result.u_pred)  # (n_c0, n_c1, ...)
         u_ref = np.asarray(result.u_ref)  # (n_c0, n_c1, ...)
@@ -180,12 +186,17 @@ def write_results(path: Path, result: RunResult) -> None:
 
     The file is built as ``.<name>.tmp-<pid>`` in the same directory and moved onto ``path`` with
     ``os.replace`` only once complete; on any error the temporary file is deleted and ``path`` is
-    left as it was.
+    left as it was. Then the ParaView sidecar ``results.xdmf`` is written beside it (also
+    atomically; none for a diverged run, see :func:`pinnkan.xdmf.write_xdmf`); if that fails,
+    the error propagates and results.h5 is already complete.
     """
     path = Path(path)
     _validate(result)
     with atomic_replace(path) as tmp, h5py.File(tmp, "w") as f:
         _write_file(f, result)
+    from pinnkan.xdmf import write_xdmf  # here: pinnkan.xdmf imports this module
+
+    write_xdmf(path)
 
 
 def _py(value: Any) -> Any:
@@ -238,13 +249,23 @@ def results_problem(path: Path) -> str | None:
     return None
 
 
+def read_axes(value: Any) -> list[str]:
+    """Coordinate names from a ``fields`` ``axes`` attribute: an HDF5 string array (current
+    layout) or a JSON list string (files written before it)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str):
+        return [str(c) for c in json.loads(value)]
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.ravel(value)]
+
+
 def read_results(path: Path) -> dict[str, Any]:
     """Read a results.h5 into plain dicts/arrays, for tests and the report command."""
     with h5py.File(Path(path), "r") as f:
         attrs = {k: _py(v) for k, v in f.attrs.items()}
         if "pde_params" in attrs:
             attrs["pde_params"] = json.loads(attrs["pde_params"])
-        coords = list(json.loads(_py(f["fields"].attrs["axes"])))
+        coords = read_axes(f["fields"].attrs["axes"])
         return {
             "attrs": attrs,
             "coords": coords,

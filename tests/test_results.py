@@ -92,7 +92,7 @@ def test_layout_with_plain_h5py(tmp_path: Path, transfer: bool) -> None:
     res = make_result(transfer)
     path = tmp_path / "results.h5"
     write_results(path, res)
-    assert dir_names(tmp_path) == ["results.h5"]
+    assert dir_names(tmp_path) == ["results.h5", "results.xdmf"]  # the ParaView sidecar
     with h5py.File(path, "r") as f:
         a = f.attrs
         for key in (
@@ -122,7 +122,7 @@ def test_layout_with_plain_h5py(tmp_path: Path, transfer: bool) -> None:
         np.testing.assert_array_equal(f["grid/t"][()], res.grid["t"])
 
         assert set(f["fields"].keys()) == {"u_pred", "u_ref", "abs_error"}
-        assert json.loads(f["fields"].attrs["axes"]) == ["x", "t"]
+        assert list(f["fields"].attrs["axes"]) == ["x", "t"]  # a string array
         for name in ("u_pred", "u_ref", "abs_error"):
             assert f["fields"][name].shape == (NX, NT)
         np.testing.assert_allclose(f["fields/abs_error"][()], np.abs(res.u_pred - res.u_ref))
@@ -223,7 +223,7 @@ def test_failed_write_keeps_older_file(tmp_path: Path, monkeypatch: pytest.Monke
 
     with pytest.raises(TypeError):
         write_results(path, _unstorable(make_result(transfer=True)))
-    assert dir_names(tmp_path) == ["results.h5"]
+    assert dir_names(tmp_path) == ["results.h5", "results.xdmf"]
     assert path.read_bytes() == before
 
     def boom(*args: object, **kwargs: object) -> None:
@@ -233,7 +233,7 @@ def test_failed_write_keeps_older_file(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(results_mod, "_write_layers", boom)
     with pytest.raises(WriteFailed, match=r"cannot write .*results\.h5: disk full"):
         write_results(path, make_result(transfer=True))
-    assert dir_names(tmp_path) == ["results.h5"]
+    assert dir_names(tmp_path) == ["results.h5", "results.xdmf"]
     assert path.read_bytes() == before
     assert read_results(path)["attrs"]["stage"] == "pretrain"
 
