@@ -1,5 +1,6 @@
 """A family member from its `pde:` config: a built-in family by `name`, or the user's own
-`PDEFamily` subclass named by `_target_` (a dotted import path), with an optional `domain`."""
+`PDEFamily` subclass named by `_target_` (a dotted import path), with an optional `domain`,
+and its reference solution from a file (`reference.source` / `reference.target`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from pinnkan.errors import PinnkanError
 from pinnkan.pde import FAMILIES, PDEFamily, build_pde
+from pinnkan.pde.reference import FileReference
 
 
 def family_class(target: str) -> type[PDEFamily]:
@@ -52,7 +54,8 @@ def member_from_config(pde: dict[str, Any], which: str) -> PDEFamily:
     """The member at the config's `source` or `target` parameters (`which`)."""
     params, weights = pde.get(which, {}) or {}, pde.get("weights")
     target, domain = pde.get("_target_"), pde.get("domain")
-    if target is None and domain is None:
+    reference = dict(pde.get("reference") or {})
+    if target is None and domain is None and not reference.get(which):
         return build_pde(pde.get("name", "?"), params, weights)
     if target is not None:
         cls = family_class(target)
@@ -65,6 +68,17 @@ def member_from_config(pde: dict[str, Any], which: str) -> PDEFamily:
         overrides["name"] = str(pde.get("name") or getattr(cls, "name", cls.__name__.lower()))
     if domain is not None:
         overrides["domain"] = _domain(domain, cls)
+    if reference.get(which):  # the file's solution replaces the closed form
+        ref = FileReference(
+            reference[which],
+            cls.coords,
+            overrides.get("domain", cls.domain),
+            field=reference.get("field"),
+            axes=reference.get("axes"),
+            order=reference.get("order"),
+            sample=int(reference.get("sample") or 0),
+        )
+        overrides["exact"] = lambda self, x: ref(x)
     if overrides:  # the class as configured: a subclass, so the user's class is untouched
         cls = type(cls.__name__, (cls,), overrides)
     return cls(weights=weights, **dict(params))
