@@ -37,11 +37,14 @@ def _as_2d(result: RunResult, u: np.ndarray) -> tuple[np.ndarray, str]:
 def plot_fields(path: Path, result: RunResult) -> Path:
     """Plot prediction, reference and |error| side by side so a run can be judged at a glance."""
     u_pred = np.asarray(result.u_pred, dtype=np.float64)  # (n_c0, n_c1, ...)
-    u_ref = np.asarray(result.u_ref, dtype=np.float64)  # same shape
-    panels = [("prediction", u_pred), ("reference", u_ref), ("|error|", np.abs(u_pred - u_ref))]
+    panels = [("prediction", u_pred)]
+    u_ref = u_pred
+    if result.u_ref is not None:  # else a run without a reference: the prediction alone
+        u_ref = np.asarray(result.u_ref, dtype=np.float64)  # same shape
+        panels += [("reference", u_ref), ("|error|", np.abs(u_pred - u_ref))]
     coords = result.coords
-    fig = Figure(figsize=(12, 3.6), layout="constrained")
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(4 * len(panels), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
     if u_pred.ndim == 1:
         x = np.asarray(result.grid[coords[0]])  # (n_c0,)
         for ax, (title, u) in zip(axes, panels):

@@ -190,6 +190,9 @@ def read_run(run_dir: Path) -> Run:
         row["note"] = failed or "non-finite loss"
     elif failed:
         row["note"] = failed
+    elif _text(attrs.get("reference", "")) == "none":
+        loss = metrics.get("loss")
+        row["note"] = "no reference" + (f": held-out loss {float(loss):.3e}" if loss else "")
     return run
 
 

@@ -13,9 +13,12 @@ Layout (every string is a plain ``str`` attribute, so plain h5py reads the file 
   ``list(f["fields"].attrs["axes"]) == ["x", "t"]``; files written before pinnkan stored it as a
   JSON list string, ``'["x", "t"]'``, which :func:`read_results` still reads); a ``diverged``
   run has an empty ``fields`` group and no ``rel_l2``/``max_abs_error`` metrics, but
-  ``diverged_at_step``;
+  ``diverged_at_step``; a run without a reference (root attribute ``reference`` = ``none``)
+  has ``u_pred`` only and no error metrics;
 - ``metrics``: group whose attributes are the scalar metrics (``rel_l2``, ``max_abs_error``,
-  ``n_trainable``, ``n_total``, ``train_seconds``, ``steps``, plus extras);
+  ``n_trainable``, ``n_total``, ``train_seconds``, ``steps``, plus extras such as the held-out
+  losses ``loss`` (weighted total) and ``loss_<group>`` (mean squared residual of the PDE and
+  of each condition));
 - ``history/<key>``: equal-length 1-D datasets ``step``, ``seconds``, ``loss``, ``rel_l2``;
 - transfer runs only: ``lotra/layer_<l>/{G,U1,U2,U3}`` and ``model/layer_<l>/{A_pretrained,delta}``.
 
@@ -107,13 +110,15 @@ def _validate(result: RunResult) -> None:
     if result.status == "diverged" and has_fields:
         raise ValueError("a diverged run writes no fields")
     if result.status != "diverged" and not has_fields:
-        raise ValueError(f"a run with status {result.status!r} needs u_pred and u_ref")
+        raise ValueError(f"a run with status {result.status!r} needs u_pred")
     shape = tuple(len(np.asarray(result.grid[c]).reshape(-1)) for c in result.coords)
     if has_fields:
         for name, arr in (("u_pred", result.u_pred), ("u_ref", result.u_ref)):
-            if np.shape(arr) != shape:
+            if arr is not None and np.shape(arr) != shape:
                 raise ValueError(f"{name} has shape {np.shape(arr)}, grid implies {shape}")
-    required = REQUIRED_METRICS if has_fields else ("n_trainable", "n_total", "steps")
+    required = ("n_trainable", "n_total", "steps")
+    if result.u_ref is not None:  # error metrics need a reference
+        required = REQUIRED_METRICS
     lacking = [k for k in required if k not in result.metrics]
     if lacking:
         raise ValueError(f"metrics lack {lacking}")
@@ -162,8 +167,9 @@ def _write_file(f: h5py.File, result: RunResult) -> None:
     fields.attrs.create("axes", [str(c) for c in result.coords], dtype=h5py.string_dtype())
     if result.u_pred is not None:
         u_pred = np.asarray(result.u_pred)  # (n_c0, n_c1, ...)
-        u_ref = np.asarray(result.u_ref)  # (n_c0, n_c1, ...)
         fields.create_dataset("u_pred", data=u_pred)
+    if result.u_pred is not None and result.u_ref is not None:
+        u_ref = np.asarray(result.u_ref)  # (n_c0, n_c1, ...)
         fields.create_dataset("u_ref", data=u_ref)
         fields.create_dataset("abs_error", data=np.abs(u_pred - u_ref))
 

@@ -192,17 +192,25 @@ def pde_from_config(cfg: dict[str, Any], which: str) -> PDEFamily:
 
 def evaluate(
     model: KAN, pde: PDEFamily, n: int
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Grid axes, prediction and reference on the evaluation grid (shape n per axis)."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """Grid axes, prediction and reference (None without one) on the evaluation grid (shape
+    n per axis)."""
     axes, pts = pde.grid(n, model.lo.dtype)
     pred = predict(model, pts.to(model.lo.device)).cpu()
     shape = tuple(len(a) for a in axes.values())
-    ref = pde.exact(pts)
-    return (
-        {k: v.numpy() for k, v in axes.items()},
-        pred.reshape(shape).numpy(),
-        ref.reshape(shape).numpy(),
-    )
+    ref = pde.exact(pts).reshape(shape).numpy() if pde.has_reference else None
+    return {k: v.numpy() for k, v in axes.items()}, pred.reshape(shape).numpy(), ref
+
+
+def heldout_losses(model: KAN, pde: PDEFamily, setup: Setup) -> dict[str, float]:
+    """The PDE's and each condition's mean squared residual (`loss_<name>`) and their
+    weighted sum (`loss`) on points drawn apart from training (a fixed seed of their own)."""
+    loss_fn = PinnLoss(pde, setup.train.derivatives)
+    gen = torch.Generator().manual_seed(setup.seed + 7919)
+    t = setup.train
+    batch = loss_fn.sample(t.n_interior, t.n_boundary, gen, setup.dtype, setup.device)
+    losses = loss_fn.losses(model, batch)
+    return {"loss": losses.pop("loss"), **{f"loss_{k}": v for k, v in losses.items()}}
 
 
 def config_fingerprint(cfg: dict[str, Any]) -> str:
@@ -285,7 +293,8 @@ def _fit(
 
     n = eval_points(cfg, pde)
     _, pts = pde.grid(n, setup.dtype)
-    evaluator = Evaluator(pts.to(setup.device), pde.exact(pts).to(setup.device))
+    ref = pde.exact(pts).to(setup.device) if pde.has_reference else None
+    evaluator = Evaluator(pts.to(setup.device), ref)
     meta = {**state_meta, "fingerprint": config_fingerprint(cfg)}
     saved_step = resume[1].step if resume else None
 
@@ -363,8 +372,11 @@ def _result(
         **extra_metrics,
     }
     if status != "diverged":  # a diverged model's fields are not results
+        metrics.update(heldout_losses(model, pde, setup))
+    if status != "diverged" and ref is not None:
         metrics["rel_l2"] = relative_l2(pred, ref)
         metrics["max_abs_error"] = max_abs_error(pred, ref)
+    reference = pde.reference_file or ("family" if pde.has_reference else "none")
     return RunResult(
         stage=stage,
         pde=pde.name,
@@ -374,13 +386,14 @@ def _result(
         coords=list(pde.coords),
         grid=grid,
         u_pred=None if status == "diverged" else pred,
-        u_ref=None if status == "diverged" else ref,
+        u_ref=None if status == "diverged" else ref,  # None too without a reference
         metrics=metrics,
         history={k: np.asarray(v) for k, v in hist.as_dict().items()},
         status=status,
         attrs={
             "optimizer": setup.train.optimizer,
             "precision": setup.precision,
+            "reference": reference,
             **{k: v for k, v in attrs.items() if v is not None},
         },
     )
@@ -398,13 +411,17 @@ def _finish(run_dir: Path, result: RunResult) -> RunResult:
         return result
     (run_dir / STATE_FILE).unlink(missing_ok=True)  # finished: nothing left to resume
     m = result.metrics
+    error = (
+        f"rel_l2 {m['rel_l2']:.3e}, max |err| {m['max_abs_error']:.3e}"
+        if "rel_l2" in m
+        else f"no reference; held-out loss {m['loss']:.3e}"
+    )
     log.info(
-        "%s %s%s: rel_l2 %.3e, max |err| %.3e, %d trainable / %d parameters, %.1f s -> %s",
+        "%s %s%s: %s, %d trainable / %d parameters, %.1f s -> %s",
         result.stage,
         result.pde,
         json.dumps(result.pde_params),
-        m["rel_l2"],
-        m["max_abs_error"],
+        error,
         m["n_trainable"],
         m["n_total"],
         m["train_seconds"],

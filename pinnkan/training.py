@@ -218,6 +218,15 @@ class PinnLoss:
             loss = loss + weight * res.square().mean()
         return loss
 
+    def losses(self, model: KAN, batch: dict[str, Tensor]) -> dict[str, float]:
+        """Mean squared residual of the PDE (`residual`) and of each condition (by name), and
+        their weighted sum `loss`: what a run without a reference reports instead of errors."""
+        names = ["residual", *(c.name for c in self.conditions)]
+        parts = self.weighted_residuals(model, batch)
+        out = {name: float(res.detach().square().mean()) for name, (_, res) in zip(names, parts)}
+        out["loss"] = sum(w * out[name] for name, (w, _) in zip(names, parts))
+        return out
+
     def residual_vector(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
         """r (N,) with loss = r·r: each group's residuals scaled by √(weight / count)."""
         return torch.cat([scaled(w, res) for w, res in self.weighted_residuals(model, batch)])
@@ -235,14 +244,17 @@ def predict(model: KAN, points: Tensor) -> Tensor:
 class Evaluator:
     """Relative L2 error ||u_pred − u_ref||₂ / ||u_ref||₂ on a fixed evaluation grid."""
 
-    def __init__(self, points: Tensor, u_ref: Tensor) -> None:
+    def __init__(self, points: Tensor, u_ref: Tensor | None) -> None:
+        """`u_ref` None: a PDE without a reference; `rel_l2` is then NaN."""
         self.points, self.u_ref = points, u_ref
-        self.ref_norm = torch.linalg.vector_norm(u_ref)
+        self.ref_norm = None if u_ref is None else torch.linalg.vector_norm(u_ref)
 
     def predict(self, model: KAN) -> Tensor:
         return predict(model, self.points)
 
     def rel_l2(self, model: KAN) -> float:
+        if self.u_ref is None:
+            return math.nan
         err = torch.linalg.vector_norm(self.predict(model) - self.u_ref) / self.ref_norm
         return float(err)
 

@@ -123,7 +123,8 @@ def write_xdmf(h5_path: Path, xdmf_path: Path | None = None) -> Path | None:
     h5_ref = os.path.relpath(h5_path.resolve(), xdmf_path.resolve().parent)
     with h5py.File(h5_path, "r") as f:
         fields = f["fields"]
-        if not all(name in fields for name in FIELDS):
+        present = [name for name in FIELDS if name in fields]  # no reference: u_pred only
+        if "u_pred" not in present:
             xdmf_path.unlink(missing_ok=True)
             return None
         coords = read_axes(fields.attrs["axes"])
@@ -152,7 +153,7 @@ def write_xdmf(h5_path: Path, xdmf_path: Path | None = None) -> Path | None:
             top.insert(0, ET.Element("Information", Name=key, Value=value))
         for grid, k in grids:
             _mesh(grid, axes, space_ds, h5_ref)
-            for field in FIELDS:
+            for field in present:
                 _attribute(grid, fields[field], h5_ref, t_axis, k)
     ET.indent(root)
     text = '<?xml version="1.0" ?>\n' + ET.tostring(root, encoding="unicode") + "\n"

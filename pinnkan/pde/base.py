@@ -49,6 +49,7 @@ class PDEFamily:
     lower_bounds: ClassVar[dict[str, float]] = {}
     # evaluation grid points per axis when eval.n is null (n^D points: fewer in 3-D)
     eval_points: ClassVar[int] = 101
+    reference_file: ClassVar[str | None] = None  # set when `exact` reads a file (pde.reference)
 
     def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -84,6 +85,12 @@ class PDEFamily:
     @property
     def dim(self) -> int:
         return len(self.coords)
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether `exact` is implemented (a closed form, a solver or a file); without it a run
+        reports its residual and condition losses instead of errors."""
+        return type(self).exact is not PDEFamily.exact
 
     def sample_interior(self, n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
         """n uniform random points in the open box, (n, D)."""

@@ -79,6 +79,7 @@ def member_from_config(pde: dict[str, Any], which: str) -> PDEFamily:
             sample=int(reference.get("sample") or 0),
         )
         overrides["exact"] = lambda self, x: ref(x)
+        overrides["reference_file"] = str(reference[which])
     if overrides:  # the class as configured: a subclass, so the user's class is untouched
         cls = type(cls.__name__, (cls,), overrides)
     return cls(weights=weights, **dict(params))

@@ -168,7 +168,8 @@ def set_threads(cfg: DictConfig, hc: Any) -> None:
 
 
 def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]) -> float | None:
-    """Run `stage` for one Hydra job; returns the relative L2 error (None if the job failed).
+    """Run `stage` for one Hydra job; returns the relative L2 error, or the held-out loss for a
+    PDE without a reference (None if the job failed).
 
     In a single run a user error exits with status 2 after one line on stderr; in a multirun
     the failed job is logged and the sweep goes on with the other jobs.
@@ -206,4 +207,5 @@ def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]
     except KeyboardInterrupt:
         print("pinnkan: interrupted", file=sys.stderr)
         sys.exit(130)
-    return float(result.metrics["rel_l2"])
+    m = result.metrics  # the sweep objective (Optuna): rel. L2, or the loss without a reference
+    return float(m["rel_l2"] if "rel_l2" in m else m["loss"])
