@@ -20,7 +20,7 @@ from pinnkan.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
 from pinnkan.stages.entry import FAILED_JOBS
-from pinnkan.sweep import check_launcher
+from pinnkan.sweep import check_launcher, check_sweeper, sweep_values
 
 STAGES = {
     "pretrain": "train the source KAN on the PDE family's source parameters",
@@ -84,15 +84,15 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        if key == "hydra/launcher":
-            problem = check_launcher(value)
+        if key in ("hydra/launcher", "hydra/sweeper"):
+            problem = (check_launcher if key == "hydra/launcher" else check_sweeper)(value)
             if problem:
                 return problem
         if key in GROUPS:
             options = group_options(key, own_dirs)
             if key == "adapter" and stage != "transfer":
                 return f"adapter= applies to `pinnkan transfer`, not `pinnkan {stage}`"
-            for choice in value.split(","):
+            for choice in sweep_values(value):
                 if choice not in options:
                     own = (
                         f"; a {key} of your own: --config-dir DIR with DIR/{key}/{choice}.yaml"
@@ -101,7 +101,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                     )
                     return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}{own}"
         if key in ("cr",):
-            for v in value.split(","):
+            for v in sweep_values(value):
                 try:
                     check_cr(float(v))
                 except ValueError:
@@ -114,7 +114,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
             if problem:
                 return f"cannot create {key}={value}: {problem}; pass another {key}="
         if key in ("train.steps", "optim.lbfgs_steps"):
-            for v in value.split(","):
+            for v in sweep_values(value):
                 lowest = 0 if key == "optim.lbfgs_steps" else 1
                 if not v.strip().lstrip("-").isdigit() or int(v) < lowest:
                     return f"{key}={v} must be an integer >= {lowest}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Mapping
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 from pinnkan.errors import PinnkanError
 
 log = logging.getLogger("pinnkan")
+# optuna imports alembic, which logs one INFO line per plugin it sets up ("setup plugin ...")
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 FAILED_FILE = "failed.txt"
 SWEEP_EXTRA_HINT = 'pip install -e ".[sweep]"'
@@ -28,6 +31,14 @@ LAUNCHERS: dict[str, str | None] = {
     "submitit_local": "hydra_plugins.hydra_submitit_launcher",
     "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
 }
+OPTUNA_EXTRA_HINT = 'pip install -e ".[optuna]"'
+# hydra/sweeper choice -> the plugin module that provides it (None: built into Hydra)
+SWEEPERS: dict[str, str | None] = {
+    "basic": None,
+    "optuna": "hydra_plugins.hydra_optuna_sweeper",
+}
+# Hydra's sweep functions: choice(a,b) lists values; interval/range/tag... are checked by Hydra
+_SWEEP_FUNCTION = re.compile(r"\s*(\w+)\s*\((.*)\)\s*", re.DOTALL)
 
 
 MAX_JOB_DIRNAME = 200  # bytes; file systems refuse names over 255
@@ -49,17 +60,43 @@ def check_launcher(choice: str) -> str | None:
     """A one-line message when `hydra/launcher=<choice>` cannot run here, else None."""
     if choice not in LAUNCHERS:
         return f"unknown hydra/launcher {choice!r}; choose one of: {', '.join(LAUNCHERS)}"
-    module = LAUNCHERS[choice]
-    try:
-        present = module is None or find_spec(module) is not None
-    except ModuleNotFoundError:  # the hydra_plugins namespace itself is absent
-        present = False
-    if not present:
+    if not _plugin_present(LAUNCHERS[choice]):
         return (
             f"hydra/launcher={choice} needs the optional sweep launchers; install them with "
             f"`{SWEEP_EXTRA_HINT}` (or pip install hydra-joblib-launcher hydra-submitit-launcher)"
         )
     return None
+
+
+def check_sweeper(choice: str) -> str | None:
+    """A one-line message when `hydra/sweeper=<choice>` cannot run here, else None."""
+    if choice not in SWEEPERS:
+        return f"unknown hydra/sweeper {choice!r}; choose one of: {', '.join(SWEEPERS)}"
+    if not _plugin_present(SWEEPERS[choice]):
+        return (
+            f"hydra/sweeper={choice} needs the optional Optuna sweeper; install it with "
+            f"`{OPTUNA_EXTRA_HINT}` (or pip install hydra-optuna-sweeper)"
+        )
+    return None
+
+
+def _plugin_present(module: str | None) -> bool:
+    try:
+        return module is None or find_spec(module) is not None
+    except ModuleNotFoundError:  # the hydra_plugins namespace itself is absent
+        return False
+
+
+def sweep_values(value: str) -> list[str]:
+    """The plain values of an override's value that the CLI can check before Hydra: a comma
+    list's items, `choice(a,b)`'s items, none for Hydra's other sweep functions
+    (`interval(...)`, `range(...)`, `tag(log,interval(...))`, ...: Hydra checks those)."""
+    call = _SWEEP_FUNCTION.fullmatch(value)
+    if call is None:
+        return value.split(",")
+    if call.group(1) == "choice":
+        return [v.strip().strip("'\"") for v in call.group(2).split(",")]
+    return []
 
 
 def cpu_count() -> int:
