@@ -55,10 +55,10 @@ def plot_fields(path: Path, result: RunResult) -> Path:
     else:
         x = np.asarray(result.grid[coords[0]])  # (n_c0,) -> horizontal axis
         y = np.asarray(result.grid[coords[1]])  # (n_c1,) -> vertical axis
-        vmin = float(np.nanmin([np.nanmin(u_pred), np.nanmin(u_ref)]))
-        vmax = float(np.nanmax([np.nanmax(u_pred), np.nanmax(u_ref)]))
-        for i, (ax, (title, u)) in enumerate(zip(axes, panels)):
-            u2, note = _as_2d(result, u)  # (n_c0, n_c1)
+        shown = [_as_2d(result, u) for _, u in panels]  # (n_c0, n_c1) slices, notes
+        vmin = float(min(np.nanmin(u2) for u2, _ in shown[:2]))  # of what is shown: a 3-D
+        vmax = float(max(np.nanmax(u2) for u2, _ in shown[:2]))  # field's slice, not all of it
+        for i, (ax, (title, _), (u2, note)) in enumerate(zip(axes, panels, shown)):
             shared = i < 2 and bool(np.isfinite([vmin, vmax]).all())
             limits = {"vmin": vmin, "vmax": vmax} if shared else {}
             cmap = "viridis" if i < 2 else "magma"

@@ -59,7 +59,16 @@ def test_exact_solution_satisfies_conditions(name: str, params: dict[str, float]
 
 
 def test_families_registered() -> None:
-    assert set(FAMILIES) == {"elliptic", "parabolic", "hyperbolic", "wave"}
+    assert set(FAMILIES) == {
+        "elliptic",
+        "parabolic",
+        "hyperbolic",
+        "wave",
+        "helmholtz",
+        "heat2d",
+        "burgers",
+        "allen_cahn",
+    }
 
 
 def test_grid_is_ij_ordered() -> None:

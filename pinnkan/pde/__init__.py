@@ -6,13 +6,18 @@ from typing import Any
 
 from pinnkan.errors import PinnkanError
 from pinnkan.pde.advection import Advection
+from pinnkan.pde.allen_cahn import AllenCahn
 from pinnkan.pde.base import Condition, PDEFamily
+from pinnkan.pde.burgers import Burgers
 from pinnkan.pde.elliptic import Elliptic
+from pinnkan.pde.heat2d import Heat2D
+from pinnkan.pde.helmholtz import Helmholtz
 from pinnkan.pde.parabolic import Parabolic
 from pinnkan.pde.wave import Wave
 
 FAMILIES: dict[str, type[PDEFamily]] = {
-    cls.name: cls for cls in (Elliptic, Parabolic, Advection, Wave)
+    cls.name: cls
+    for cls in (Elliptic, Parabolic, Advection, Wave, Helmholtz, Heat2D, Burgers, AllenCahn)
 }
 
 
