@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pinnkan.errors import PinnkanError
+
 
 @dataclass
 class Jet:
@@ -32,6 +34,17 @@ class Jet:
         """Second derivative of the (single) output w.r.t. coordinate k, shape (B,)."""
         assert self.d2 is not None, "this jet carries no second derivatives"
         return self.d2[k, :, 0]
+
+    def dxy(self, k: int, m: int) -> Tensor:
+        """∂²u/∂x_k∂x_m: only k == m (the diagonal, `dd`); the engines propagate no mixed
+        second derivatives, so asking for one is an error, never a silent zero."""
+        if k == m:
+            return self.dd(k)
+        raise PinnkanError(
+            f"the residual asks for the mixed derivative d2u/dx{k}dx{m}; pinnkan's jet engines "
+            "carry only first and unmixed second derivatives (write the PDE without u_xy, e.g. "
+            "in rotated coordinates, or see docs/adding_a_pde.md)"
+        )
 
     @property
     def u(self) -> Tensor:

@@ -120,3 +120,15 @@ def test_residuals_agree_between_engines(family: str, adapter: str) -> None:
     assert scale > 1e-3  # not a comparison of zeros
     torch.testing.assert_close(r_fwd / scale, r_ag / scale, rtol=0, atol=1e-10)
     torch.testing.assert_close(g_fwd, g_ag, rtol=1e-9, atol=1e-9 * g_ag.abs().max().item())
+
+
+def test_a_mixed_second_derivative_is_refused_not_zero() -> None:
+    """The jets carry ∂²/∂x_k² only: u_xy is a clear error, the diagonal is dd."""
+    from pinnkan.errors import PinnkanError
+    from pinnkan.jet import Jet
+
+    d2 = torch.arange(6.0).reshape(2, 3, 1)
+    jet = Jet(torch.zeros(3, 1), torch.zeros(2, 3, 1), d2)
+    assert torch.equal(jet.dxy(1, 1), d2[1, :, 0])
+    with pytest.raises(PinnkanError, match="mixed derivative d2u/dx0dx1"):
+        jet.dxy(0, 1)
