@@ -128,7 +128,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
 
 def resume_overrides(stage: str, args: list[str]) -> list[str]:
     """`resume=<run dir>` becomes the run's own overrides plus hydra.run.dir=<run dir>; the
-    checkpoint itself is checked by `runner.load_resume`."""
+    checkpoint itself is checked by `pinnkan.resume.load_resume`."""
     resumes = [a for a in args if a.split("=", 1)[0] == "resume"]
     if not resumes:
         return args

@@ -255,6 +255,20 @@ def results_problem(path: Path) -> str | None:
     return None
 
 
+def root_attrs(results: Path) -> dict[str, Any]:
+    """The root attributes of a results.h5 ({} when it is missing or unreadable)."""
+    try:
+        with h5py.File(results, "r") as f:
+            return dict(f.attrs)
+    except OSError:
+        return {}
+
+
+def finished(results: Path) -> bool:
+    """Whether the run of this results.h5 finished (status ok)."""
+    return root_attrs(results).get("status") == "ok"
+
+
 def read_axes(value: Any) -> list[str]:
     """Coordinate names from a ``fields`` ``axes`` attribute: an HDF5 string array (current
     layout) or a JSON list string (files written before it)."""

@@ -4,16 +4,12 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
@@ -25,7 +21,7 @@ from pinnkan.adapters import (
     param_groups,
     prepare,
 )
-from pinnkan.atomic import WriteFailed, make_dir
+from pinnkan.atomic import make_dir
 from pinnkan.checkpoint import (
     ADAPTER_FILE,
     ADAPTER_FORMAT,
@@ -33,8 +29,6 @@ from pinnkan.checkpoint import (
     MODEL_FORMAT,
     STATE_FILE,
     load_checkpoint,
-    load_train_state,
-    remove_stale_temporaries,
     save_checkpoint,
     save_train_state,
     tensors_hash,
@@ -43,14 +37,16 @@ from pinnkan.config_checks import as_choice, as_int
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import StopRequest
-from pinnkan.kan import KAN, LAYER_KINDS, spec_differences
+from pinnkan.kan import KAN, LAYER_KINDS
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.memory import check_fits, estimate_step
 from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
+from pinnkan.resume import config_fingerprint, load_resume, stage_faults
 from pinnkan.runlock import acquire, locked_while_running
+from pinnkan.sources import check_compatible, source_checkpoint
 from pinnkan.training import (
     OPTIMIZERS,
     Diverged,
@@ -61,7 +57,6 @@ from pinnkan.training import (
     PinnLoss,
     TrainConfig,
     TrainState,
-    is_out_of_memory,
     predict,
     train,
 )
@@ -211,60 +206,6 @@ def heldout_losses(model: KAN, pde: PDEFamily, setup: Setup) -> dict[str, float]
     batch = loss_fn.sample(t.n_interior, t.n_boundary, gen, setup.dtype, setup.device)
     losses = loss_fn.losses(model, batch)
     return {"loss": losses.pop("loss"), **{f"loss_{k}": v for k, v in losses.items()}}
-
-
-def config_fingerprint(cfg: dict[str, Any]) -> str:
-    """Hash of the resolved config without `resume`: a resumed run must have the same one."""
-    body = {k: v for k, v in cfg.items() if k != "resume"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def load_resume(cfg: dict[str, Any], run_dir: Path, stage: str) -> tuple[dict, TrainState] | None:
-    """The training state to continue from when cfg has `resume`, after every check."""
-    resume = cfg.get("resume")
-    if not resume:
-        return None
-    if Path(resume).resolve() != Path(run_dir).resolve():
-        raise PinnkanError(
-            f"resume={resume} must be the directory this run writes to ({run_dir}); "
-            f"the command `pinnkan {stage} resume=<run dir>` sets both"
-        )
-    run_dir = Path(run_dir)
-    if _finished(run_dir / RESULTS_FILE):
-        raise PinnkanError(f"{run_dir} already finished (results.h5 status ok); nothing to resume")
-    remove_stale_temporaries(run_dir)
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        raise PinnkanError(
-            f"no checkpoint in {run_dir}: the run stopped before its first checkpoint "
-            "(train.checkpoint_every); start it again"
-        )
-    meta, state = load_train_state(path)
-    if meta.get("stage") != stage:
-        raise PinnkanError(
-            f"{run_dir} holds a {meta.get('stage')} run; resume it with "
-            f"`pinnkan {meta.get('stage')} resume={run_dir}`"
-        )
-    if meta.get("fingerprint") != config_fingerprint(cfg):
-        raise PinnkanError(
-            f"the config differs from the one {run_dir} started with; resume takes no other "
-            "overrides (the run continues with its own config)"
-        )
-    log.info("resuming %s from step %d (%s)", run_dir, state.step, path)
-    return meta, state
-
-
-def _root_attrs(results: Path) -> dict[str, Any]:
-    """The root attributes of a results.h5 ({} when it is missing or unreadable)."""
-    try:
-        with h5py.File(results, "r") as f:
-            return dict(f.attrs)
-    except OSError:
-        return {}
-
-
-def _finished(results: Path) -> bool:
-    return _root_attrs(results).get("status") == "ok"
 
 
 def _fit(
@@ -430,40 +371,6 @@ def _finish(run_dir: Path, result: RunResult) -> RunResult:
     return result
 
 
-@contextmanager
-def stage_faults(run_dir: Path, stage: str) -> Iterator[None]:
-    """A failed write (disk full, ...) ends the stage with one line saying what survived: the
-    last complete checkpoint.pt and how to resume from it once there is space again. Memory
-    running out outside a training step (evaluation, adapter init) is one line too."""
-    try:
-        yield
-    except Exception as exc:
-        if isinstance(exc, WriteFailed):
-            raise WriteFailed(f"{exc}; {_resume_hint(run_dir, stage)}") from None
-        if is_out_of_memory(exc):  # outside a training step (those are OutOfMemory)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise PinnkanError(
-                f"out of memory ({first}); lower train.n_interior / train.n_boundary, "
-                "model.hidden or eval.n"
-            ) from None
-        raise
-
-
-def _resume_hint(run_dir: Path, stage: str) -> str:
-    """What survived a failed write, and how to go on from it."""
-    state = Path(run_dir) / STATE_FILE
-    if not state.is_file():
-        return "no checkpoint was written yet: make space and start the run again"
-    try:
-        step = f" (step {load_train_state(state)[1].step})"
-    except PinnkanError:
-        step = ""
-    return (
-        f"the last complete checkpoint{step} is intact: make space, then "
-        f"`pinnkan {stage} resume={run_dir}`"
-    )
-
-
 def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
     """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots.
 
@@ -511,59 +418,6 @@ def _pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult
     return _finish(
         run_dir, _result(cfg, "pretrain", model, pde, setup, hist, config_yaml, {}, attrs)
     )
-
-
-# --- transfer -------------------------------------------------------------------------------
-def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Path:
-    """Newest finished pretrain run of `pde` under `outputs_root` (a run dir with model.pt)."""
-    found = []
-    for res in Path(outputs_root).rglob(RESULTS_FILE):
-        run = res.parent
-        if exclude is not None and run.resolve() == exclude.resolve():
-            continue
-        if not (run / MODEL_FILE).is_file():
-            continue
-        attrs = _root_attrs(res)
-        ok = attrs.get("stage") == "pretrain" and attrs.get("pde") == pde
-        if ok and attrs.get("status", "ok") == "ok":
-            found.append((res.stat().st_mtime, run))
-    if not found:
-        raise PinnkanError(
-            f"no finished pretrain run of pde={pde} under {outputs_root}/; run "
-            f"`pinnkan pretrain pde={pde}` first or pass source=<run dir>"
-        )
-    return max(found)[1]
-
-
-def source_checkpoint(source: str | None, outputs_root: Path, pde: str, run_dir: Path) -> Path:
-    """model.pt of the given source (run dir or file), or of the newest pretrain run."""
-    if source:
-        p = Path(source)
-        return p / MODEL_FILE if p.is_dir() else p
-    return find_source(outputs_root, pde, exclude=run_dir) / MODEL_FILE
-
-
-def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KAN) -> None:
-    """Refuse a checkpoint of another PDE family or another network shape, in one line."""
-    if meta.get("pde") != pde.name:
-        raise PinnkanError(
-            f"checkpoint {path} was trained on pde={meta.get('pde')}, but this transfer is "
-            f"pde={pde.name}; pass pde={meta.get('pde')} or a source= run of {pde.name}"
-        )
-    want, have = model.spec(), meta.get("spec", {})
-    if have.get("basis", "bspline") != want["basis"]:
-        raise PinnkanError(
-            f"checkpoint {path} is a model={have.get('basis', 'bspline')} network, but this run "
-            f"builds model={want['basis']}; pass model={have.get('basis', 'bspline')} or a "
-            f"source= run pretrained with model={want['basis']}"
-        )
-    differ = spec_differences(have, want)
-    if differ:
-        diff = ", ".join(f"{k}: checkpoint {have.get(k)} vs config {want[k]}" for k in differ)
-        raise PinnkanError(
-            f"checkpoint {path} has a different network shape ({diff}); set model.* to match it "
-            "or pretrain a new source"
-        )
 
 
 def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:

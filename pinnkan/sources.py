@@ -1,0 +1,65 @@
+"""Where a transfer's source comes from: the given run or file, or the newest finished pretrain
+run of the family; and the check that it fits the network this run builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pinnkan.checkpoint import MODEL_FILE
+from pinnkan.errors import PinnkanError
+from pinnkan.kan import KAN, spec_differences
+from pinnkan.pde import PDEFamily
+from pinnkan.results import RESULTS_FILE, root_attrs
+
+
+def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Path:
+    """Newest finished pretrain run of `pde` under `outputs_root` (a run dir with model.pt)."""
+    found = []
+    for res in Path(outputs_root).rglob(RESULTS_FILE):
+        run = res.parent
+        if exclude is not None and run.resolve() == exclude.resolve():
+            continue
+        if not (run / MODEL_FILE).is_file():
+            continue
+        attrs = root_attrs(res)
+        ok = attrs.get("stage") == "pretrain" and attrs.get("pde") == pde
+        if ok and attrs.get("status", "ok") == "ok":
+            found.append((res.stat().st_mtime, run))
+    if not found:
+        raise PinnkanError(
+            f"no finished pretrain run of pde={pde} under {outputs_root}/; run "
+            f"`pinnkan pretrain pde={pde}` first or pass source=<run dir>"
+        )
+    return max(found)[1]
+
+
+def source_checkpoint(source: str | None, outputs_root: Path, pde: str, run_dir: Path) -> Path:
+    """model.pt of the given source (run dir or file), or of the newest pretrain run."""
+    if source:
+        p = Path(source)
+        return p / MODEL_FILE if p.is_dir() else p
+    return find_source(outputs_root, pde, exclude=run_dir) / MODEL_FILE
+
+
+def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KAN) -> None:
+    """Refuse a checkpoint of another PDE family or another network shape, in one line."""
+    if meta.get("pde") != pde.name:
+        raise PinnkanError(
+            f"checkpoint {path} was trained on pde={meta.get('pde')}, but this transfer is "
+            f"pde={pde.name}; pass pde={meta.get('pde')} or a source= run of {pde.name}"
+        )
+    want, have = model.spec(), meta.get("spec", {})
+    if have.get("basis", "bspline") != want["basis"]:
+        raise PinnkanError(
+            f"checkpoint {path} is a model={have.get('basis', 'bspline')} network, but this run "
+            f"builds model={want['basis']}; pass model={have.get('basis', 'bspline')} or a "
+            f"source= run pretrained with model={want['basis']}"
+        )
+    differ = spec_differences(have, want)
+    if differ:
+        diff = ", ".join(f"{k}: checkpoint {have.get(k)} vs config {want[k]}" for k in differ)
+        raise PinnkanError(
+            f"checkpoint {path} has a different network shape ({diff}); set model.* to match it "
+            "or pretrain a new source"
+        )
