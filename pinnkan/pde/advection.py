@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, edge_points
+from pinnkan.pde.base import PI, Condition, PDEFamily, edge_points, halves_differ, periodic_pairs
 
 
 class Advection(PDEFamily):
@@ -22,20 +22,14 @@ class Advection(PDEFamily):
     def residual(self, x: Tensor, jet: Jet) -> Tensor:
         return jet.d(1) + self.params["beta"] * jet.d(0)
 
-    def _periodic_pairs(self, n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
-        """n points on x = 0 stacked over the same n times on x = 2π, (2n, 2)."""
-        left = edge_points(self, max(1, n // 2), gen, dtype, axis=0, side=0)
-        right = left.clone()
-        right[:, 0] = self.domain[0][1]
-        return torch.cat([left, right])
-
     def conditions(self) -> list[Condition]:
-        def periodic(x: Tensor, jet: Jet) -> Tensor:
-            half = x.shape[0] // 2
-            return jet.u[:half] - jet.u[half:]
-
         return [
-            Condition("boundary", self._periodic_pairs, periodic, self.weights["boundary"]),
+            Condition(
+                "boundary",
+                periodic_pairs(self),
+                lambda x, jet: halves_differ(jet.u),
+                self.weights["boundary"],
+            ),
             Condition(
                 "initial",
                 lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=1, side=0),

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, edge_points
+from pinnkan.pde.base import PI, Condition, PDEFamily, edge_points, halves_differ, periodic_pairs
 
 REACTION = 5.0
 MODES = 512  # grid points in x (rfft: MODES // 2 + 1 complex coefficients)
@@ -129,28 +129,16 @@ class AllenCahn(PDEFamily):
         u = jet.u
         return jet.d(1) - self.params["eps"] * jet.dd(0) - REACTION * (u - u**3)
 
-    def _periodic_pairs(self, n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
-        """n//2 points on x = −1 stacked over the same times on x = 1, (2·(n//2), 2)."""
-        left = edge_points(self, max(1, n // 2), gen, dtype, axis=0, side=0)
-        right = left.clone()
-        right[:, 0] = self.domain[0][1]
-        return torch.cat([left, right])
-
     def conditions(self) -> list[Condition]:
-        def periodic(x: Tensor, jet: Jet) -> Tensor:
-            half = x.shape[0] // 2
-            return jet.u[:half] - jet.u[half:]
-
-        def periodic_dx(x: Tensor, jet: Jet) -> Tensor:
-            half = x.shape[0] // 2
-            return jet.d(0)[:half] - jet.d(0)[half:]
-
+        pairs = periodic_pairs(self)  # x = −1 and x = 1 at the same times
         return [
-            Condition("boundary", self._periodic_pairs, periodic, self.weights["boundary"]),
+            Condition(
+                "boundary", pairs, lambda x, jet: halves_differ(jet.u), self.weights["boundary"]
+            ),
             Condition(
                 "boundary_dx",
-                self._periodic_pairs,
-                periodic_dx,
+                pairs,
+                lambda x, jet: halves_differ(jet.d(0)),
                 self.weights["boundary"],
                 derivatives=True,
             ),

@@ -125,6 +125,25 @@ def edge_points(
     return family.box_points(unit)
 
 
+def periodic_pairs(family: PDEFamily, axis: int = 0) -> Callable:
+    """Sampler of n//2 points on the low face of `axis` stacked over the same points moved to
+    its high face, (2·(n//2), D): a periodic condition compares the two halves."""
+
+    def sample(n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+        low = edge_points(family, max(1, n // 2), gen, dtype, axis=axis, side=0)
+        high = low.clone()
+        high[:, axis] = family.domain[axis][1]
+        return torch.cat([low, high])
+
+    return sample
+
+
+def halves_differ(values: Tensor) -> Tensor:
+    """First half minus second half of `values` (m,): the residual on `periodic_pairs`."""
+    half = values.shape[0] // 2
+    return values[:half] - values[half:]
+
+
 def dirichlet_box(family: PDEFamily, axes: tuple[int, ...]) -> Callable:
     """Sampler over both faces of each listed axis (n points split evenly)."""
 
