@@ -111,11 +111,14 @@ def test_residuals_agree_between_engines(family: str, adapter: str) -> None:
         for layer in model.layers:
             if layer.adapter is not None:  # a non-zero update, so ΔA really takes part
                 torch.nn.init.normal_(layer.adapter.G, generator=g)
-        res = pde.residual(x, compute_jet(model, x, engine))
+        jet = compute_jet(model, x, engine)
+        assert jet.d1.shape == (pde.dim, 64, 1) and jet.d2.shape == (pde.dim, 64, 1)
+        res = pde.residual(x, jet)
         res.square().mean().backward()
         grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
-        out.append((res.detach(), torch.cat(grads)))
-    (r_fwd, g_fwd), (r_ag, g_ag) = out
+        out.append((jet.d2.detach(), res.detach(), torch.cat(grads)))
+    (d2_fwd, r_fwd, g_fwd), (d2_ag, r_ag, g_ag) = out
+    torch.testing.assert_close(d2_fwd, d2_ag, rtol=1e-10, atol=1e-9)
     scale = r_ag.abs().max()
     assert scale > 1e-3  # not a comparison of zeros
     torch.testing.assert_close(r_fwd / scale, r_ag / scale, rtol=0, atol=1e-10)
