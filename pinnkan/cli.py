@@ -20,7 +20,7 @@ from pinnkan.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
 from pinnkan.stages.entry import FAILED_JOBS
-from pinnkan.sweep import check_launcher, check_sweeper, sweep_values
+from pinnkan.sweep import PLUGIN_GROUPS, check_plugin, sweep_values
 
 STAGES = {
     "pretrain": "train the source KAN on the PDE family's source parameters",
@@ -84,8 +84,8 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        if key in ("hydra/launcher", "hydra/sweeper"):
-            problem = (check_launcher if key == "hydra/launcher" else check_sweeper)(value)
+        if key in PLUGIN_GROUPS:
+            problem = check_plugin(key, value)
             if problem:
                 return problem
         if key in GROUPS:

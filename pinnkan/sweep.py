@@ -56,27 +56,30 @@ def job_dirname(num: Any, overrides: Any) -> str:
     return f"{head}+~{digest}"
 
 
-def check_launcher(choice: str) -> str | None:
-    """A one-line message when `hydra/launcher=<choice>` cannot run here, else None."""
-    if choice not in LAUNCHERS:
-        return f"unknown hydra/launcher {choice!r}; choose one of: {', '.join(LAUNCHERS)}"
-    if not _plugin_present(LAUNCHERS[choice]):
-        return (
-            f"hydra/launcher={choice} needs the optional sweep launchers; install them with "
-            f"`{SWEEP_EXTRA_HINT}` (or pip install hydra-joblib-launcher hydra-submitit-launcher)"
-        )
-    return None
+# Hydra plugin groups checked before Hydra runs: (choice -> plugin module, what a missing
+# plugin needs, in words)
+PLUGIN_GROUPS: dict[str, tuple[dict[str, str | None], str]] = {
+    "hydra/launcher": (
+        LAUNCHERS,
+        f"the optional sweep launchers; install them with `{SWEEP_EXTRA_HINT}` "
+        "(or pip install hydra-joblib-launcher hydra-submitit-launcher)",
+    ),
+    "hydra/sweeper": (
+        SWEEPERS,
+        f"the optional Optuna sweeper; install it with `{OPTUNA_EXTRA_HINT}` "
+        "(or pip install hydra-optuna-sweeper)",
+    ),
+}
 
 
-def check_sweeper(choice: str) -> str | None:
-    """A one-line message when `hydra/sweeper=<choice>` cannot run here, else None."""
-    if choice not in SWEEPERS:
-        return f"unknown hydra/sweeper {choice!r}; choose one of: {', '.join(SWEEPERS)}"
-    if not _plugin_present(SWEEPERS[choice]):
-        return (
-            f"hydra/sweeper={choice} needs the optional Optuna sweeper; install it with "
-            f"`{OPTUNA_EXTRA_HINT}` (or pip install hydra-optuna-sweeper)"
-        )
+def check_plugin(group: str, choice: str) -> str | None:
+    """A one-line message when `<group>=<choice>` (a PLUGIN_GROUPS group) cannot run here,
+    else None."""
+    plugins, needs = PLUGIN_GROUPS[group]
+    if choice not in plugins:
+        return f"unknown {group} {choice!r}; choose one of: {', '.join(plugins)}"
+    if not _plugin_present(plugins[choice]):
+        return f"{group}={choice} needs {needs}"
     return None
 
 

@@ -21,7 +21,7 @@ def test_missing_optuna_extra_is_one_line_exit_2(
     assert cli.main(["transfer", "-m", "hydra/sweeper=optuna", "cr=0.5,0.25"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'pip install -e ".[optuna]"' in err, err
-    assert sweep.check_sweeper("basic") is None  # Hydra's own sweeper needs no extra
+    assert sweep.check_plugin("hydra/sweeper", "basic") is None  # Hydra's own: no extra
     assert cli.main(["transfer", "-m", "hydra/sweeper=nevergrad"]) == 2
     assert "unknown hydra/sweeper 'nevergrad'; choose one of: basic, optuna" in (
         capsys.readouterr().err
