@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from pinnkan import runner
+from pinnkan import stage_setup
 from pinnkan.adapters import AdapterConfig, prepare
 from pinnkan.errors import PinnkanError
 from pinnkan.jacobian import trainable_parameters
@@ -47,9 +47,9 @@ def config(changes: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def build(changes: dict[str, Any] | None = None) -> tuple[KAN, PDEFamily, TrainConfig]:
     cfg = config(changes)
-    setup = runner.resolve_setup(cfg)
-    pde = runner.pde_from_config(cfg, "source")
-    model = runner.build_model(cfg, pde, setup, torch.Generator().manual_seed(0))
+    setup = stage_setup.resolve_setup(cfg)
+    pde = stage_setup.pde_from_config(cfg, "source")
+    model = stage_setup.build_model(cfg, pde, setup, torch.Generator().manual_seed(0))
     return model, pde, setup.train
 
 

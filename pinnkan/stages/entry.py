@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from pinnkan.errors import PinnkanError
+from pinnkan.fit import StageInterrupted
 from pinnkan.interrupts import exit_code
 from pinnkan.malloc import keep_freed_memory
 from pinnkan.runlock import LOCK_FILE, acquire, release
-from pinnkan.runner import StageInterrupted
 from pinnkan.sweep import (
     clear_failed,
     cpu_count,

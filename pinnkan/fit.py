@@ -1,0 +1,114 @@
+"""Training inside a stage: checkpoints, resume and clean stops (interrupt, divergence, out of
+memory), each stop leaving partial results and a one-line message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pinnkan.atomic import make_dir
+from pinnkan.checkpoint import (
+    STATE_FILE,
+    save_train_state,
+)
+from pinnkan.errors import PinnkanError
+from pinnkan.interrupts import StopRequest
+from pinnkan.kan import KAN
+from pinnkan.outcome import build_result, finish
+from pinnkan.pde import PDEFamily
+from pinnkan.results import RunResult
+from pinnkan.resume import config_fingerprint
+from pinnkan.stage_setup import Setup, eval_points
+from pinnkan.training import (
+    Diverged,
+    Evaluator,
+    History,
+    Interrupted,
+    OutOfMemory,
+    PinnLoss,
+    TrainState,
+    train,
+)
+
+
+def fit(
+    cfg: dict[str, Any],
+    model: KAN,
+    pde: PDEFamily,
+    setup: Setup,
+    groups: list[dict[str, Any]],
+    gen: torch.Generator,
+    desc: str,
+    loss_fn: PinnLoss,
+    run_dir: Path,
+    resume: tuple[dict, TrainState] | None,
+    state_meta: dict[str, Any],
+    report: tuple[str, str, dict[str, Any], dict[str, Any]],
+) -> History:
+    """Train with checkpoints, resume and clean stops; on a stop write the partial results.
+
+    `report` = (stage, config_yaml, extra metrics, attrs): what `build_result` needs for them."""
+    stage, config_yaml, extra, attrs = report
+
+    def write_partial(hist: History, status: str, more: dict[str, Any]) -> RunResult:
+        metrics = {**extra, **more}
+        res = build_result(cfg, stage, model, pde, setup, hist, config_yaml, metrics, attrs, status)
+        return finish(run_dir, res)
+
+    n = eval_points(cfg, pde)
+    _, pts = pde.grid(n, setup.dtype)
+    ref = pde.exact(pts).to(setup.device) if pde.has_reference else None
+    evaluator = Evaluator(pts.to(setup.device), ref)
+    meta = {**state_meta, "fingerprint": config_fingerprint(cfg)}
+    saved_step = resume[1].step if resume else None
+
+    def checkpoint(state: TrainState) -> None:
+        nonlocal saved_step
+        make_dir(run_dir)
+        save_train_state(run_dir / STATE_FILE, state, meta)
+        saved_step = state.step
+
+    with StopRequest() as stop:
+        try:
+            return train(
+                model,
+                loss_fn,
+                groups,
+                setup.train,
+                evaluator,
+                gen,
+                desc=desc,
+                resume=resume[1] if resume else None,
+                checkpoint=checkpoint,
+                stop=stop,
+            )
+        except Interrupted as exc:
+            write_partial(exc.history, "interrupted", {"steps_done": exc.step})
+            raise StageInterrupted(exc.signum, exc.step, run_dir, saved_step) from None
+        except OutOfMemory as exc:
+            smaller = "lower train.n_interior / train.n_boundary or model.hidden and start again"
+            step = exc.saved_step or saved_step
+            if step:
+                raise PinnkanError(
+                    f"{exc}; checkpoint at step {step} in {run_dir / STATE_FILE}: {smaller}, "
+                    f"or free memory and `pinnkan {stage} resume={run_dir}`"
+                ) from None
+            raise PinnkanError(f"{exc}; no checkpoint: {smaller}") from None
+        except Diverged as exc:
+            write_partial(exc.history, "diverged", {"diverged_at_step": exc.step})
+            kept = (
+                f"; last good checkpoint: step {saved_step} in {run_dir / STATE_FILE}"
+                if saved_step
+                else ""
+            )
+            raise PinnkanError(f"{exc}{kept}") from None
+
+
+class StageInterrupted(Exception):
+    """A stage stopped by SIGINT/SIGTERM after writing its checkpoint and partial results."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path, saved_step: int | None) -> None:
+        super().__init__(f"interrupted after step {step}")
+        self.signum, self.step, self.run_dir, self.saved_step = signum, step, run_dir, saved_step
