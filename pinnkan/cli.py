@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pinnkan: error: {exc}", file=sys.stderr)
         return 2
     problem = check_overrides(stage, rest)
+    if problem is None and not any(a.startswith("resume=") for a in rest):
+        from pinnkan.stages.precheck import check_composes  # Hydra's compose API
+
+        problem = check_composes(stage, rest, config_dirs(rest))
     if problem:
         print(f"pinnkan: error: {problem}", file=sys.stderr)
         return 2

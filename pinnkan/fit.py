@@ -13,6 +13,7 @@ from pinnkan.checkpoint import (
     STATE_FILE,
     save_train_state,
 )
+from pinnkan.config import RunConfig
 from pinnkan.errors import PinnkanError
 from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN
@@ -34,7 +35,7 @@ from pinnkan.training import (
 
 
 def fit(
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     model: KAN,
     pde: PDEFamily,
     setup: Setup,
@@ -61,7 +62,7 @@ def fit(
     _, pts = pde.grid(n, setup.dtype)
     ref = pde.exact(pts).to(setup.device) if pde.has_reference else None
     evaluator = Evaluator(pts.to(setup.device), ref)
-    meta = {**state_meta, "fingerprint": config_fingerprint(cfg)}
+    meta = {**state_meta, "fingerprint": config_fingerprint(cfg.as_dict())}
     saved_step = resume[1].step if resume else None
 
     def checkpoint(state: TrainState) -> None:

@@ -18,6 +18,7 @@ from pinnkan.atomic import make_dir
 from pinnkan.checkpoint import (
     STATE_FILE,
 )
+from pinnkan.config import RunConfig
 from pinnkan.kan import KAN
 from pinnkan.pde import PDEFamily
 from pinnkan.plots import plot_run
@@ -56,7 +57,7 @@ def heldout_losses(model: KAN, pde: PDEFamily, setup: Setup) -> dict[str, float]
 
 
 def build_result(
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     stage: str,
     model: KAN,
     pde: PDEFamily,

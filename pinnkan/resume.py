@@ -13,6 +13,7 @@ from typing import Any
 
 from pinnkan.atomic import WriteFailed
 from pinnkan.checkpoint import STATE_FILE, load_train_state, remove_stale_temporaries
+from pinnkan.config import RunConfig
 from pinnkan.errors import PinnkanError
 from pinnkan.results import RESULTS_FILE, finished
 from pinnkan.training import TrainState, is_out_of_memory
@@ -26,9 +27,9 @@ def config_fingerprint(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def load_resume(cfg: dict[str, Any], run_dir: Path, stage: str) -> tuple[dict, TrainState] | None:
+def load_resume(cfg: RunConfig, run_dir: Path, stage: str) -> tuple[dict, TrainState] | None:
     """The training state to continue from when cfg has `resume`, after every check."""
-    resume = cfg.get("resume")
+    resume = cfg.resume
     if not resume:
         return None
     if Path(resume).resolve() != Path(run_dir).resolve():
@@ -52,7 +53,7 @@ def load_resume(cfg: dict[str, Any], run_dir: Path, stage: str) -> tuple[dict, T
             f"{run_dir} holds a {meta.get('stage')} run; resume it with "
             f"`pinnkan {meta.get('stage')} resume={run_dir}`"
         )
-    if meta.get("fingerprint") != config_fingerprint(cfg):
+    if meta.get("fingerprint") != config_fingerprint(cfg.as_dict()):
         raise PinnkanError(
             f"the config differs from the one {run_dir} started with; resume takes no other "
             "overrides (the run continues with its own config)"

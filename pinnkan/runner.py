@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pinnkan.adapters import (
-    AdapterConfig,
     adapter_summary,
     needs_source,
     param_groups,
@@ -27,6 +27,7 @@ from pinnkan.checkpoint import (
     save_checkpoint,
     tensors_hash,
 )
+from pinnkan.config import RunConfig
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import fit
@@ -35,7 +36,13 @@ from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
 from pinnkan.runlock import acquire, locked_while_running
 from pinnkan.sources import check_compatible, source_checkpoint
-from pinnkan.stage_setup import build_model, check_memory, pde_from_config, resolve_setup
+from pinnkan.stage_setup import (
+    as_run_config,
+    build_model,
+    check_memory,
+    pde_from_config,
+    resolve_setup,
+)
 from pinnkan.training import (
     PinnLoss,
 )
@@ -43,15 +50,16 @@ from pinnkan.training import (
 log = logging.getLogger("pinnkan")
 
 
-def pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
+def pretrain(cfg: RunConfig | dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
     """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots.
 
-    With cfg["resume"] = run_dir it continues that run from its checkpoint.pt."""
+    `cfg` is a RunConfig or a plain dict of the settings that differ from the defaults. With
+    `resume` = run_dir it continues that run from its checkpoint.pt."""
     with locked_while_running(run_dir), stage_faults(run_dir, "pretrain"):
-        return _pretrain(cfg, run_dir, config_yaml)
+        return _pretrain(as_run_config(cfg, "pretrain"), run_dir, config_yaml)
 
 
-def _pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult:
+def _pretrain(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     setup = resolve_setup(cfg)
     pde = pde_from_config(cfg, "source")
     gen = torch.Generator().manual_seed(setup.seed)
@@ -92,24 +100,16 @@ def _pretrain(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult
     )
 
 
-def transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
-    """Adapt a pretrained KAN to the family's target parameters with the configured adapter."""
+def transfer(cfg: RunConfig | dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
+    """Adapt a pretrained KAN to the family's target parameters with the configured adapter
+    (`cfg` as for `pretrain`)."""
     with locked_while_running(run_dir), stage_faults(run_dir, "transfer"):
-        return _transfer(cfg, run_dir, config_yaml)
+        return _transfer(as_run_config(cfg, "transfer"), run_dir, config_yaml)
 
 
-def _transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult:
+def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     setup = resolve_setup(cfg)
-    a = dict(cfg.get("adapter", {}))
-    acfg = AdapterConfig(
-        name=a.get("name", "lotra"),
-        cr=cfg.get("cr", 0.5),
-        ranks=a.get("ranks"),
-        init=a.get("init", "grad"),
-        lr_strategy=a.get("lr_strategy", "theory"),
-        multipliers=dict(a.get("multipliers") or {}),
-        layers=a.get("layers"),
-    )
+    acfg = replace(cfg.adapter, cr=cfg.cr)
     pde = pde_from_config(cfg, "target")
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
@@ -118,9 +118,9 @@ def _transfer(cfg: dict[str, Any], run_dir: Path, config_yaml: str) -> RunResult
     resume = load_resume(cfg, run_dir, "transfer")
     source_path, source_meta = None, {}
     if needs_source(acfg.name):
-        root = Path(cfg.get("outputs_root", "outputs"))
+        root = Path(cfg.outputs_root)
         # a resumed run keeps the source it started from, even if newer pretrain runs exist
-        source = resume[0].get("source") if resume else cfg.get("source")
+        source = resume[0].get("source") if resume else cfg.source
         source_path = source_checkpoint(source, root, pde.name, run_dir)
         source_meta, state = load_checkpoint(source_path, MODEL_FORMAT)
         check_compatible(source_meta, source_path, pde, model)

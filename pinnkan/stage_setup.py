@@ -4,6 +4,7 @@ training budget (`Setup`), the network, the PDE member and the memory check."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -13,17 +14,15 @@ from pinnkan.adapters import (
     AdapterConfig,
     prepare,
 )
-from pinnkan.config_checks import as_choice, as_int
+from pinnkan.config import STAGES, LMOptions, RunConfig, TrainOptions, stage_value
+from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN, LAYER_KINDS
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.memory import check_fits, estimate_step
 from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
-from pinnkan.training import (
-    OPTIMIZERS,
-    TrainConfig,
-)
+from pinnkan.training import TrainConfig
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 MODELS = LAYER_KINDS  # model= choices: name -> LayerKind (pinnkan.kan)
@@ -40,75 +39,87 @@ class Setup:
     precision: str = "float32"
 
 
-def _stage_default(value: Any, stage: str, name: str) -> Any:
-    """A per-stage default ({pretrain: .., transfer: ..}) or a plain value."""
-    if isinstance(value, dict):
-        if stage not in value:
-            raise PinnkanError(f"{name} has no entry for stage {stage!r}: {value}")
-        return value[stage]
+def as_run_config(cfg: RunConfig | dict[str, Any], stage: str) -> RunConfig:
+    """The config of `stage`: a RunConfig, or a plain dict completed with the defaults."""
+    if not isinstance(cfg, RunConfig):
+        cfg = RunConfig.from_dict({"stage": stage, **cfg})
+    if cfg.stage != stage:
+        raise PinnkanError(f"stage={cfg.stage!r} in the config of `pinnkan {stage}`")
+    return cfg
+
+
+def _not_null(value: Any, name: str) -> Any:
+    if value is None:
+        as_float(value, name, 0.0, lo_open=True)  # raises: "... must be a finite number > 0"
     return value
 
 
-def resolve_setup(cfg: dict[str, Any]) -> Setup:
+def resolve_setup(cfg: RunConfig) -> Setup:
     """Validate the stage-independent part of the config (precision, device, budget, seed).
 
     `precision: auto` is float64 for optim=lm (second-order steps need it) and float32 for
     Adam; `train.steps: null` takes the optimizer's default for the stage (`optim.steps`), and
     `optim.lr` may be per stage too ({pretrain: .., transfer: ..})."""
-    t, o = cfg.get("train", {}) or {}, cfg.get("optim", {}) or {}
-    optimizer = as_choice(o.get("name", "adam"), "optim", OPTIMIZERS)
-    precision = cfg.get("precision", "float32")
+    t, o = cfg.train, cfg.optim
+    precision = cfg.precision
     if precision == "auto":
-        precision = "float64" if optimizer == "lm" else "float32"
+        precision = "float64" if o.name == "lm" else "float32"
     precision = as_choice(precision, "precision", tuple(PRECISIONS))
-    device = str(cfg.get("device", "auto"))
+    device = str(cfg.device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise PinnkanError(f"device={device!r}; choose cpu, cuda or auto")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PinnkanError("device=cuda but CUDA is not available here; use device=cpu or auto")
-    seed = as_int(cfg.get("seed", 0), "seed", 0)
-    stage = str(cfg.get("stage", "pretrain"))
-    steps = t.get("steps")
-    if steps is None:
-        steps = _stage_default(o.get("steps", 2000), stage, "optim.steps")
-    lm = LMConfig(**{f.name: o[f.name] for f in fields(LMConfig) if f.name in o})
-    tc = TrainConfig(
-        steps=steps,
-        lbfgs_steps=o.get("lbfgs_steps", 0),
-        lr=_stage_default(o.get("lr", 1e-2), stage, "optim.lr"),
-        lr_decay=o.get("lr_decay", 0.1),
-        n_interior=t.get("n_interior", 1024),
-        n_boundary=t.get("n_boundary", 256),
-        derivatives=t.get("derivatives", "forward"),
-        compile=t.get("compile", False),
-        eval_every=t.get("eval_every", 100),
-        log_every=t.get("log_every", 200),
-        progress=t.get("progress", "auto"),
-        checkpoint_every=t.get("checkpoint_every", 0),
-        optimizer=optimizer,
-        lm=lm,
-        max_seconds=t.get("max_seconds", 0.0),
-        check_memory=t.get("check_memory", True),
+    seed = as_int(cfg.seed, "seed", 0)
+    stage = as_choice(cfg.stage, "stage", STAGES)
+    steps = t.steps if t.steps is not None else stage_value(o.steps, stage, "optim.steps")
+    first_order: dict[str, Any] = {}
+    if not isinstance(o, LMOptions):
+        first_order = {
+            # null is no learning rate here (TrainConfig would read it as "the default")
+            "lr": _not_null(stage_value(o.lr, stage, "optim.lr"), "optim.lr"),
+            "lr_decay": o.lr_decay,
+            "lbfgs_steps": o.lbfgs_steps,
+        }
+    lm = (
+        LMConfig(**{f.name: getattr(o, f.name) for f in fields(LMConfig)})
+        if o.name == "lm"
+        else LMConfig()
     )
+    train_options = {f.name: getattr(t, f.name) for f in fields(TrainOptions) if f.name != "steps"}
+    tc = TrainConfig(steps=steps, optimizer=o.name, lm=lm, **first_order, **train_options)
     tc.validate()
-    n_eval = (cfg.get("eval", {}) or {}).get("n")
-    if n_eval is not None:
-        as_int(n_eval, "eval.n", 2, 4096)
+    if cfg.eval.n is not None:
+        as_int(cfg.eval.n, "eval.n", 2, 4096)
     return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision)
 
 
-def build_model(cfg: dict[str, Any], pde: PDEFamily, setup: Setup, gen: torch.Generator) -> KAN:
-    """The network the model config describes (a `model=` layer kind), on the PDE's domain."""
-    m = dict(cfg.get("model", {}))
-    name = m.pop("name", "bspline")
-    if name not in MODELS:
-        raise PinnkanError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    hidden = m.pop("hidden", list(MODELS[name].hidden))
+def _model_options(cfg: RunConfig) -> tuple[str, list[int], dict[str, Any]]:
+    """(kind, hidden widths, the kind's options) of `model:`, the widths checked."""
+    m = dataclasses.asdict(cfg.model)
+    name, hidden = m.pop("name"), m.pop("hidden")
     if not isinstance(hidden, list | tuple) or not hidden:
         raise PinnkanError(f"model.hidden={hidden!r} must list positive layer widths, e.g. [32,32]")
-    hidden = [as_int(w, "model.hidden[]", 1, 4096) for w in hidden]
+    return name, [as_int(w, "model.hidden[]", 1, 4096) for w in hidden], m
+
+
+def validate_config(cfg: RunConfig) -> Setup:
+    """Every check a stage makes before it writes anything, in one place (one line each):
+    the settings, the network's options, the adapter's and the PDE member's parameters."""
+    setup = resolve_setup(cfg)
+    kind, hidden, options = _model_options(cfg)
+    LAYER_KINDS[kind].resolve(kind, options)
+    pde_from_config(cfg, "target" if cfg.stage == "transfer" else "source")
+    if cfg.stage == "transfer":
+        replace(cfg.adapter, cr=cfg.cr).validate(len(hidden) + 1)
+    return setup
+
+
+def build_model(cfg: RunConfig, pde: PDEFamily, setup: Setup, gen: torch.Generator) -> KAN:
+    """The network the model config describes (a `model=` layer kind), on the PDE's domain."""
+    name, hidden, m = _model_options(cfg)
     return KAN(
         [pde.dim, *hidden, 1],
         list(pde.domain),
@@ -136,12 +147,11 @@ def check_memory(
     check_fits(estimate_step(model, pde, setup.train), setup.device)
 
 
-def eval_points(cfg: dict[str, Any], pde: PDEFamily) -> int:
+def eval_points(cfg: RunConfig, pde: PDEFamily) -> int:
     """Evaluation grid points per axis: `eval.n`, or the family's default when it is null."""
-    n = (cfg.get("eval", {}) or {}).get("n")
-    return pde.eval_points if n is None else int(n)
+    return pde.eval_points if cfg.eval.n is None else int(cfg.eval.n)
 
 
-def pde_from_config(cfg: dict[str, Any], which: str) -> PDEFamily:
+def pde_from_config(cfg: RunConfig, which: str) -> PDEFamily:
     """The family member at the config's `source` or `target` parameters."""
-    return member_from_config(cfg.get("pde", {}) or {}, which)
+    return member_from_config(dataclasses.asdict(cfg.pde), which)

@@ -17,6 +17,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from pinnkan.config import (
+    DEFAULT_OPTIMIZER,
+    AdamOptions,
+    TrainOptions,
+    stage_value,
+)
+from pinnkan.config import (
+    OPTIMIZERS as OPTIMIZER_OPTIONS,
+)
 from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.derivatives import ENGINES, compute_jet
 from pinnkan.errors import PinnkanError
@@ -29,30 +38,45 @@ log = logging.getLogger("pinnkan")
 
 
 MAX_LR = 10.0  # no PINN trains with a larger Adam step; far below float32 overflow
-OPTIMIZERS = ("adam", "gd", "lm")
+OPTIMIZERS = tuple(OPTIMIZER_OPTIONS)
 FIRST_ORDER = ("adam", "gd")  # per-group learning rates, exponential decay, optional L-BFGS
+
+
+_TRAIN = TrainOptions()  # the library's defaults are the CLI's (pinnkan.config)
 
 
 @dataclass
 class TrainConfig:
-    """Budget and sampling of one training run; validated (and normalised) by `validate`."""
+    """Budget and sampling of one training run; validated (and normalised) by `validate`.
+    Every default is the CLI's: `train:` (TrainOptions) and the default `optim=`."""
 
-    steps: int = 2000
+    steps: int | None = None  # None: the optimizer's default for a pretrain (optim.steps)
     lbfgs_steps: int = 0
-    lr: float = 1e-2
+    lr: float | None = None  # None: the optimizer's pretrain lr (adam / gd; lm takes none)
     lr_decay: float = 0.1  # lr falls exponentially to lr·lr_decay over the Adam steps
-    n_interior: int = 1024
-    n_boundary: int = 256
-    derivatives: str = "forward"
-    compile: bool = False  # torch.compile the loss of the forward engine (falls back on failure)
-    eval_every: int = 100
-    log_every: int = 200
-    progress: str = "auto"  # auto (bar on a terminal, log lines otherwise) | bar | log | none
-    checkpoint_every: int = 0  # write a resumable training state every N steps (0: never)
-    optimizer: str = "adam"  # adam | gd (plain gradient descent; then optional L-BFGS) | lm
+    n_interior: int = _TRAIN.n_interior
+    n_boundary: int = _TRAIN.n_boundary
+    derivatives: str = _TRAIN.derivatives
+    compile: bool = _TRAIN.compile  # torch.compile the forward engine's loss
+    eval_every: int = _TRAIN.eval_every
+    log_every: int = _TRAIN.log_every
+    progress: str = _TRAIN.progress  # auto (bar on a terminal, log lines otherwise) | bar | ...
+    checkpoint_every: int = _TRAIN.checkpoint_every  # resumable state every N steps (0: never)
+    optimizer: str = DEFAULT_OPTIMIZER  # adam | gd (then optional L-BFGS) | lm
     lm: LMConfig = field(default_factory=LMConfig)
-    max_seconds: float = 0.0  # stop once training has taken this long (0: no limit)
-    check_memory: bool = True  # refuse a step whose memory estimate exceeds what is free
+    max_seconds: float = _TRAIN.max_seconds  # stop once training has taken this long (0: none)
+    check_memory: bool = _TRAIN.check_memory  # refuse a step that cannot fit in free memory
+
+    def __post_init__(self) -> None:
+        """Unset steps / lr / lr_decay / lbfgs_steps take the optimizer's pretrain defaults."""
+        options = OPTIMIZER_OPTIONS.get(self.optimizer)
+        if options is None:
+            return  # `validate` names the bad choice
+        default = options()
+        if self.steps is None:
+            self.steps = stage_value(default.steps, "pretrain", "optim.steps")
+        if self.lr is None:
+            self.lr = stage_value(getattr(default, "lr", AdamOptions().lr), "pretrain", "optim.lr")
 
     def validate(self) -> None:
         """Type and range of every field; one PinnkanError line naming the field."""

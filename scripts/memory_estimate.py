@@ -131,15 +131,17 @@ def child(cfg: dict[str, Any], freeze: list[str], threads: int) -> dict[str, Any
     import torch
 
     from pinnkan import stage_setup
+    from pinnkan.config import RunConfig
     from pinnkan.malloc import keep_freed_memory
     from pinnkan.memory import estimate_step
     from pinnkan.training import Evaluator, PinnLoss, train
 
     torch.set_num_threads(threads)  # glibc keeps a heap arena per thread: fix their number
     keep_freed_memory()  # as the command-line stages do
-    setup = stage_setup.resolve_setup(cfg)
-    pde = stage_setup.pde_from_config(cfg, "source")
-    model = stage_setup.build_model(cfg, pde, setup, torch.Generator().manual_seed(0))
+    run_cfg = RunConfig.from_dict(cfg)
+    setup = stage_setup.resolve_setup(run_cfg)
+    pde = stage_setup.pde_from_config(run_cfg, "source")
+    model = stage_setup.build_model(run_cfg, pde, setup, torch.Generator().manual_seed(0))
     for name, p in model.named_parameters():
         if any(name.startswith(f) for f in freeze):
             p.requires_grad_(False)

@@ -32,7 +32,7 @@ BASE: dict[str, Any] = {
         "weights": {"boundary": 10.0},
     },
     "model": {"name": "bspline", "hidden": [32, 32], "grid_size": 5},
-    "optim": {"lr": 0.01, "lr_decay": 0.1},
+    "optim": {"name": "adam", "lr": 0.01, "lr_decay": 0.1},
     "train": {"steps": 1500, "progress": "none", "eval_every": 100},
     "eval": {"n": 101},
     "cr": 0.25,

@@ -33,7 +33,7 @@ def tiny_config(outputs_root: Path, changes: dict[str, Any] | None = None) -> di
         "outputs_root": str(outputs_root),
         "pde": {"name": "elliptic", "source": {"mu": 1.0}, "weights": {}},
         "model": {"name": "bspline", "hidden": [4], "grid_size": 3},
-        "optim": {"lr": 0.01},
+        "optim": {"name": "adam", "lr": 0.01},
         "train": {
             "steps": 3,
             "n_interior": 32,

@@ -14,13 +14,13 @@ from pinnkan.jacobian import residuals_and_jacobian
 from pinnkan.kan import KAN
 from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.pde import allen_cahn as ac
-from pinnkan.pde.burgers import cole_hopf
+from pinnkan.pde.burgers import Burgers, cole_hopf
 from tests.conftest import describe, run_pinnkan, tiny
 from tests.test_lm import _jacrev, _problem
 
 PI = np.pi
-BURGERS_NU = (0.0318309886, 0.0212206591)  # conf/pde/burgers.yaml: 0.1/π, (0.2/3)/π
-AC_EPS = (2.0e-2, 1.5e-2)  # conf/pde/allen_cahn.yaml source / target
+BURGERS_NU = (Burgers.defaults["nu"], Burgers.target_params["nu"])  # 0.1/π, (0.2/3)/π
+AC_EPS = (ac.AllenCahn.defaults["eps"], ac.AllenCahn.target_params["eps"])  # source / target
 
 
 # --- Burgers: Cole–Hopf against an independent finite-difference solve -----------------------

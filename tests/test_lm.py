@@ -171,7 +171,9 @@ def test_lm_accuracy_regression() -> None:
 
 def test_adam_accuracy_regression() -> None:
     pde, gen, model, ev = _setup()
-    cfg = TrainConfig(steps=1000, n_interior=64, n_boundary=16, lr=3e-2, progress="none")
+    cfg = TrainConfig(
+        steps=1000, n_interior=64, n_boundary=16, lr=3e-2, progress="none", optimizer="adam"
+    )
     hist = train(
         model, PinnLoss(pde), [{"params": list(model.parameters()), "lr": 3e-2}], cfg, ev, gen
     )
@@ -240,7 +242,7 @@ def test_runner_lm_defaults_to_float64_and_records_it(tmp_path: Path) -> None:
     ],
 )
 def test_bad_lm_options_are_one_line_errors(tmp_path: Path, key: str, value, match: str) -> None:
-    cfg = tiny_config(tmp_path, {"optim.name": "lm", key: value})
+    cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, key: value})
     with pytest.raises(PinnkanError, match=match):
         runner.pretrain(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -168,7 +168,8 @@ def test_per_component_learning_rates_reach_the_optimizer() -> None:
     model = _kan([6, 5])
     pde = build_pde("elliptic", {"mu": 2.0})
     gen = torch.Generator().manual_seed(7)
-    cfg = AdapterConfig(name="lotra", cr=0.5, init="random")
+    ones = dict.fromkeys(("G", "U1", "U2", "U3"), 1.0)  # the theory's rates, c = 1
+    cfg = AdapterConfig(name="lotra", cr=0.5, init="random", multipliers=ones)
     prepare(model, cfg, gen)
     for layer in model.layers:  # non-zero core so that every factor gets a gradient
         torch.nn.init.normal_(layer.adapter.G, std=0.1, generator=gen)
@@ -176,7 +177,14 @@ def test_per_component_learning_rates_reach_the_optimizer() -> None:
     lr = 1e-3
     groups = param_groups(model, cfg, lr)
     tc = TrainConfig(
-        steps=1, lr=lr, lr_decay=1.0, n_interior=32, n_boundary=8, eval_every=1, progress="none"
+        steps=1,
+        lr=lr,
+        lr_decay=1.0,
+        n_interior=32,
+        n_boundary=8,
+        eval_every=1,
+        progress="none",
+        optimizer="adam",
     )
     _, pts = pde.grid(5, DT)
     train(model, PinnLoss(pde), groups, tc, Evaluator(pts, pde.exact(pts)), gen)

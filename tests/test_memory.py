@@ -14,6 +14,7 @@ import torch
 
 from pinnkan import stage_setup
 from pinnkan.adapters import AdapterConfig, prepare
+from pinnkan.config import RunConfig
 from pinnkan.errors import PinnkanError
 from pinnkan.jacobian import trainable_parameters
 from pinnkan.kan import KAN
@@ -46,7 +47,7 @@ def config(changes: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def build(changes: dict[str, Any] | None = None) -> tuple[KAN, PDEFamily, TrainConfig]:
-    cfg = config(changes)
+    cfg = RunConfig.from_dict(config(changes))
     setup = stage_setup.resolve_setup(cfg)
     pde = stage_setup.pde_from_config(cfg, "source")
     model = stage_setup.build_model(cfg, pde, setup, torch.Generator().manual_seed(0))

@@ -23,7 +23,7 @@ def _cfg(tmp: Path, seed: int = 0, adapter: str = "lotra") -> dict:
             "weights": {"boundary": 10.0, "initial": 10.0},
         },
         "model": {"name": "bspline", "hidden": [5, 4], "grid_size": 4},
-        "optim": {"lr": 0.01},
+        "optim": {"name": "adam", "lr": 0.01},
         "train": {
             "steps": 6,
             "n_interior": 64,

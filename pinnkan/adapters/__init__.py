@@ -38,6 +38,7 @@ LR_STRATEGIES = ("theory", "uniform")
 # what results.h5 records as `init` for slim: the layer kind's own init statistics
 SLIM_INIT = "layer_kind"
 COMPONENTS = ("G", "U1", "U2", "U3")
+DEFAULT_MULTIPLIERS = {"G": 1.0, "U1": 16.0, "U2": 1.0, "U3": 9.0}
 
 
 @dataclass
@@ -49,7 +50,9 @@ class AdapterConfig:
     ranks: list[Any] | None = None  # [r1, r2, r3] for every layer, or one triple per layer
     init: str = "grad"
     lr_strategy: str = "theory"
-    multipliers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 1.0))
+    # lr_strategy=theory keeps the theory's 1/n_in and 1/n_d scaling; c = 1 trains U1 and U3
+    # too slowly with Adam (docs/method.md has the measurement behind c_U1 = 16, c_U3 = 9)
+    multipliers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MULTIPLIERS))
     layers: list[str] | None = None  # per-layer mode: lotra | full | frozen (default all lotra)
 
     def validate(self, n_layers: int) -> None:

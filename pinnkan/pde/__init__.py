@@ -22,12 +22,13 @@ FAMILIES: dict[str, type[PDEFamily]] = {
 
 
 def build_pde(
-    name: str, params: dict[str, Any], weights: dict[str, float] | None = None
+    name: str, params: dict[str, Any] | None = None, weights: dict[str, float] | None = None
 ) -> PDEFamily:
-    """The member of family `name` with the given parameters."""
+    """The member of family `name` with the given parameters (missing ones: the source
+    member's, `defaults`) and loss weights (missing ones: `DEFAULT_WEIGHTS`)."""
     if name not in FAMILIES:
         raise PinnkanError(f"unknown pde {name!r}; choose one of: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[name](weights=weights, **dict(params))
+    return FAMILIES[name](weights=weights, **dict(params or {}))
 
 
 __all__ = ["FAMILIES", "Condition", "PDEFamily", "build_pde"]

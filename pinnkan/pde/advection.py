@@ -15,6 +15,7 @@ class Advection(PDEFamily):
     coords = ("x", "t")
     domain = ((0.0, 2.0 * PI), (0.0, 1.0))
     defaults = {"beta": 1.0}
+    target_params = {"beta": 2.0}
 
     def exact(self, x: Tensor) -> Tensor:
         return torch.sin(x[:, 0] - self.params["beta"] * x[:, 1])

@@ -118,6 +118,7 @@ class AllenCahn(PDEFamily):
     coords = ("x", "t")
     domain = ((-1.0, 1.0), (0.0, 1.0))
     defaults = {"eps": 2.0e-2}
+    target_params = {"eps": 1.5e-2}
     lower_bounds = {"eps": 0.0}
 
     def exact(self, x: Tensor) -> Tensor:

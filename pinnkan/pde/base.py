@@ -16,6 +16,8 @@ from pinnkan.errors import PinnkanError
 from pinnkan.jet import Jet
 
 PI = math.pi
+# the loss weights of the residual and of each condition group, for the library and conf/ alike
+DEFAULT_WEIGHTS = {"residual": 1.0, "boundary": 10.0, "initial": 10.0}
 
 
 @dataclass
@@ -44,7 +46,9 @@ class PDEFamily:
     name: ClassVar[str]
     coords: ClassVar[tuple[str, ...]]
     domain: ClassVar[tuple[tuple[float, float], ...]]
-    defaults: ClassVar[dict[str, float]]
+    defaults: ClassVar[dict[str, float]]  # the source member's parameters
+    # the target member's parameters for `pinnkan transfer` (missing ones: `defaults`)
+    target_params: ClassVar[dict[str, float]] = {}
     # parameters that must be strictly greater than a bound (e.g. a diffusivity > 0)
     lower_bounds: ClassVar[dict[str, float]] = {}
     # evaluation grid points per axis when eval.n is null (n^D points: fewer in 3-D)
@@ -64,7 +68,7 @@ class PDEFamily:
             self.params[k] = as_float(
                 params.get(k, v), f"pde parameter {k}", lo, lo_open=lo is not None
             )
-        self.weights = {"residual": 1.0, "boundary": 1.0, "initial": 1.0}
+        self.weights = dict(DEFAULT_WEIGHTS)
         for k, v in (weights or {}).items():
             self.weights[k] = as_float(v, f"pde.weights.{k}", 0.0)
 

@@ -50,6 +50,7 @@ class Burgers(PDEFamily):
     coords = ("x", "t")
     domain = ((-1.0, 1.0), (0.0, 1.0))
     defaults = {"nu": 0.1 / PI}
+    target_params = {"nu": 0.2 / 3 / PI}
     lower_bounds = {"nu": 0.0}
 
     def exact(self, x: Tensor) -> Tensor:

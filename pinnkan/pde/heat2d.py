@@ -24,6 +24,7 @@ class Heat2D(PDEFamily):
     coords = ("x", "y", "t")
     domain = ((0.0, 1.0), (0.0, 1.0), (0.0, 1.0))
     defaults = {"nu": 0.05}
+    target_params = {"nu": 0.1}
     lower_bounds = {"nu": 0.0}
     eval_points = 33  # 33³ = 35 937 grid points (101³ would be a million)
 

@@ -62,6 +62,7 @@ class Helmholtz(PDEFamily):
     coords = ("x", "y")
     domain = ((0.0, 1.0), (0.0, 1.0))
     defaults = {"k": 2.0}
+    target_params = {"k": 3.0}
 
     def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
         super().__init__(weights, **params)

@@ -15,6 +15,7 @@ class Parabolic(PDEFamily):
     coords = ("x", "t")
     domain = ((0.0, 1.0), (0.0, 1.0))
     defaults = {"nu": 0.1}
+    target_params = {"nu": 0.2}
     lower_bounds = {"nu": 0.0}
 
     def exact(self, x: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ class Wave(PDEFamily):
     coords = ("x", "t")
     domain = ((0.0, 1.0), (0.0, 1.0))
     defaults = {"c": 1.0}
+    target_params = {"c": 1.5}
     lower_bounds = {"c": 0.0}
 
     def exact(self, x: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from pinnkan.config import RunConfig
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import StageInterrupted
 from pinnkan.interrupts import exit_code
@@ -167,7 +168,7 @@ def set_threads(cfg: DictConfig, hc: Any) -> None:
     log.info("torch threads: %d (%d cores)", n, cores)
 
 
-def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]) -> float | None:
+def run_stage(cfg: DictConfig, stage: Callable[[RunConfig, Path, str], Any]) -> float | None:
     """Run `stage` for one Hydra job; returns the relative L2 error, or the held-out loss for a
     PDE without a reference (None if the job failed).
 
@@ -184,7 +185,7 @@ def run_stage(cfg: DictConfig, stage: Callable[[dict[str, Any], Path, str], Any]
         set_threads(cfg, hc)
         plain = OmegaConf.to_container(cfg, resolve=True)
         yaml = OmegaConf.to_yaml(cfg, resolve=True)
-        result = stage(plain, run_dir, yaml)  # type: ignore[arg-type]
+        result = stage(RunConfig.from_dict(plain), run_dir, yaml)  # type: ignore[arg-type]
     except (PinnkanError, OmegaConfBaseException) as exc:
         msg = str(exc).strip().splitlines()[0]
         if multirun:

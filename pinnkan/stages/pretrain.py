@@ -7,6 +7,9 @@ from omegaconf import DictConfig
 
 from pinnkan import runner
 from pinnkan.stages.entry import run_stage
+from pinnkan.stages.schema import register
+
+register()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://pinnkan.conf", config_name="pretrain")

@@ -1,0 +1,253 @@
+"""The run configuration as dataclasses: the single source of defaults for the library and the
+CLI alike (`pinnkan.stages.schema` registers them in Hydra's ConfigStore as the schema of
+conf/'s groups, whose YAML files keep only comments).
+
+`RunConfig.from_dict` builds one from a plain dict (a composed Hydra config, or a library
+call's partial dict), filling defaults and refusing unknown keys in one line; the values' types
+and ranges are checked where they are used (`pinnkan.stage_setup`), also in one line each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from pinnkan.adapters import AdapterConfig
+from pinnkan.errors import PinnkanError
+from pinnkan.kan import LAYER_KINDS
+from pinnkan.levenberg_marquardt import LMConfig
+from pinnkan.pde import FAMILIES, PDEFamily
+from pinnkan.pde.base import DEFAULT_WEIGHTS
+
+STAGES = ("pretrain", "transfer")
+
+
+@dataclass
+class TrainOptions:
+    """`train:` a stage's budget, sampling, progress and checkpoints."""
+
+    steps: int | None = None  # null: the optimizer's default for the stage (optim.steps)
+    max_seconds: float = 0.0  # stop training after this many seconds (0: no limit)
+    n_interior: int = 1024  # interior collocation points per step (resampled every step)
+    n_boundary: int = 256  # points per boundary / initial condition per step
+    derivatives: str = "forward"  # forward (jet propagation) | autograd (nested autograd)
+    compile: bool = False  # torch.compile the forward engine's loss: ~1.5x per step, ~40 s once
+    eval_every: int = 100  # relative L2 on the evaluation grid every N steps (history/)
+    log_every: int = 250  # log line every N steps when stderr is not a terminal
+    progress: str = "auto"  # auto | bar | log | none
+    checkpoint_every: int = 250  # resumable training state (checkpoint.pt) every N steps; 0: never
+    check_memory: bool = True  # refuse a config whose training step cannot fit in free memory
+
+
+@dataclass
+class EvalOptions:
+    """`eval:` the evaluation grid."""
+
+    n: int | None = None  # points per axis; null: the family's (101 in 2-D, 33 in 3-D)
+
+
+@dataclass
+class ReferenceOptions:
+    """`pde.reference:` reference solutions from files (HDF5 / NPZ, docs/usage.md)."""
+
+    source: str | None = None  # file for the source member (pretrain); null: the family's own
+    target: str | None = None  # file for the target member (transfer)
+    field: str | None = None  # dataset of u (null: u, fields/u_ref or tensor)
+    axes: dict[str, str] | None = None  # {coordinate: dataset} (null: by name)
+    order: list[str] | None = None  # the field's axis order, e.g. [t, x] (null: from shapes)
+    sample: int = 0  # which sample of a PDEBench-style file (samples first)
+
+
+@dataclass
+class PDEConfig:
+    """`pde=`: a family (built in by `name`, or the user's class by `_target_`) and its source
+    and target members' parameters."""
+
+    name: str = "elliptic"
+    source: dict[str, Any] = field(default_factory=dict)  # parameters; missing: the family's
+    target: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    domain: Any = None  # [[lo, hi], ...] replacing the family's box
+    reference: ReferenceOptions = field(default_factory=ReferenceOptions)
+    _target_: str | None = None  # package.module.Class of a PDEFamily of your own
+
+    @classmethod
+    def of_family(cls, family: type[PDEFamily]) -> PDEConfig:
+        """The config of a built-in family: its source and target members."""
+        return cls(
+            name=family.name, source=dict(family.defaults), target=dict(family.target_params)
+        )
+
+
+@dataclass
+class AdamOptions:
+    """`optim=adam`: Adam with exponential decay to lr·lr_decay, then optional L-BFGS."""
+
+    name: str = "adam"
+    lr: Any = field(default_factory=lambda: {"pretrain": 0.01, "transfer": 0.03})  # or a number
+    lr_decay: float = 0.1
+    lbfgs_steps: int = 0
+    steps: Any = field(default_factory=lambda: {"pretrain": 3000, "transfer": 2500})
+
+
+@dataclass
+class GDOptions(AdamOptions):
+    """`optim=gd`: plain gradient descent, the setting of LoTRA's learning-rate theory."""
+
+    name: str = "gd"
+    lr: Any = field(default_factory=lambda: {"pretrain": 1.0e-3, "transfer": 1.0e-3})
+    steps: Any = field(default_factory=lambda: {"pretrain": 5000, "transfer": 2500})
+
+
+@dataclass
+class LMOptions(LMConfig):
+    """`optim=lm`: Levenberg–Marquardt on the residual vector (float64 under precision=auto)."""
+
+    name: str = "lm"
+    steps: Any = field(default_factory=lambda: {"pretrain": 500, "transfer": 300})
+
+
+OPTIMIZERS: dict[str, type] = {"adam": AdamOptions, "gd": GDOptions, "lm": LMOptions}
+DEFAULT_OPTIMIZER = "lm"
+
+
+def stage_value(value: Any, stage: str, name: str) -> Any:
+    """A per-stage value ({pretrain: .., transfer: ..}) for `stage`, or a plain value."""
+    if isinstance(value, dict):
+        if stage not in value:
+            raise PinnkanError(f"{name} has no entry for stage {stage!r}: {value}")
+        return value[stage]
+    return value
+
+
+def model_class(kind: str) -> type:
+    """The `model=<kind>` dataclass: name, hidden and the layer kind's options."""
+    if kind not in LAYER_KINDS:
+        raise PinnkanError(f"unknown model {kind!r}; choose one of: {', '.join(LAYER_KINDS)}")
+    kind_ = LAYER_KINDS[kind]
+    if hasattr(kind_, "model"):
+        return kind_.model
+    if kind not in _MODELS:  # TEMPORARY until the layers package lands
+        extra = [(k, Any, field(default=v)) for k, (v, _) in kind_.options.items()]
+        hidden = list(kind_.hidden)
+        _MODELS[kind] = dataclasses.make_dataclass(
+            f"{kind}_model",
+            [
+                ("name", str, field(default=kind)),
+                ("hidden", list[int], field(default_factory=lambda: hidden)),
+                *[(k, t, field(default_factory=(lambda v=d.default: v))) for k, t, d in extra],
+            ],
+        )
+    return _MODELS[kind]
+
+
+_MODELS: dict[str, type] = {}
+
+
+@dataclass
+class AdapterOptions:
+    """`adapter=`: the adapter config without `cr`, which is the top-level `cr=`."""
+
+    name: str = "lotra"
+
+
+# the adapter group's fields: AdapterConfig's, less `cr` (defaults from AdapterConfig)
+ADAPTER_FIELDS = [f.name for f in fields(AdapterConfig) if f.name != "cr"]
+
+
+def adapter_options(name: str) -> dict[str, Any]:
+    """`adapter=<name>` as a dict of AdapterConfig's defaults (without `cr`)."""
+    base = dataclasses.asdict(AdapterConfig(name=name))
+    return {k: base[k] for k in ADAPTER_FIELDS}
+
+
+@dataclass
+class RunConfig:
+    """A stage's whole config. `adapter`, `cr` and `source` apply to transfer only."""
+
+    stage: str = "pretrain"
+    seed: int = 0
+    precision: str = "auto"  # auto (float64 with optim=lm, float32 otherwise) | float32 | float64
+    device: str = "auto"  # auto | cpu | cuda
+    outputs_root: str = "outputs"  # run directories go below this; transfer finds sources here
+    resume: str | None = None  # a run directory to continue from its checkpoint
+    threads: Any = "auto"  # torch threads: auto (a share of the cores per parallel job) | N
+    train: TrainOptions = field(default_factory=TrainOptions)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    pde: PDEConfig = field(default_factory=lambda: PDEConfig.of_family(FAMILIES["elliptic"]))
+    model: Any = field(default_factory=lambda: model_class("bspline")())
+    optim: Any = field(default_factory=lambda: OPTIMIZERS[DEFAULT_OPTIMIZER]())
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    cr: float = 0.5  # LoTRA compression ratio in (0, 1]: r_m = max(1, ceil(cr * dim_m))
+    source: str | None = None  # a pretrain run dir or model file; null: the newest of this PDE
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> RunConfig:
+        """Defaults completed with `cfg` (nested dicts per section); an unknown key is one
+        line naming it. A missing `pde.source` / `.target` takes the family's members."""
+        cfg = dict(cfg)
+        _refuse_unknown(cfg, [f.name for f in fields(cls)], "")
+        out = cls()
+        scalars = ("stage", "seed", "precision", "device", "outputs_root", "resume", "threads")
+        for key in (*scalars, "cr", "source"):
+            if key in cfg:
+                setattr(out, key, cfg[key])
+        out.train = _section(TrainOptions, cfg.get("train"), "train")
+        out.eval = _section(EvalOptions, cfg.get("eval"), "eval")
+        out.pde = _pde(cfg.get("pde"))
+        model = dict(cfg.get("model") or {})
+        kind = str(model.get("name", "bspline"))
+        known = [f.name for f in fields(model_class(kind)) if f.name != "name"]
+        unknown = sorted(set(model) - {"name", *known})
+        if unknown:  # the layer kind's own message (pinnkan.kan.LayerKind.resolve)
+            raise PinnkanError(
+                f"model.{unknown[0]} is not an option of model={kind}; its options: "
+                f"{', '.join(known)}"
+            )
+        out.model = _section(model_class(kind), model, "model")
+        optim = dict(cfg.get("optim") or {})
+        name = optim.get("name", DEFAULT_OPTIMIZER)
+        if name not in OPTIMIZERS:
+            raise PinnkanError(f"optim={name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        out.optim = _section(OPTIMIZERS[name], optim, "optim")
+        adapter = dict(cfg.get("adapter") or {})
+        _refuse_unknown(adapter, ADAPTER_FIELDS, "adapter.")
+        out.adapter = AdapterConfig(**{**adapter, "cr": out.cr})
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config as plain nested dicts (what `from_dict` reads back)."""
+        out = dataclasses.asdict(self)
+        out["adapter"].pop("cr")
+        return out
+
+
+def _refuse_unknown(given: dict[str, Any], known: list[str], prefix: str) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise PinnkanError(
+            f"unknown setting {prefix}{unknown[0]}; {prefix or 'the top level '}has: "
+            f"{', '.join(known)}"
+        )
+
+
+def _section(cls: type, given: Any, name: str) -> Any:
+    """Dataclass `cls` with the keys of `given` (a dict, or None for all defaults)."""
+    if given is None:
+        return cls()
+    if not isinstance(given, dict):
+        raise PinnkanError(f"{name}={given!r} must be a mapping of settings")
+    _refuse_unknown(given, [f.name for f in fields(cls)], f"{name}.")
+    return cls(**given)
+
+
+def _pde(given: Any) -> PDEConfig:
+    """`pde:` with the family's members where the dict names a built-in family without them."""
+    given = dict(given or {})
+    family = FAMILIES.get(str(given.get("name", "elliptic")))
+    base = PDEConfig.of_family(family) if family and not given.get("_target_") else PDEConfig()
+    merged = {**dataclasses.asdict(base), **given}
+    merged["reference"] = _section(ReferenceOptions, merged.get("reference"), "pde.reference")
+    _refuse_unknown(merged, [f.name for f in fields(PDEConfig)], "pde.")
+    return PDEConfig(**merged)

@@ -1,0 +1,126 @@
+"""Compose a stage's config as Hydra will, before Hydra runs, so that an unknown key or a value
+of the wrong type is one line naming the setting instead of Hydra's multi-line report.
+
+A comma or `choice()` sweep is composed once per value; Hydra's other sweep functions
+(`interval`, `range`) are left to Hydra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, Override
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from pinnkan.config import RunConfig
+from pinnkan.errors import PinnkanError
+from pinnkan.stage_setup import validate_config
+from pinnkan.stages.schema import TRANSFER_ONLY, register
+
+
+def _variants(overrides: list[Override]) -> list[list[str]]:
+    """Override lists to compose: every sweep at its first value, then each further value of
+    one sweep at a time (the others at their first)."""
+    firsts: list[str] = []
+    more: list[tuple[int, list[str]]] = []
+    for i, o in enumerate(overrides):
+        if not o.is_sweep_override():
+            firsts.append(o.input_line)
+            continue
+        if not isinstance(o.value(), ChoiceSweep):
+            firsts.append("")  # interval / range: Hydra checks them
+            continue
+        key = o.get_key_element()
+        values = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        firsts.append(values[0])
+        more.append((i, values[1:]))
+    out = [[f for f in firsts if f]]
+    for i, values in more:
+        for v in values:
+            out.append([v if j == i else f for j, f in enumerate(firsts) if f])
+    return out
+
+
+def _compose(stage: str, overrides: list[str], config_dirs: list[Path]) -> DictConfig:
+    register()
+    if config_dirs:
+        paths = ",".join(f"file://{Path(d).absolute()}" for d in config_dirs)
+        overrides = [*overrides, f"hydra.searchpath=[{paths}]"]
+    GlobalHydra.instance().clear()
+    with initialize_config_module("pinnkan.conf", version_base="1.3"):
+        return compose(config_name=stage, overrides=overrides)
+
+
+def _settings(cfg: DictConfig, dotted: str) -> list[str]:
+    """The keys of the node at `dotted` ("" for the top level), or [] if there is none."""
+    node: Any = cfg
+    for part in [p for p in dotted.split(".") if p]:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+
+
+def _message(stage: str, override: str, cause: BaseException, dirs: list[Path]) -> str:
+    """One line for a failed override: an unknown key, or the library's check of the value."""
+    key, _, raw = override.lstrip("+~").partition("=")
+    parent, _, last = key.rpartition(".")
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError):
+        if key in TRANSFER_ONLY and stage != "transfer":
+            return f"{key}= applies to `pinnkan transfer`, not `pinnkan {stage}`"
+        known = _settings(_compose(stage, [], dirs), parent)
+        where = f"{parent} has" if parent else "the top level has"
+        listed = f"; {where}: {', '.join(known)}" if known else ""
+        return f"unknown setting {key}{listed}"
+    if isinstance(cause, ValidationError):  # a type error: the library's own line for it
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        plain = OmegaConf.to_container(_compose(stage, [], dirs), resolve=False)
+        node: Any = plain
+        for part in parent.split(".") if parent else []:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node[last] = value
+            try:
+                validate_config(RunConfig.from_dict(plain))  # type: ignore[arg-type]
+            except PinnkanError as exc:
+                return str(exc)
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return f"{override}: {first}"
+
+
+def check_composes(stage: str, args: list[str], config_dirs: list[Path]) -> str | None:
+    """None if every variant of `args` composes, else one line about the first that fails."""
+    overrides = [a for a in args if not a.startswith("-") and "=" in a]
+    overrides = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return None  # a syntax error: Hydra's own message names it
+    for variant in _variants(parsed):
+        try:
+            _compose(stage, variant, config_dirs)
+        except (HydraException, OmegaConfBaseException) as exc:
+            cause = exc.__cause__ or exc
+            bad = next((o for o in variant if f" {o}" in str(exc) or o in str(exc)), None)
+            full_key = getattr(cause, "full_key", None)
+            if bad is None and full_key:
+                bad = next((o for o in variant if o.lstrip("+~").startswith(f"{full_key}=")), None)
+            if bad is None:
+                first = str(exc).strip().splitlines()[0]
+                return first
+            return _message(stage, bad, cause, config_dirs)
+        finally:
+            GlobalHydra.instance().clear()
+    return None

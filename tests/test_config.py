@@ -1,0 +1,163 @@
+"""The typed config: the library's defaults are the CLI's for every group option, the core runs
+without Hydra, and a bad key or value is one line, from the library and from the CLI alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from pinnkan.adapters import ADAPTERS, AdapterConfig
+from pinnkan.config import OPTIMIZERS, RunConfig
+from pinnkan.errors import PinnkanError
+from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.pde import FAMILIES, build_pde
+from pinnkan.stage_setup import build_model, pde_from_config, resolve_setup
+from pinnkan.stages.precheck import check_composes
+from pinnkan.stages.schema import register
+from pinnkan.training import TrainConfig
+
+
+def composed(stage: str, *overrides: str) -> RunConfig:
+    """The config `pinnkan <stage> <overrides>` runs with, as the stage receives it."""
+    register()
+    with initialize_config_module("pinnkan.conf", version_base="1.3"):
+        cfg = compose(config_name=stage, overrides=list(overrides))
+    return RunConfig.from_dict(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "transfer"])
+def test_cli_defaults_are_the_library_defaults(stage: str) -> None:
+    """`pinnkan <stage>` with no overrides is RunConfig() of that stage, field for field."""
+    assert composed(stage).as_dict() == RunConfig(stage=stage).as_dict()
+
+
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
+def test_model_option_defaults(kind: str) -> None:
+    """model=<kind> builds the network `KAN(widths, domain, kind=kind)` builds by default."""
+    cfg = composed("pretrain", f"model={kind}")
+    assert dataclasses.asdict(cfg.model) == dataclasses.asdict(LAYER_KINDS[kind].model())
+    setup = resolve_setup(cfg)
+    pde = pde_from_config(cfg, "source")
+    cli = build_model(cfg, pde, setup, torch.Generator().manual_seed(0))
+    widths = [pde.dim, *LAYER_KINDS[kind].hidden, 1]
+    lib = KAN(widths, list(pde.domain), kind=kind, dtype=setup.dtype)
+    assert cli.spec() == lib.spec() and cli.options == lib.options
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optim_option_defaults(name: str) -> None:
+    """optim=<name> trains a pretrain with `TrainConfig(optimizer=name)`."""
+    cli = resolve_setup(composed("pretrain", f"optim={name}")).train
+    lib = TrainConfig(optimizer=name)
+    lib.validate()
+    assert cli == lib
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_adapter_option_defaults(name: str) -> None:
+    """adapter=<name> is `AdapterConfig(name=name)`: for lotra, the multipliers 16 / 9."""
+    assert composed("transfer", f"adapter={name}").adapter == AdapterConfig(name=name)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_pde_option_defaults(name: str) -> None:
+    """pde=<name> solves `build_pde(name)` (same parameters, same loss weights); its transfer
+    target is the family's `target_params`."""
+    cfg = composed("transfer", f"pde={name}")
+    for which, params in (("source", None), ("target", FAMILIES[name].target_params)):
+        cli, lib = pde_from_config(cfg, which), build_pde(name, params)
+        assert (cli.params, cli.weights, cli.domain) == (lib.params, lib.weights, lib.domain)
+
+
+def test_readme_library_example_solves_the_cli_problem() -> None:
+    """The README's library example (build_pde, KAN, TrainConfig(optimizer="lm")) is
+    `pinnkan pretrain pde=parabolic` with train.steps=300."""
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    example = text.split("## Library use", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert 'build_pde("parabolic", {"nu": 0.1})' in example
+    assert "KAN([2, 16, 16, 1], list(pde.domain)" in example
+    assert 'TrainConfig(steps=300, optimizer="lm")' in example
+    cfg = composed("pretrain", "pde=parabolic", "train.steps=300")
+    cli, lib = pde_from_config(cfg, "source"), build_pde("parabolic", {"nu": 0.1})
+    assert (cli.params, cli.weights) == (lib.params, lib.weights)
+    assert cfg.model.hidden == [16, 16]
+    lib_train = TrainConfig(steps=300, optimizer="lm")
+    lib_train.validate()
+    assert resolve_setup(cfg).train == lib_train
+
+
+def test_core_runs_without_hydra(tmp_path: Path) -> None:
+    """With hydra and omegaconf unimportable, the core imports and a library stage runs."""
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+
+        class NoHydra(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("hydra", "omegaconf"):
+                    raise ImportError(f"{{name}} is blocked")
+                return None
+
+        sys.meta_path.insert(0, NoHydra())
+        from pinnkan import adapters, config, kan, merge, pde, results, runner, training
+        from tests.conftest import tiny_config
+
+        cfg = tiny_config({str(tmp_path / "out")!r}, {{"train.steps": 2, "eval.n": 5}})
+        result = runner.pretrain(cfg, {str(tmp_path / "run")!r})
+        assert result.status == "ok", result.status
+        assert not any(m.split(".")[0] in ("hydra", "omegaconf") for m in sys.modules)
+        print("ok")
+        """
+    )
+    root = Path(__file__).parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"train": {"stpes": 3}}, r"^unknown setting train\.stpes; train\. has: steps, "),
+        ({"bogus": 1}, r"^unknown setting bogus"),
+        ({"pde": {"name": "elliptic", "wieghts": {}}}, r"^unknown setting pde\.wieghts"),
+        ({"adapter": {"rank": [1, 1, 1]}}, r"^unknown setting adapter\.rank"),
+        ({"optim": {"name": "sgd"}}, r"^optim='sgd'; choose one of: adam, gd, lm"),
+        ({"model": {"name": "mlp", "degree": 3}}, r"^model\.degree is not an option of model=mlp"),
+    ],
+)
+def test_library_config_errors_are_one_line(cfg: dict, match: str) -> None:
+    with pytest.raises(PinnkanError, match=match) as info:
+        RunConfig.from_dict(cfg)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("stage", "args", "want"),
+    [
+        ("pretrain", ["train.stpes=3"], "unknown setting train.stpes; train has: steps, "),
+        ("pretrain", ["train.n_interior=abc"], "train.n_interior='abc' must be an integer >= 1"),
+        ("pretrain", ["model.grid_size=2.5"], "model.grid_size=2.5 must be an integer in [1, "),
+        ("pretrain", ["cr=0.5"], "cr= applies to `pinnkan transfer`, not `pinnkan pretrain`"),
+        ("transfer", ["-m", "cr=0.5", "train.steps=3,2.5"], "train.steps=2.5 must be an integer"),
+        ("transfer", ["adapter.rank=2"], "unknown setting adapter.rank; adapter has: name, "),
+        ("pretrain", ["pde.domain=[[0,2],[0,1]]", "train.steps=2"], None),
+        ("pretrain", ["optim.lr=1e-3"], "unknown setting optim.lr; optim has: "),  # lm has none
+    ],
+)
+def test_cli_config_errors_are_one_line(stage: str, args: list, want: str | None) -> None:
+    """Hydra's key and type errors become the library's one line before Hydra runs."""
+    got = check_composes(stage, args, [])
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None and got.startswith(want) and "\n" not in got, got
