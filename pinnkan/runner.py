@@ -30,15 +30,13 @@ from pinnkan.checkpoint import (
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import fit
+from pinnkan.loss import PinnLoss
 from pinnkan.outcome import build_result, finish
 from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
 from pinnkan.runlock import acquire, locked_while_running
 from pinnkan.sources import check_compatible, source_checkpoint
 from pinnkan.stage_setup import build_model, check_memory, pde_from_config, resolve_setup
-from pinnkan.training import (
-    PinnLoss,
-)
 
 log = logging.getLogger("pinnkan")
 
