@@ -15,8 +15,10 @@ from pinnkan.checkpoint import (
 )
 from pinnkan.config import RunConfig
 from pinnkan.errors import PinnkanError
+from pinnkan.evaluation import Evaluator
 from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN
+from pinnkan.loss import PinnLoss
 from pinnkan.outcome import build_result, finish
 from pinnkan.pde import PDEFamily
 from pinnkan.results import RunResult
@@ -24,11 +26,9 @@ from pinnkan.resume import config_fingerprint
 from pinnkan.stage_setup import Setup, eval_points
 from pinnkan.training import (
     Diverged,
-    Evaluator,
     History,
     Interrupted,
     OutOfMemory,
-    PinnLoss,
     TrainState,
     train,
 )

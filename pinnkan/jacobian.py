@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from pinnkan.jet import Jet, affine_input_jet
 from pinnkan.kan import KAN
-from pinnkan.training import PinnLoss, scaled
+from pinnkan.loss import PinnLoss, scaled
 
 
 def trainable_parameters(model: KAN) -> list[nn.Parameter]:

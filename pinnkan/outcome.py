@@ -19,16 +19,14 @@ from pinnkan.checkpoint import (
     STATE_FILE,
 )
 from pinnkan.config import RunConfig
+from pinnkan.evaluation import predict
 from pinnkan.kan import KAN
+from pinnkan.loss import PinnLoss
 from pinnkan.pde import PDEFamily
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
 from pinnkan.stage_setup import Setup, eval_points
-from pinnkan.training import (
-    History,
-    PinnLoss,
-    predict,
-)
+from pinnkan.training import History
 
 log = logging.getLogger("pinnkan")
 

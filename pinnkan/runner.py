@@ -31,6 +31,7 @@ from pinnkan.config import RunConfig
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import fit
+from pinnkan.loss import PinnLoss
 from pinnkan.outcome import build_result, finish
 from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
@@ -42,9 +43,6 @@ from pinnkan.stage_setup import (
     check_memory,
     pde_from_config,
     resolve_setup,
-)
-from pinnkan.training import (
-    PinnLoss,
 )
 
 log = logging.getLogger("pinnkan")

@@ -20,8 +20,8 @@ from pinnkan.adapters import AdapterConfig, prepare
 from pinnkan.jacobian import residuals_and_jacobian, trainable_parameters
 from pinnkan.kan import KAN
 from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig
+from pinnkan.loss import PinnLoss
 from pinnkan.pde import build_pde
-from pinnkan.training import PinnLoss
 
 CASES = [
     ("bspline [16,16]", "bspline", [16, 16], None),

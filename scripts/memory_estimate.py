@@ -132,9 +132,11 @@ def child(cfg: dict[str, Any], freeze: list[str], threads: int) -> dict[str, Any
 
     from pinnkan import stage_setup
     from pinnkan.config import RunConfig
+    from pinnkan.evaluation import Evaluator
+    from pinnkan.loss import PinnLoss
     from pinnkan.malloc import keep_freed_memory
     from pinnkan.memory import estimate_step
-    from pinnkan.training import Evaluator, PinnLoss, train
+    from pinnkan.training import train
 
     torch.set_num_threads(threads)  # glibc keeps a heap arena per thread: fix their number
     keep_freed_memory()  # as the command-line stages do

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from pinnkan.errors import PinnkanError
+from pinnkan.first_order import CompiledStep
 from pinnkan.kan import KAN
+from pinnkan.loss import PinnLoss
 from pinnkan.pde import build_pde
-from pinnkan.training import CompiledStep, PinnLoss, TrainConfig
+from pinnkan.training import TrainConfig
 
 
 def _setup(engine: str = "forward"):

@@ -460,7 +460,7 @@ def test_a_step_out_of_memory_is_one_line_with_a_checkpoint_that_resumes_exactly
 ) -> None:
     """The allocator fails in step 13 (after the step-10 checkpoint): the state before step 13
     is checkpointed, and a resume from it ends with the numbers of an uninterrupted run."""
-    from pinnkan import runner, training
+    from pinnkan import first_order, runner
     from pinnkan.errors import PinnkanError
     from pinnkan.levenberg_marquardt import LevenbergMarquardt
     from tests.conftest import tiny_config
@@ -472,7 +472,7 @@ def test_a_step_out_of_memory_is_one_line_with_a_checkpoint_that_resumes_exactly
 
     # called once per step, inside the step
     owner, name = (
-        (training, "loss_and_backward") if optim == "adam" else (LevenbergMarquardt, "propose")
+        (first_order, "loss_and_backward") if optim == "adam" else (LevenbergMarquardt, "propose")
     )
     real, calls = getattr(owner, name), {"n": 0}
 

@@ -17,8 +17,8 @@ from pinnkan import runner
 from pinnkan.atomic import unwritable_dir
 from pinnkan.checkpoint import STATE_FILE, load_train_state
 from pinnkan.errors import PinnkanError
+from pinnkan.loss import PinnLoss
 from pinnkan.results import RESULTS_FILE, read_results
-from pinnkan.training import PinnLoss
 from tests.conftest import describe, run_pinnkan, start_pinnkan, tiny_config
 
 # long enough to be caught mid-training (a few ms per step), checkpoints often

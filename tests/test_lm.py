@@ -14,11 +14,13 @@ import torch
 from pinnkan import runner
 from pinnkan.adapters import AdapterConfig, prepare
 from pinnkan.errors import PinnkanError
+from pinnkan.evaluation import Evaluator
 from pinnkan.jacobian import residuals_and_jacobian, trainable_parameters
 from pinnkan.kan import KAN
 from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig, assign_flat, flat_view
+from pinnkan.loss import PinnLoss
 from pinnkan.pde import build_pde
-from pinnkan.training import Evaluator, Interrupted, PinnLoss, TrainConfig, TrainState, train
+from pinnkan.training import Interrupted, TrainConfig, TrainState, train
 from tests.conftest import tiny_config
 
 F64 = torch.float64

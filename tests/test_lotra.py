@@ -19,9 +19,11 @@ from pinnkan.adapters.tucker import (
     unfold,
 )
 from pinnkan.errors import PinnkanError
+from pinnkan.evaluation import Evaluator
 from pinnkan.kan import KAN
+from pinnkan.loss import PinnLoss
 from pinnkan.pde import build_pde
-from pinnkan.training import Evaluator, PinnLoss, TrainConfig, train
+from pinnkan.training import TrainConfig, train
 
 DT = torch.float64
 

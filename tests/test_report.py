@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pinnkan import cli
-from pinnkan.report import COLUMNS, collect, run_report
+from pinnkan.report import run_report
+from pinnkan.report.collect import COLUMNS, collect
 from pinnkan.results import RunResult, write_results
 from pinnkan.sweep import mark_failed
 
@@ -173,7 +174,7 @@ def test_run_dirs_as_arguments(sweep: Path, tmp_path: Path) -> None:
 
 def test_lotra_runs_with_other_lr_constants_are_their_own_series(tmp_path: Path) -> None:
     """Runs that differ only in adapter.multipliers used to be averaged into one plotted point."""
-    from pinnkan.report import _series_label
+    from pinnkan.report.plots import _series_label
 
     write_run(tmp_path / "a", rel_l2=0.1)
     write_run(tmp_path / "b", rel_l2=0.3)

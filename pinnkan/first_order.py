@@ -1,0 +1,149 @@
+"""The first-order loop: Adam or plain gradient descent with exponential lr decay, then
+optional L-BFGS; the step's loss and backward, optionally through torch.compile."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from pinnkan.kan import KAN
+from pinnkan.loss import PinnLoss
+from pinnkan.training import is_out_of_memory
+
+if TYPE_CHECKING:
+    from pinnkan.training import History, TrainState, _Run
+
+log = logging.getLogger("pinnkan")
+
+
+def loss_and_backward(
+    fn: Callable[[KAN, dict[str, Tensor]], Tensor], model: KAN, batch: dict[str, Tensor]
+) -> Tensor:
+    """One step's loss with its gradients accumulated into the parameters."""
+    loss = fn(model, batch)
+    loss.backward()
+    return loss
+
+
+class CompiledStep:
+    """Loss and backward through `torch.compile(loss_fn)`, falling back to eager with one
+    warning line where compiling fails (its first call, forward and backward, is the trial).
+
+    Only the forward engine compiles: nested autograd (create_graph) is what torch.compile
+    refuses, so `train.derivatives=autograd` warns and runs eagerly from the start.
+    """
+
+    def __init__(self, loss_fn: PinnLoss, model: KAN) -> None:
+        self.loss_fn, self.model = loss_fn, model
+        self.compiled: Any = None
+        if loss_fn.engine != "forward":
+            log.warning(
+                "train.compile=true needs train.derivatives=forward (torch.compile cannot take "
+                "second derivatives); running uncompiled"
+            )
+        else:
+            self.compiled = torch.compile(loss_fn)
+        self.tried = False
+
+    def __call__(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.compiled is None:
+            return loss_and_backward(self.loss_fn, self.model, batch)
+        if self.tried:
+            return loss_and_backward(self.compiled, self.model, batch)
+        self.tried = True
+        try:
+            return loss_and_backward(self.compiled, self.model, batch)
+        except Exception as exc:  # any compiler failure: the eager step is always correct
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("train.compile: torch.compile failed (%s); running uncompiled", first)
+            self.compiled = None
+            for p in self.model.parameters():  # adapters are submodules: included
+                p.grad = None
+            return self(batch)
+
+
+def train_first_order(
+    run: _Run, loss_fn: PinnLoss, groups: list[dict[str, Any]], resume: TrainState | None
+) -> History:
+    """Adam (or plain gradient descent, `optim=gd`: the setting of LoTRA's learning-rate
+    theory) with exponential lr decay, then optional L-BFGS (see `pinnkan.training.train`)."""
+    model, cfg, gen = run.model, run.cfg, run.gen
+    device, dtype = model.lo.device, model.lo.dtype
+    opt: torch.optim.Optimizer
+    opt = torch.optim.Adam(groups) if cfg.optimizer == "adam" else torch.optim.SGD(groups)
+    gamma = cfg.lr_decay ** (1.0 / cfg.steps)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+    if resume is not None:
+        opt.load_state_dict(resume.optimizer)
+        sched.load_state_dict(resume.scheduler)
+
+    def state(step: int, rng: Tensor | None = None) -> Callable[[], TrainState]:
+        return lambda: run.state(step, opt.state_dict(), sched.state_dict(), rng)
+
+    if cfg.compile:
+        step_fn: Callable[[dict[str, Tensor]], Tensor] = CompiledStep(loss_fn, model)
+    else:
+        step_fn = functools.partial(loss_and_backward, loss_fn, model)
+    for step in range(run.start + 1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        rng = gen.get_state()  # a step that runs out of memory is checkpointed as not begun
+        try:
+            batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
+            opt.zero_grad(set_to_none=True)
+            value = float(step_fn(batch).detach())
+        except Exception as exc:  # the parameters are untouched until opt.step
+            if not is_out_of_memory(exc):
+                raise
+            raise run.out_of_memory(step, exc, state(step - 1, rng)) from None
+        if not math.isfinite(value):  # before the step: the model stays finite
+            raise run.diverged(step, value, opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        run.elapsed += time.perf_counter() - t0
+        timed_out = run.out_of_time()
+        run.record(step, value, force=timed_out)
+        if run.checkpoint_due(step) or (step == cfg.steps and cfg.lbfgs_steps):
+            run.save(state(step))
+        run.check_stop(step, state(step))
+        if timed_out:
+            run.progress.close()
+            return run.hist
+
+    if cfg.lbfgs_steps:
+        params = [p for g in groups for p in g["params"]]
+        lbfgs = torch.optim.LBFGS(
+            params, lr=1.0, max_iter=1, history_size=50, line_search_fn="strong_wolfe"
+        )
+        batch = loss_fn.sample(4 * cfg.n_interior, 4 * cfg.n_boundary, gen, dtype, device)
+
+        def closure() -> Tensor:
+            lbfgs.zero_grad(set_to_none=True)
+            value = loss_fn(model, batch)
+            value.backward()
+            return value
+
+        for step in range(cfg.steps + 1, run.total + 1):
+            t0 = time.perf_counter()
+            try:
+                value = float(lbfgs.step(closure).detach())
+            except Exception as exc:  # L-BFGS works on 4x the points
+                if not is_out_of_memory(exc):
+                    raise
+                raise run.out_of_memory(step, exc, None) from None
+            run.elapsed += time.perf_counter() - t0
+            if not math.isfinite(value):
+                raise run.diverged(step, value, 1.0)
+            timed_out = run.out_of_time()
+            run.record(step, value, force=timed_out)
+            run.check_stop(step, None)
+            if timed_out:
+                break
+    run.progress.close()
+    return run.hist
