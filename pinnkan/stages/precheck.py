@@ -1,5 +1,7 @@
-"""Compose a stage's config as Hydra will, before Hydra runs, so that an unknown key or a value
-of the wrong type is one line naming the setting instead of Hydra's multi-line report.
+"""Compose a stage's config as Hydra will and validate it as the stage will
+(`pinnkan.stage_setup.validate_config`), before Hydra runs or makes a directory: an unknown
+key, a value of the wrong type or out of range is one line naming the setting, for every job
+of a sweep before the first starts.
 
 A comma or `choice()` sweep is composed once per value; Hydra's other sweep functions
 (`interval`, `range`) are left to Hydra."""
@@ -101,7 +103,8 @@ def _message(stage: str, override: str, cause: BaseException, dirs: list[Path]) 
 
 
 def check_composes(stage: str, args: list[str], config_dirs: list[Path]) -> str | None:
-    """None if every variant of `args` composes, else one line about the first that fails."""
+    """None if every variant of `args` composes and validates, else one line about the first
+    that does not."""
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
     overrides = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
     try:
@@ -110,7 +113,11 @@ def check_composes(stage: str, args: list[str], config_dirs: list[Path]) -> str 
         return None  # a syntax error: Hydra's own message names it
     for variant in _variants(parsed):
         try:
-            _compose(stage, variant, config_dirs)
+            cfg = _compose(stage, variant, config_dirs)
+            plain = OmegaConf.to_container(cfg, resolve=True)
+            validate_config(RunConfig.from_dict(plain))  # type: ignore[arg-type]
+        except PinnkanError as exc:  # a value out of range: the stage's own line
+            return str(exc)
         except (HydraException, OmegaConfBaseException) as exc:
             cause = exc.__cause__ or exc
             bad = next((o for o in variant if f" {o}" in str(exc) or o in str(exc)), None)
