@@ -58,18 +58,9 @@ class BSplineBasis(UniformGrid):
         dense = local.new_zeros(shape).scatter(-1, pos, local)
         return dense[..., ORDER : ORDER + self.n_splines]
 
-    def _local(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-        """Cell index (..., n_in) and the 4 local pieces' values, d/dx, d²/dx² (..., n_in, 4),
-        zero outside the knots."""
-        idx, u, inside = self.locate(x)
-        mask = inside.unsqueeze(-1).to(x.dtype)
-        inv_h = 1.0 / self.h
-        val, d1, d2 = local_cubic(u)
-        return idx, (val * mask, d1 * (mask * inv_h), d2 * (mask * inv_h * inv_h))
-
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (..., n_in) -> phi, dphi/dx, d2phi/dx2, each (..., n_in, n_basis)."""
-        idx, pieces = self._local(x)
+        idx, *pieces = self.local_pieces(x)
         silu = silu_derivatives(x)
         val, d1, d2 = (
             torch.cat([self._scatter(p, idx), s.unsqueeze(-1)], dim=-1)
@@ -95,7 +86,7 @@ class BSplineBasis(UniformGrid):
         x (B, n_in); dx, ddx (D, B, n_in). The chain rule runs on the 4 local pieces before the
         scatter, so no dense (D, B, n_in, n_basis) products are formed.
         """
-        idx, (val, d1, d2) = self._local(x)
+        idx, val, d1, d2 = self.local_pieces(x)
         sv, s1, s2 = silu_derivatives(x)
         # stack [value | first | second] along a new leading axis for one scatter
         dxe, ddxe = dx.unsqueeze(-1), ddx.unsqueeze(-1)  # (D, B, n_in, 1)

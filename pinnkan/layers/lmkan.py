@@ -157,10 +157,7 @@ class LookupKANLayer(CoefficientLayer):
             idx, u = self.grid.locate_extrapolated(x)
             val, d1, d2 = local_cubic(u)  # piece m is spline idx - 3 + m
             return idx, val, d1 * inv_h, d2 * (inv_h * inv_h)
-        idx, u, inside = self.grid.locate(x)
-        mask = inside.unsqueeze(-1).to(x.dtype)
-        val, d1, d2 = local_cubic(u)
-        return idx, val * mask, d1 * (mask * inv_h), d2 * (mask * inv_h * inv_h)
+        return self.grid.local_pieces(x)
 
     def _lookup(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Gathered rows (B, n_pairs, 16, n_out) and the 1-D pieces of both axes (B, n_pairs, 4)."""

@@ -52,7 +52,7 @@ def silu_derivatives(x: Tensor, third: bool = False) -> tuple[Tensor, ...]:
     sig = torch.sigmoid(x)
     q = sig * (1.0 - sig)  # σ'
     w = 1.0 - 2.0 * sig
-    out = (x * sig, sig + x * q, q * (2.0 + x * w))
+    out = (x * sig, sig * (1.0 + x * (1.0 - sig)), q * (2.0 + x * w))
     if third:
         return (*out, q * (w * (3.0 + x * w) - 2.0 * x * q))
     return out
@@ -89,6 +89,15 @@ class UniformGrid:
         # a non-finite x (a diverging run) must give NaN features, not an out-of-range index
         idx = torch.nan_to_num(cell, nan=0.0).clamp(0, self.n_cells - 1).long()
         return idx, s - cell, inside
+
+    def local_pieces(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Cell index (..., n) and the 4 pieces of its splines at x with their first and second
+        derivatives in x, each (..., n, 4), zero outside the knots."""
+        idx, u, inside = self.locate(x)
+        mask = inside.unsqueeze(-1).to(x.dtype)
+        inv_h = 1.0 / self.h  # d/dx = (1/h) d/du
+        val, d1, d2 = local_cubic(u)
+        return idx, val * mask, d1 * (mask * inv_h), d2 * (mask * inv_h * inv_h)
 
     def locate_extrapolated(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Cell index clamped to the cells of grid_range (ORDER .. ORDER + grid_size - 1) and
