@@ -125,24 +125,7 @@ def model_class(kind: str) -> type:
     """The `model=<kind>` dataclass: name, hidden and the layer kind's options."""
     if kind not in LAYER_KINDS:
         raise PinnkanError(f"unknown model {kind!r}; choose one of: {', '.join(LAYER_KINDS)}")
-    kind_ = LAYER_KINDS[kind]
-    if hasattr(kind_, "model"):
-        return kind_.model
-    if kind not in _MODELS:  # TEMPORARY until the layers package lands
-        extra = [(k, Any, field(default=v)) for k, (v, _) in kind_.options.items()]
-        hidden = list(kind_.hidden)
-        _MODELS[kind] = dataclasses.make_dataclass(
-            f"{kind}_model",
-            [
-                ("name", str, field(default=kind)),
-                ("hidden", list[int], field(default_factory=lambda: hidden)),
-                *[(k, t, field(default_factory=(lambda v=d.default: v))) for k, t, d in extra],
-            ],
-        )
-    return _MODELS[kind]
-
-
-_MODELS: dict[str, type] = {}
+    return LAYER_KINDS[kind].model
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 import torch
 
 from pinnkan.jet import affine_input_jet
-from pinnkan.lmkan import LookupKANLayer
+from pinnkan.layers.lmkan import LookupKANLayer
 
 WIDTHS = [2, 32, 32, 1]
 

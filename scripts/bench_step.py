@@ -6,7 +6,7 @@ Dirichlet boundary loss (B/4 points), backward, Adam step. Variants on the same 
   forward     pinnkan's forward derivative engine (fused jet layers, hand-written backward)
   compiled    the same engine under torch.compile, as train.compile=true runs it (--compile)
   unfused     the same jet propagation written with plain autograd ops (the layer path before
-              the fused layer; KANLayer.forward_jet(fused=False))
+              the fused layer; BSplineLayer.forward_jet(fused=False))
   autograd    pinnkan's own KAN with nested autograd (create_graph=True)
   effkan-ref  an efficient-kan-style layer written below (Cox–de Boor recursion, SiLU base
               branch), nested autograd: the common practice users start from

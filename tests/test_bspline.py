@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pinnkan.bases import BSplineBasis
+from pinnkan.layers import BSplineBasis
 
 
 def _points() -> torch.Tensor:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pinnkan.bases import BSplineBasis, bspline_jet
-from pinnkan.bases.bspline_jet import BSplineJetMatmul, bspline_jet_matmul, padded_weight
+from pinnkan.layers import BSplineBasis, bspline_jet
+from pinnkan.layers.bspline_jet import BSplineJetMatmul, bspline_jet_matmul, padded_weight
 
 
 def _inputs(n_in: int, n_out: int, n_dir: int, n_batch: int = 12, seed: int = 0):

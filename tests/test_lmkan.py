@@ -9,7 +9,7 @@ from torch import Tensor
 
 from pinnkan.adapters.tucker import TuckerUpdate, tucker_product
 from pinnkan.jet import Jet, affine_input_jet
-from pinnkan.lmkan import OUTSIDE, LookupKANLayer
+from pinnkan.layers.lmkan import OUTSIDE, LookupKANLayer
 
 F64 = torch.float64
 

@@ -11,12 +11,12 @@ import torch
 
 from pinnkan import runner
 from pinnkan.adapters import AdapterConfig, count_parameters, param_groups, prepare
-from pinnkan.bases import ActivationBasis, ChebyshevBasis, RationalBasis
-from pinnkan.bases.rational import fitted_rational, rational
 from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.derivatives import compute_jet
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN, LAYER_KINDS, layer_extra_parameters
+from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.layers import ActivationBasis, ChebyshevBasis, RationalBasis, layer_extra_parameters
+from pinnkan.layers.rational import fitted_rational, rational
 from pinnkan.merge import merge_adapter
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 

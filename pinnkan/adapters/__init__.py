@@ -29,7 +29,8 @@ from pinnkan.adapters.tucker import (
 )
 from pinnkan.config_checks import as_float, as_int
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN, layer_extra_parameters
+from pinnkan.kan import KAN
+from pinnkan.layers.base import layer_extra_parameters
 
 ADAPTERS = ("lotra", "full", "scratch", "slim")
 LAYER_MODES = ("lotra", "full", "frozen")

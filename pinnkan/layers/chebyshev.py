@@ -1,4 +1,5 @@
-"""Chebyshev basis on a tanh-bounded input (cPIKAN-style): b_k(x) = T_k(tanh x), k = 0..degree.
+"""The Chebyshev KAN layer (`model=chebyshev`, cPIKAN-style): basis b_k(x) = T_k(tanh x),
+k = 0..degree, and the layer factory.
 
 T_k, T_k' and T_k'' come from the three-term recurrences (never acos, whose derivative is
 singular at ±1):
@@ -10,8 +11,24 @@ then the chain rule through t = tanh x: t' = 1 − t², t'' = −2t(1 − t²),
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
+
+from pinnkan.config_checks import as_float, as_int
+from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind
+
+
+@dataclass
+class ChebyshevModel:
+    """`model=chebyshev`: Chebyshev KAN on tanh-bounded inputs; hidden widths and options."""
+
+    name: str = "chebyshev"
+    hidden: list[int] = field(default_factory=lambda: [40, 40])
+    degree: int = 5
+    decay: float = 1.0  # init: std of A[..., k] ∝ (1 + k)^-decay, total variance 1/n_in
 
 
 def chebyshev_recurrence(t: Tensor, degree: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -29,7 +46,7 @@ def chebyshev_recurrence(t: Tensor, degree: int) -> tuple[Tensor, Tensor, Tensor
 class ChebyshevBasis:
     """T_k(tanh x), k = 0..degree; stateless."""
 
-    def __init__(self, degree: int = 5) -> None:
+    def __init__(self, degree: int = ChebyshevModel.degree) -> None:
         if degree < 1:
             raise ValueError(f"degree must be >= 1, got {degree}")
         self.degree = int(degree)
@@ -50,3 +67,27 @@ class ChebyshevBasis:
         dt = (1.0 - t * t).unsqueeze(-1)  # (B, n_in, 1)
         ddt = -2.0 * t.unsqueeze(-1) * dt
         return val, d1 * dt, d2 * dt * dt + d1 * ddt
+
+
+def make_chebyshev_layer(
+    n_in: int, n_out: int, ctx: LayerContext, degree: int, decay: float
+) -> BasisLayer:
+    """A[i, j, k] ~ N(0, σ_k²), σ_k ∝ (1 + k)^(-decay), Σ_k σ_k² = 1/n_in: higher modes start
+    small, so the network starts smooth (T_k'' grows like k⁴)."""
+    k = torch.arange(degree + 1, dtype=torch.float64)
+    std = (1.0 + k) ** (-decay)
+    std = std / std.square().sum().sqrt() / math.sqrt(n_in)
+    a = torch.randn(n_in, n_out, degree + 1, generator=ctx.generator, dtype=ctx.dtype)
+    a = a * std.to(ctx.dtype)
+    return BasisLayer(ChebyshevBasis(degree), a.to(ctx.device), torch.diag(std))
+
+
+KIND = LayerKind(
+    make_chebyshev_layer,
+    ChebyshevModel,
+    {
+        "degree": lambda v, n: as_int(v, n, 1, 64),
+        "decay": lambda v, n: as_float(v, n, 0.0),
+    },
+    init_only=("decay",),
+)

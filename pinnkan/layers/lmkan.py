@@ -1,4 +1,5 @@
-"""Lookup multivariate KAN layer (lmKAN, seed 002) with a C² bicubic cell basis.
+"""The lookup multivariate KAN layer (`model=lmkan`, lmKAN, seed 002) with a C² bicubic cell
+basis, and its layer factory.
 
     y_j = Σ_p f_jp(x_{a(p)}, x_{b(p)}),   f_jp(u, v) = Σ_{cx,cy} A[p, j, cx·n + cy] N_cx(u) N_cy(v)
 
@@ -25,16 +26,31 @@ quadratic into A instead (see `_init_tensor`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pinnkan.bases.bspline import ORDER, local_cubic
+from pinnkan.config_checks import as_choice, as_float
 from pinnkan.jet import Jet
+from pinnkan.layers.base import CoefficientLayer, LayerContext, LayerKind, check_range
+from pinnkan.layers.splines import GRID_RANGE, ORDER, UniformGrid, check_grid_size, local_cubic
 
 GAIN = 0.5  # linear-part gain of the init, keeps hidden values mostly inside grid_range
 OUTSIDE = ("extrapolate", "zero")  # what f does beyond grid_range (see the module docstring)
+
+
+@dataclass
+class LookupKANModel:
+    """`model=lmkan`: lookup multivariate KAN; hidden widths and the layer options."""
+
+    name: str = "lmkan"
+    hidden: list[int] = field(default_factory=lambda: [16, 16])
+    grid_size: int = 5  # intervals per axis on grid_range
+    grid_range: list[float] = field(default_factory=lambda: list(GRID_RANGE))
+    outside: str = "extrapolate"  # one of OUTSIDE
+    scale: float = 0.3  # init: quadratic terms of the random start, relative to the linear ones
 
 
 def greville(grid_size: int, grid_range: tuple[float, float]) -> Tensor:
@@ -47,7 +63,7 @@ def greville(grid_size: int, grid_range: tuple[float, float]) -> Tensor:
     return lo + (torch.arange(grid_size + ORDER, dtype=torch.float64) - 1.0) * h
 
 
-class LookupKANLayer(nn.Module):
+class LookupKANLayer(CoefficientLayer):
     """lmKAN layer: sums of bicubic 2-D splines of input pairs; A (n_pairs, n_out, n_d)."""
 
     def __init__(
@@ -55,33 +71,26 @@ class LookupKANLayer(nn.Module):
         n_in: int,
         n_out: int,
         *,
-        grid_size: int = 8,
-        grid_range: tuple[float, float] = (-1.0, 1.0),
+        grid_size: int = LookupKANModel.grid_size,
+        grid_range: tuple[float, float] = GRID_RANGE,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
-        scale: float = 0.3,
-        outside: str = "extrapolate",
+        scale: float = LookupKANModel.scale,
+        outside: str = LookupKANModel.outside,
     ) -> None:
         super().__init__()
         if n_in < 1 or n_out < 1:
             raise ValueError(f"widths must be positive, got n_in={n_in}, n_out={n_out}")
-        if grid_size < 1:
-            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
-        lo, hi = float(grid_range[0]), float(grid_range[1])
-        if not hi > lo:
-            raise ValueError(f"grid_range must be increasing, got {grid_range}")
+        grid = self.grid = UniformGrid(grid_size, grid_range)  # the same knots on both axes
         if outside not in OUTSIDE:
             raise ValueError(f"outside={outside!r}: choose one of {', '.join(OUTSIDE)}")
         self.outside = outside
         self.n_in, self.n_out = n_in, n_out
-        self.grid_size, self.grid_range = int(grid_size), (lo, hi)
+        self.grid_size, self.grid_range, self.h = grid.grid_size, grid.grid_range, grid.h
         self.n_pairs = (n_in + 1) // 2
-        self.n_splines = grid_size + ORDER  # per axis
+        self.n_splines = grid.n_splines  # per axis
         self.n_d = self.n_splines**2
-        self.h = (hi - lo) / grid_size
-        self.first_knot = lo - ORDER * self.h
-        self.n_cells_ext = self.n_splines + ORDER  # cells of the extended knot range per axis
         self.n_pad = self.n_splines + 2 * ORDER  # padded table side: slot q holds spline q - 3
 
         pairs = torch.arange(self.n_pairs)
@@ -97,7 +106,7 @@ class LookupKANLayer(nn.Module):
 
         self._scale = float(scale)  # curvature share of the init (`init_factor`)
         self.A = nn.Parameter(self._init_tensor(generator, dtype).to(device))
-        self.adapter: nn.Module | None = None
+        self.adapter = None
 
     def _init_tensor(self, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
         """A random quadratic f_jp(u, v) written exactly into the splines (grid independent).
@@ -123,12 +132,6 @@ class LookupKANLayer(nn.Module):
         scales = [std, std, std * self._scale, std * self._scale, std * self._scale]
         return torch.stack([m.reshape(-1) * s for m, s in zip(monomials, scales)], 1)
 
-    def coefficients(self) -> Tensor:
-        """The effective tensor A (+ ΔA), (n_pairs, n_out, n_d), formed once per call."""
-        if self.adapter is None:
-            return self.A
-        return self.A + self.adapter.delta()
-
     def table(self) -> Tensor:
         """The 4-way view of the effective coefficients, (gx, gy, n_out, n_pairs) (seed layout)."""
         n = self.n_splines
@@ -147,20 +150,14 @@ class LookupKANLayer(nn.Module):
 
     def _axis(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One axis: cell index and the 4 local spline values, d/dx, d²/dx², each (..., 4)."""
-        s = (x - self.first_knot) / self.h  # in cells of the extended knot range
         inv_h = 1.0 / self.h
         if self.outside == "extrapolate":
-            # cells ORDER .. ORDER + G - 1 cover [lo, hi]; beyond them the boundary cell's
-            # cubic is continued (u leaves [0, 1)), as the seed continues its bilinear cell
-            cell = torch.nan_to_num(torch.floor(s), nan=ORDER)  # non-finite x: NaN out, no crash
-            cell = cell.clamp(ORDER, ORDER + self.grid_size - 1).detach()
-            val, d1, d2 = local_cubic(s - cell)  # piece m is spline cell - 3 + m
-            return cell.long(), val, d1 * inv_h, d2 * (inv_h * inv_h)
-        cell = torch.floor(s).detach()  # floor has no gradient: du/dx = 1/h
-        inside = ((s >= 0) & (s < self.n_cells_ext)).unsqueeze(-1).to(x.dtype)
-        val, d1, d2 = local_cubic(s - cell)
-        idx = torch.nan_to_num(cell, nan=0.0).clamp(0, self.n_cells_ext - 1).long()
-        return idx, val * inside, d1 * (inside * inv_h), d2 * (inside * inv_h * inv_h)
+            # beyond grid_range the boundary cell's cubic is continued (u leaves [0, 1)), as
+            # the seed continues its bilinear cell
+            idx, u = self.grid.locate_extrapolated(x)
+            val, d1, d2 = local_cubic(u)  # piece m is spline idx - 3 + m
+            return idx, val, d1 * inv_h, d2 * (inv_h * inv_h)
+        return self.grid.local_pieces(x)
 
     def _lookup(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Gathered rows (B, n_pairs, 16, n_out) and the 1-D pieces of both axes (B, n_pairs, 4)."""
@@ -226,7 +223,7 @@ class LookupKANLayer(nn.Module):
         y_k  = Σ_p f_u u_k + f_v v_k
         y_kk = Σ_p f_uu u_k² + 2 f_uv u_k v_k + f_vv v_k² + f_u u_kk + f_v v_kk
         All 1 + 2D components are weights on the same 16 gathered rows, contracted in one bmm.
-        `fused` is accepted for KANLayer's interface; there is one path, made of plain autograd
+        `fused` is accepted for BSplineLayer's interface; there is one path, made of plain autograd
         ops (differentiable twice, traceable by torch.compile).
         """
         del fused
@@ -237,3 +234,38 @@ class LookupKANLayer(nn.Module):
         rows = self._rows().index_select(0, flat).reshape(n_batch, self.n_pairs, 16, self.n_out)
         out = self._contract(w, rows)
         return Jet(out[0], out[1 : 1 + n_dir], out[1 + n_dir :])
+
+
+def make_lmkan_layer(
+    n_in: int,
+    n_out: int,
+    ctx: LayerContext,
+    grid_size: int,
+    grid_range: list[float],
+    outside: str,
+    scale: float,
+) -> LookupKANLayer:
+    """lmKAN: sums of bicubic 2-D functions of input pairs (docs/lmkan.md)."""
+    lo_hi = (grid_range[0], grid_range[1])
+    return LookupKANLayer(
+        n_in,
+        n_out,
+        grid_size=grid_size,
+        grid_range=lo_hi,
+        outside=outside,
+        scale=scale,
+        **ctx.tensor_kw,
+    )
+
+
+KIND = LayerKind(
+    make_lmkan_layer,
+    LookupKANModel,
+    {
+        "grid_size": check_grid_size,
+        "grid_range": check_range,
+        "outside": lambda v, n: as_choice(v, n, OUTSIDE),
+        "scale": lambda v, n: as_float(v, n, 0.0),
+    },
+    init_only=("scale",),
+)

@@ -1,11 +1,11 @@
 """The fused forward-derivative step of a B-spline KAN layer, with a hand-written backward.
 
 One layer maps a jet (x, ∂x/∂z_k, ∂²x/∂z_k²) to the next with a single matmul over
-1 + 2D feature blocks (see `KANLayer.forward_jet`). Written with plain autograd that is ~40 small
-ops, each with a large (1 + 2D, B, n_in, n_basis) temporary saved for backward. Here the forward
-scatters the 5 non-zero local values per input (4 cubic pieces + SiLU) into one dense block and
-the backward gathers the same 5 slots back, so per layer only the dense feature block and the
-small (B, n_in, 5) pieces are kept.
+1 + 2D feature blocks (see `BSplineLayer.forward_jet`). Written with plain autograd that is ~40
+small ops, each with a large (1 + 2D, B, n_in, n_basis) temporary saved for backward. Here the
+forward scatters the 5 non-zero local values per input (4 cubic pieces + SiLU) into one dense
+block and the backward gathers the same 5 slots back, so per layer only the dense feature block
+and the small (B, n_in, 5) pieces are kept.
 
 Slot layout per input: splines 0..S-1, SiLU at S, a dummy slot S+1 that collects the pieces of
 splines beyond the padded grid; the weight has a zero row there, so the dummy never contributes.
@@ -15,68 +15,38 @@ is what `train.derivatives=autograd` replaces, so nothing differentiates it twic
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pinnkan.bases.bspline import ORDER, BSplineBasis
+from pinnkan.layers.splines import CUBIC_THIRD, ORDER, local_cubic, silu_derivatives
 
-# Uniform cubic B-spline pieces in the cell coordinate u: piece m (of spline c - 3 + m) is
-# Σ_p _CUBIC[m][p] u^p; then the same for d/du, d²/du², d³/du³.
-_CUBIC = [
-    [1.0, -3.0, 3.0, -1.0],
-    [4.0, 0.0, -6.0, 3.0],
-    [1.0, 3.0, 3.0, -3.0],
-    [0.0, 0.0, 0.0, 1.0],
-]
-_CUBIC = [[c / 6.0 for c in row] for row in _CUBIC]
-_CUBIC_DERIVS = [_CUBIC]
-for _ in range(3):
-    _CUBIC_DERIVS.append([[p * c for p, c in enumerate(row)][1:] for row in _CUBIC_DERIVS[-1]])
+if TYPE_CHECKING:  # the layer module imports this one
+    from pinnkan.layers.bspline import BSplineBasis
 
 
-def _horner(coef: list[float], u: Tensor) -> Tensor:
-    acc = torch.full_like(u, coef[-1])
-    for c in reversed(coef[:-1]):
-        acc = acc * u + c
-    return acc
-
-
-def _silu_jet(x: Tensor, third: bool) -> tuple[Tensor, ...]:
-    """silu and its derivatives up to order 2 (or 3 when `third`)."""
-    sig = torch.sigmoid(x)
-    q = sig * (1.0 - sig)  # σ'
-    w = 1.0 - 2.0 * sig
-    out = (x * sig, sig + x * q, q * (2.0 + x * w))
-    if third:
-        return (*out, q * (w * (3.0 + x * w) - 2.0 * x * q))
-    return out
-
-
-def _pieces(basis: BSplineBasis, x: Tensor, third: bool) -> tuple[Tensor, list[Tensor]]:
-    """Slot positions (B, 5, n) and the 5 local basis values per derivative order, each
+def _pieces(basis: BSplineBasis, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Slot positions (B, 5, n) and the 5 local basis values per derivative order 0..3, each
     (B, 5, n): the 4 cubic pieces (derivatives in x, i.e. scaled by 1/h per order; zero outside
     the knots), then SiLU. The slot axis sits before the input axis so that every broadcast
     runs along contiguous memory."""
-    s = (x - basis.first_knot) * (1.0 / basis.h)  # (B, n)
-    cell = torch.floor(s)
-    inside = ((s >= 0) & (s < basis.n_splines + ORDER)).to(x.dtype)
-    u = s - cell
+    idx, u, inside = basis.locate(x)  # (B, n) each
+    mask = inside.to(x.dtype).unsqueeze(-2)  # (B, 1, n)
     n_s = basis.n_splines
     offsets = torch.arange(-ORDER, 1, device=x.device).view(4, 1)
-    pos = cell.long().unsqueeze(-2) + offsets  # (B, 4, n): spline index of each piece
+    pos = idx.unsqueeze(-2) + offsets  # (B, 4, n): spline index of each piece
     pos = torch.where((pos >= 0) & (pos < n_s), pos, n_s + 1)
     pos = torch.cat([pos, torch.full_like(pos[:, :1], n_s)], dim=-2)
 
-    orders = 4 if third else 3
-    silu = _silu_jet(x, third)
+    d3 = torch.cat([torch.full_like(mask, c) for c in CUBIC_THIRD], dim=-2)  # (B, 4, n)
+    cubic = [*local_cubic(u, dim=-2), d3]  # each (B, 4, n)
+    silu = silu_derivatives(x, third=True)
     out = []
-    for order in range(orders):
-        scale = inside * (1.0 / basis.h) ** order  # d/dx = (1/h) d/du
-        rows = [_horner(coef, u) * scale for coef in _CUBIC_DERIVS[order]]
-        out.append(torch.stack([*rows, silu[order]], dim=-2))
+    for order, (spl, sil) in enumerate(zip(cubic, silu)):
+        scale = mask * (1.0 / basis.h) ** order  # d/dx = (1/h) d/du
+        out.append(torch.cat([spl * scale, sil.unsqueeze(-2)], dim=-2))
     return pos, out
 
 
@@ -108,7 +78,7 @@ class BSplineJetMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, dx: Tensor, ddx: Tensor, w: Tensor, basis: BSplineBasis):
         n_blocks, (n_batch, n_in), n_out = 1 + 2 * dx.shape[0], x.shape, w.shape[1]
-        pos, (p0, p1, p2, p3) = _pieces(basis, x, third=True)
+        pos, (p0, p1, p2, p3) = _pieces(basis, x)
         dxe, ddxe = dx.unsqueeze(-2), ddx.unsqueeze(-2)  # (D, B, 1, n)
         local = torch.cat([p0.unsqueeze(0), p1 * dxe, p2 * dxe * dxe + p1 * ddxe], 0)
         rows = pos * n_in + torch.arange(n_in, device=x.device)  # (B, 5, n): rows of W

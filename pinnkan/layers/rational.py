@@ -1,4 +1,5 @@
-"""Group-rational basis (KAT, seed 003) with exact first and second derivatives.
+"""The group-rational KAN layer (`model=rational`, KAT, seed 003): its basis with exact first
+and second derivatives, the fitted initial rational and the layer factory.
 
 Per group g of input channels the layer's univariate functions share one denominator
 
@@ -24,10 +25,14 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from pinnkan.config_checks import as_choice, as_float, as_int
+from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind
 
 DEGREE_P = 5  # numerator degree: n_d = DEGREE_P + 1 basis functions per channel
 DEGREE_Q = 4  # denominator degree: DEGREE_Q coefficients per group
@@ -38,6 +43,18 @@ FIT_POINTS = 601
 INPUT_SCALE = 3.0  # u = x / INPUT_SCALE: the fit range maps to [-1, 1]
 
 _ACT = {"identity": lambda x: x, "silu": F.silu, "gelu": F.gelu}
+
+
+@dataclass
+class RationalModel:
+    """`model=rational`: KAT group-rational KAN; hidden widths and the layer options."""
+
+    name: str = "rational"
+    hidden: list[int] = field(default_factory=lambda: [40, 40])
+    groups: int = 4  # denominators per layer; input channels split evenly
+    denominator: str = "smooth"  # one of DENOMINATORS
+    eps: float = 0.01  # smooth form only: s''(0) = 1/sqrt(eps)
+    init_activation: str = "silu"  # one of ACTIVATIONS: P/Q fitted to it on [-3, 3]
 
 
 def soft_abs(t: Tensor, form: str, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -189,8 +206,8 @@ class RationalBasis(nn.Module):
         groups: int,
         b_init: Tensor,
         *,
-        form: str = "smooth",
-        eps: float = 1e-2,
+        form: str = RationalModel.denominator,
+        eps: float = RationalModel.eps,
     ) -> None:
         super().__init__()
         if form not in DENOMINATORS:
@@ -215,3 +232,41 @@ class RationalBasis(nn.Module):
         """x (B, n_in) -> φ, φ', φ'', each (B, n_in, 6)."""
         b = self.channel_denominators()
         return rational_features(x, b, self.form, self.eps)  # type: ignore[return-value]
+
+
+def make_rational_layer(
+    n_in: int,
+    n_out: int,
+    ctx: LayerContext,
+    groups: int,
+    denominator: str,
+    eps: float,
+    init_activation: str,
+) -> BasisLayer:
+    """KAT group-rational layer, variance-preserving init (docs/models.md).
+
+    A[i, j, k] = w_ij · a_k with (a, b) fitted to `init_activation` and
+    w_ij ~ N(0, 1 / (n_in · E[F(x)²])), x ~ N(0, 1): Var y_j = n_in Var(w) E[F²] = 1.
+    """
+    a, b, m2 = fitted_rational(init_activation, denominator, eps if denominator == "smooth" else 0)
+    kw = {"dtype": ctx.dtype}
+    w = torch.randn(n_in, n_out, 1, generator=ctx.generator, **kw) / math.sqrt(n_in * m2)
+    coef = w * torch.tensor(a, **kw)  # (n_in, n_out, 6)
+    basis = RationalBasis(
+        n_in, groups, torch.tensor(b, **kw, device=ctx.device), form=denominator, eps=eps
+    )
+    factor = torch.tensor(a, dtype=torch.float64).reshape(-1, 1) / math.sqrt(n_in * m2)
+    return BasisLayer(basis, coef.to(ctx.device), factor)
+
+
+KIND = LayerKind(
+    make_rational_layer,
+    RationalModel,
+    {
+        "groups": lambda v, n: as_int(v, n, 1, 4096),
+        "denominator": lambda v, n: as_choice(v, n, DENOMINATORS),
+        "eps": lambda v, n: as_float(v, n, 0.0, 1.0, lo_open=True),
+        "init_activation": lambda v, n: as_choice(v, n, ACTIVATIONS),
+    },
+    init_only=("init_activation",),
+)
