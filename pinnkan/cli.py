@@ -1,8 +1,9 @@
 """`pinnkan <stage> [hydra overrides...]`: dispatch to the stage's Hydra entry point.
 
 Config-group choices (pde=, model=, adapter=, optim=), plugins and output directories are
-checked here first, then the whole config is composed and validated (pinnkan.stages.precheck),
-so a typo or a bad value gets one clear line instead of Hydra's multi-line report.
+checked here first (every value of a sweep), then the config is composed and validated
+(pinnkan.stages.precheck), so a typo or a bad value gets one clear line instead of Hydra's
+multi-line report.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pinnkan import __version__
+from pinnkan.adapters.tucker import check_cr
 from pinnkan.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
@@ -100,11 +102,24 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                         else ""
                     )
                     return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}{own}"
+        if key in ("cr",):
+            for v in sweep_values(value):
+                try:
+                    check_cr(float(v))
+                except ValueError:
+                    return f"cr={v} is not a number; pass a compression ratio like cr=0.25"
+                except PinnkanError as exc:
+                    return str(exc)
         output_given = output_given or key in OUTPUT_DIRS
         if key in OUTPUT_DIRS and "," not in value and "$" not in value:
             problem = unwritable_dir(value.strip("'\""))
             if problem:
                 return f"cannot create {key}={value}: {problem}; pass another {key}="
+        if key in ("train.steps", "optim.lbfgs_steps"):
+            for v in sweep_values(value):
+                lowest = 0 if key == "optim.lbfgs_steps" else 1
+                if not v.strip().lstrip("-").isdigit() or int(v) < lowest:
+                    return f"{key}={v} must be an integer >= {lowest}"
     if not output_given:
         problem = unwritable_dir(DEFAULT_OUTPUTS)
         if problem:

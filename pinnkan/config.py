@@ -209,10 +209,8 @@ class RunConfig:
 def _refuse_unknown(given: dict[str, Any], known: list[str], prefix: str) -> None:
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise PinnkanError(
-            f"unknown setting {prefix}{unknown[0]}; {prefix or 'the top level '}has: "
-            f"{', '.join(known)}"
-        )
+        where = prefix[:-1] or "the top level"
+        raise PinnkanError(f"unknown setting {prefix}{unknown[0]}; {where} has: {', '.join(known)}")
 
 
 def _section(cls: type, given: Any, name: str) -> Any:

@@ -99,6 +99,7 @@ def test_core_runs_without_hydra(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import importlib.abc, sys
+        from pathlib import Path
 
         class NoHydra(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
@@ -111,7 +112,7 @@ def test_core_runs_without_hydra(tmp_path: Path) -> None:
         from tests.conftest import tiny_config
 
         cfg = tiny_config({str(tmp_path / "out")!r}, {{"train.steps": 2, "eval.n": 5}})
-        result = runner.pretrain(cfg, {str(tmp_path / "run")!r})
+        result = runner.pretrain(cfg, Path({str(tmp_path / "run")!r}))
         assert result.status == "ok", result.status
         assert not any(m.split(".")[0] in ("hydra", "omegaconf") for m in sys.modules)
         print("ok")
@@ -127,7 +128,7 @@ def test_core_runs_without_hydra(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("cfg", "match"),
     [
-        ({"train": {"stpes": 3}}, r"^unknown setting train\.stpes; train\. has: steps, "),
+        ({"train": {"stpes": 3}}, r"^unknown setting train\.stpes; train has: steps, "),
         ({"bogus": 1}, r"^unknown setting bogus"),
         ({"pde": {"name": "elliptic", "wieghts": {}}}, r"^unknown setting pde\.wieghts"),
         ({"adapter": {"rank": [1, 1, 1]}}, r"^unknown setting adapter\.rank"),

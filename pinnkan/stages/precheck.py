@@ -1,7 +1,8 @@
 """Compose a stage's config as Hydra will and validate it as the stage will
 (`pinnkan.stage_setup.validate_config`), before Hydra runs or makes a directory: an unknown
-key, a value of the wrong type or out of range is one line naming the setting, for every job
-of a sweep before the first starts.
+key, a value of the wrong type or out of range is one line naming the setting. Every value of
+a sweep is composed (keys and types); ranges are checked for the first job, the others' by
+their own jobs, so one bad value fails its job, not the sweep.
 
 A comma or `choice()` sweep is composed once per value; Hydra's other sweep functions
 (`interval`, `range`) are left to Hydra."""
@@ -111,11 +112,12 @@ def check_composes(stage: str, args: list[str], config_dirs: list[Path]) -> str 
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
         return None  # a syntax error: Hydra's own message names it
-    for variant in _variants(parsed):
+    for i, variant in enumerate(_variants(parsed)):
         try:
             cfg = _compose(stage, variant, config_dirs)
-            plain = OmegaConf.to_container(cfg, resolve=True)
-            validate_config(RunConfig.from_dict(plain))  # type: ignore[arg-type]
+            if i == 0:  # a sweep's further values are checked by their own jobs
+                plain = OmegaConf.to_container(cfg, resolve=True)
+                validate_config(RunConfig.from_dict(plain))  # type: ignore[arg-type]
         except PinnkanError as exc:  # a value out of range: the stage's own line
             return str(exc)
         except (HydraException, OmegaConfBaseException) as exc:
