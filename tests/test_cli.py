@@ -317,7 +317,7 @@ def test_multirun_with_a_failed_job(tmp_path: Path, source_run: SourceRun) -> No
 # --- 8. bad input -------------------------------------------------------------------------------
 def _truncated(tmp: Path, src: SourceRun) -> str:
     data = (src.run_dir / MODEL_FILE).read_bytes()
-    path = tmp / "half.safetensors"
+    path = tmp / "half.pt"  # the content, not the name, tells what a file is
     path.write_bytes(data[: len(data) // 2])
     return f"source={path}"
 

@@ -20,8 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from pinnkan.adapters.tucker import TuckerUpdate
-from pinnkan.checkpoint import ADAPTER_FORMAT, file_in, load_checkpoint, save_checkpoint
-from pinnkan.checkpoint import tensors_hash as _tensors_hash
+from pinnkan.checkpoint import (
+    ADAPTER_FORMAT,
+    file_in,
+    load_checkpoint,
+    save_checkpoint,
+    tensors_hash,
+)
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN, layer_extra_parameters, spec_differences
 
@@ -63,7 +68,7 @@ def base_hash(model: KAN, dtype: torch.dtype | None = None) -> str:
         for k, v in model.base_state().items()
         if k.startswith("layers.")
     }
-    return _tensors_hash(frozen)
+    return tensors_hash(frozen)
 
 
 def adapter_dtype(meta: dict[str, Any]) -> torch.dtype:
