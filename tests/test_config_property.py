@@ -81,7 +81,7 @@ FIELDS: dict[str, tuple[Any, Any, str]] = {
         st.one_of(st.just([1.0, 0.0]), st.just([0.5, 0.5]), st.just([math.nan, 1.0])),
         "model.grid_range",
     ),
-    "eval.n": (ints(2, 10), bad_ints(2), "eval.n"),
+    "eval.n": (ints(2, 10), bad_ints(2, null_ok=True), "eval.n"),  # null: the family's grid
     "seed": (ints(0, 10_000), bad_ints(0), "seed"),
     "precision": (
         st.sampled_from(["float32", "float64"]),
