@@ -48,7 +48,7 @@ examples:
   pinnkan transfer -m hydra/launcher=joblib cr=0.5,0.25 pde.target.mu=1.5,2
   pinnkan report outputs/multirun/transfer/elliptic/<time> --out report/
   pinnkan pretrain resume=outputs/pretrain/elliptic/<run>   (continue an interrupted run)
-  pinnkan merge outputs/transfer/elliptic/<run> --out merged.pt
+  pinnkan merge outputs/transfer/elliptic/<run> --out merged.safetensors
   pinnkan <stage> --help      (Hydra's help: every config value)
 """
 
@@ -180,12 +180,14 @@ def merge_main(args: list[str]) -> int:
         description="Apply a LoTRA adapter file to the base model it was trained on and write "
         "the merged model. The base must be the adapter's own (checked by hash).",
     )
-    parser.add_argument("adapter", type=Path, help="adapter.pt or the transfer run directory")
     parser.add_argument(
-        "--base", type=Path, default=None, help="base model.pt or run dir (default: recorded)"
+        "adapter", type=Path, help="adapter.safetensors (or an old adapter.pt) or the run dir"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="output file (default: merged.pt beside it)"
+        "--base", type=Path, default=None, help="base model file or run dir (default: recorded)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output file (default: merged.safetensors beside it)"
     )
     ns = parser.parse_args(args)
     try:

@@ -16,28 +16,19 @@ from typing import Any
 from pinnkan.adapters import AdapterConfig
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import LAYER_KINDS
-from pinnkan.levenberg_marquardt import LMConfig
+from pinnkan.options import (  # noqa: F401  (part of the config)
+    DEFAULT_OPTIMIZER,
+    OPTIMIZERS,
+    AdamOptions,
+    GDOptions,
+    LMOptions,
+    TrainOptions,
+    stage_value,
+)
 from pinnkan.pde import FAMILIES, PDEFamily
 from pinnkan.pde.base import DEFAULT_WEIGHTS
 
 STAGES = ("pretrain", "transfer")
-
-
-@dataclass
-class TrainOptions:
-    """`train:` a stage's budget, sampling, progress and checkpoints."""
-
-    steps: int | None = None  # null: the optimizer's default for the stage (optim.steps)
-    max_seconds: float = 0.0  # stop training after this many seconds (0: no limit)
-    n_interior: int = 1024  # interior collocation points per step (resampled every step)
-    n_boundary: int = 256  # points per boundary / initial condition per step
-    derivatives: str = "forward"  # forward (jet propagation) | autograd (nested autograd)
-    compile: bool = False  # torch.compile the forward engine's loss: ~1.5x per step, ~40 s once
-    eval_every: int = 100  # relative L2 on the evaluation grid every N steps (history/)
-    log_every: int = 250  # log line every N steps when stderr is not a terminal
-    progress: str = "auto"  # auto | bar | log | none
-    checkpoint_every: int = 250  # resumable training state (checkpoint.pt) every N steps; 0: never
-    check_memory: bool = True  # refuse a config whose training step cannot fit in free memory
 
 
 @dataclass
@@ -78,47 +69,6 @@ class PDEConfig:
         return cls(
             name=family.name, source=dict(family.defaults), target=dict(family.target_params)
         )
-
-
-@dataclass
-class AdamOptions:
-    """`optim=adam`: Adam with exponential decay to lr·lr_decay, then optional L-BFGS."""
-
-    name: str = "adam"
-    lr: Any = field(default_factory=lambda: {"pretrain": 0.01, "transfer": 0.03})  # or a number
-    lr_decay: float = 0.1
-    lbfgs_steps: int = 0
-    steps: Any = field(default_factory=lambda: {"pretrain": 3000, "transfer": 2500})
-
-
-@dataclass
-class GDOptions(AdamOptions):
-    """`optim=gd`: plain gradient descent, the setting of LoTRA's learning-rate theory."""
-
-    name: str = "gd"
-    lr: Any = field(default_factory=lambda: {"pretrain": 1.0e-3, "transfer": 1.0e-3})
-    steps: Any = field(default_factory=lambda: {"pretrain": 5000, "transfer": 2500})
-
-
-@dataclass
-class LMOptions(LMConfig):
-    """`optim=lm`: Levenberg–Marquardt on the residual vector (float64 under precision=auto)."""
-
-    name: str = "lm"
-    steps: Any = field(default_factory=lambda: {"pretrain": 500, "transfer": 300})
-
-
-OPTIMIZERS: dict[str, type] = {"adam": AdamOptions, "gd": GDOptions, "lm": LMOptions}
-DEFAULT_OPTIMIZER = "lm"
-
-
-def stage_value(value: Any, stage: str, name: str) -> Any:
-    """A per-stage value ({pretrain: .., transfer: ..}) for `stage`, or a plain value."""
-    if isinstance(value, dict):
-        if stage not in value:
-            raise PinnkanError(f"{name} has no entry for stage {stage!r}: {value}")
-        return value[stage]
-    return value
 
 
 def model_class(kind: str) -> type:

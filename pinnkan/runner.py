@@ -12,15 +12,15 @@ from typing import Any
 import torch
 
 from pinnkan.adapters import (
+    ADAPTER_FILE,
     adapter_summary,
     needs_source,
     param_groups,
     prepare,
+    save_adapter,
 )
 from pinnkan.atomic import make_dir
 from pinnkan.checkpoint import (
-    ADAPTER_FILE,
-    ADAPTER_FORMAT,
     MODEL_FILE,
     MODEL_FORMAT,
     load_checkpoint,
@@ -49,7 +49,8 @@ log = logging.getLogger("pinnkan")
 
 
 def pretrain(cfg: RunConfig | dict[str, Any], run_dir: Path, config_yaml: str = "") -> RunResult:
-    """Train a source KAN on the family's source parameters; write model.pt, results.h5, plots.
+    """Train a source KAN on the family's source parameters; write model.safetensors,
+    results.h5, plots.
 
     `cfg` is a RunConfig or a plain dict of the settings that differ from the defaults. With
     `resume` = run_dir it continues that run from its checkpoint.pt."""
@@ -196,30 +197,16 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         if layer.adapter is not None
     }
     if lotra:
-        adapter_state = {
-            f"layers.{i}.{c}": torch.from_numpy(v) for i, d in lotra.items() for c, v in d.items()
-        }
-        # layers fine-tuned in full (adapter.layers) travel whole (A and extra parameters): the
-        # adapter alone rebuilds them
-        adapter_state.update(
-            {n: p for n, p in model.named_parameters() if p.requires_grad and ".adapter." not in n}
-        )
-        save_checkpoint(
+        save_adapter(
+            model,
             run_dir / ADAPTER_FILE,
-            ADAPTER_FORMAT,
             {
                 **spec_meta,
                 "adapter": acfg.name,
                 "cr": acfg.cr,
-                "ranks": {
-                    str(i): list(layer.adapter.ranks)
-                    for i, layer in enumerate(model.layers)
-                    if layer.adapter is not None
-                },
                 "base_hash": tensors_hash(base),
                 "base_source": str(source_path) if source_path else None,
             },
-            adapter_state,
         )
     model_tensors = None
     if acfg.name != "scratch":

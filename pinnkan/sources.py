@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pinnkan.checkpoint import MODEL_FILE
+from pinnkan.checkpoint import model_file
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN, spec_differences
 from pinnkan.pde import PDEFamily
@@ -14,13 +14,14 @@ from pinnkan.results import RESULTS_FILE, root_attrs
 
 
 def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Path:
-    """Newest finished pretrain run of `pde` under `outputs_root` (a run dir with model.pt)."""
+    """Newest finished pretrain run of `pde` under `outputs_root` (a run dir with a model file:
+    model.safetensors, or model.pt of an earlier pinnkan version)."""
     found = []
     for res in Path(outputs_root).rglob(RESULTS_FILE):
         run = res.parent
         if exclude is not None and run.resolve() == exclude.resolve():
             continue
-        if not (run / MODEL_FILE).is_file():
+        if not model_file(run).is_file():
             continue
         attrs = root_attrs(res)
         ok = attrs.get("stage") == "pretrain" and attrs.get("pde") == pde
@@ -35,11 +36,10 @@ def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Pa
 
 
 def source_checkpoint(source: str | None, outputs_root: Path, pde: str, run_dir: Path) -> Path:
-    """model.pt of the given source (run dir or file), or of the newest pretrain run."""
+    """The model file of the given source (run dir or file), or of the newest pretrain run."""
     if source:
-        p = Path(source)
-        return p / MODEL_FILE if p.is_dir() else p
-    return find_source(outputs_root, pde, exclude=run_dir) / MODEL_FILE
+        return model_file(source)
+    return model_file(find_source(outputs_root, pde, exclude=run_dir))
 
 
 def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KAN) -> None:

@@ -13,15 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnkan.config import (
-    DEFAULT_OPTIMIZER,
-    AdamOptions,
-    TrainOptions,
-    stage_value,
-)
-from pinnkan.config import (
-    OPTIMIZERS as OPTIMIZER_OPTIONS,
-)
 from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.derivatives import ENGINES
 from pinnkan.errors import PinnkanError
@@ -29,6 +20,15 @@ from pinnkan.evaluation import Evaluator
 from pinnkan.kan import KAN
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.loss import PinnLoss
+from pinnkan.options import (
+    DEFAULT_OPTIMIZER,
+    AdamOptions,
+    TrainOptions,
+    stage_value,
+)
+from pinnkan.options import (
+    OPTIMIZERS as OPTIMIZER_OPTIONS,
+)
 from pinnkan.progress import Progress
 
 MAX_LR = 10.0  # no PINN trains with a larger Adam step; far below float32 overflow

@@ -54,7 +54,7 @@ def with_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", required=True, help="pretrain run dir (or its model.pt)")
+    ap.add_argument("--source", required=True, help="pretrain run dir (or its model file)")
     ap.add_argument("--hidden", default="32,32", help="hidden widths of the source network")
     ap.add_argument("overrides", nargs="+", help="JSON objects of dotted overrides, one per run")
     args = ap.parse_args()

@@ -129,6 +129,6 @@ def source_run(tmp_path_factory: pytest.TempPathFactory) -> SourceRun:
         ["pretrain", "pde=elliptic", *tiny(root), f"hydra.run.dir={run_dir}"], cwd=base
     )
     assert proc.returncode == 0, describe(proc)
-    assert (run_dir / "model.pt").is_file(), describe(proc)
+    assert (run_dir / "model.safetensors").is_file(), describe(proc)
     assert (run_dir / "results.h5").is_file(), describe(proc)
     return SourceRun(run_dir=run_dir, outputs_root=root)

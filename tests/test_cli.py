@@ -16,7 +16,8 @@ import torch
 import yaml
 from conftest import SourceRun, describe, run_pinnkan, tiny
 
-from pinnkan.checkpoint import tensors_hash
+from pinnkan.adapters import ADAPTER_FILE, read_adapter
+from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint, tensors_hash
 
 PDES = ("elliptic", "parabolic", "hyperbolic", "wave")
 AXES = {
@@ -29,7 +30,7 @@ PDE_PARAM = {"elliptic": "mu", "parabolic": "nu", "hyperbolic": "beta", "wave": 
 N_D = 5 + 4  # default grid_size 5 -> cubic B-spline basis plus SiLU: 9 coefficients per edge
 # TINY: model.hidden=[4] -> widths [2, 4, 1]; (n_in, n_out) of each layer
 LAYERS = [(2, 4), (4, 1)]
-RUN_FILES = ("results.h5", "model.pt", "fields.png", "training.png")
+RUN_FILES = ("results.h5", MODEL_FILE, "fields.png", "training.png")
 
 
 def results(run_dir: Path) -> Path:
@@ -82,14 +83,15 @@ def pde_runs(
 
 
 def test_family_run_files(pde_runs: tuple[str, Path, Path]) -> None:
-    """Both runs leave results.h5, model.pt and the two plots; the transfer also adapter.pt."""
+    """Both runs leave results.h5, the model file and the two plots; the transfer also the
+    adapter file."""
     _, pre_dir, tr_dir = pde_runs
     for run_dir in (pre_dir, tr_dir):
         for name in RUN_FILES:
             assert (run_dir / name).is_file(), f"{run_dir} lacks {name}"
             assert (run_dir / name).stat().st_size > 0, f"{run_dir / name} is empty"
-    assert (tr_dir / "adapter.pt").is_file()
-    assert not (pre_dir / "adapter.pt").exists()
+    assert (tr_dir / ADAPTER_FILE).is_file()
+    assert not (pre_dir / ADAPTER_FILE).exists()
 
 
 def test_family_transfer_found_newest_source(pde_runs: tuple[str, Path, Path]) -> None:
@@ -97,7 +99,7 @@ def test_family_transfer_found_newest_source(pde_runs: tuple[str, Path, Path]) -
     _, pre_dir, tr_dir = pde_runs
     with h5py.File(results(tr_dir), "r") as f:
         source = Path(attr_str(f.attrs["source"]))
-    assert source.resolve() == (pre_dir / "model.pt").resolve()
+    assert source.resolve() == (pre_dir / MODEL_FILE).resolve()
 
 
 def test_family_results_layout(pde_runs: tuple[str, Path, Path]) -> None:
@@ -161,13 +163,13 @@ def test_adapter(adapter: str, tmp_path: Path, source_run: SourceRun) -> None:
             assert m["n_trainable"] == m["n_full_finetune"]
         if uses_source:
             src = Path(attr_str(f.attrs["source"]))
-            assert src.resolve() == (source_run.run_dir / "model.pt").resolve()
+            assert src.resolve() == (source_run.run_dir / MODEL_FILE).resolve()
             a_pt = f["model/layer_0/A_pretrained"][()]
         else:
             assert "source" not in f.attrs
-    assert (run_dir / "adapter.pt").exists() == (adapter in ("lotra", "slim"))
+    assert (run_dir / ADAPTER_FILE).exists() == (adapter in ("lotra", "slim"))
     if uses_source:
-        state = torch.load(source_run.run_dir / "model.pt", weights_only=True)["state"]
+        state = load_checkpoint(source_run.run_dir / MODEL_FILE, MODEL_FORMAT)[1]
         np.testing.assert_array_equal(a_pt, state["layers.0.A"].numpy())
     if adapter == "slim":
         _check_slim_results(run_dir)
@@ -177,7 +179,7 @@ def _check_slim_results(run_dir: Path) -> None:
     """Slim KAN's results.h5 describes what was trained: the frozen A is 0 (so delta is the
     whole final tensor), the init is the layer kind's, and the adapter file's base hash is
     that of the zero tensors that were actually frozen."""
-    final = torch.load(run_dir / "model.pt", weights_only=True)["state"]
+    final = load_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT)[1]
     frozen = {}
     with h5py.File(results(run_dir), "r") as f:
         assert attr_str(f.attrs["init"]) == "layer_kind"
@@ -186,7 +188,7 @@ def _check_slim_results(run_dir: Path) -> None:
             assert not a_pt.any()
             np.testing.assert_array_equal(delta, final[f"layers.{i}.A"].numpy())
             frozen[f"layers.{i}.A"] = torch.zeros(a_pt.shape, dtype=final[f"layers.{i}.A"].dtype)
-    meta = json.loads(torch.load(run_dir / "adapter.pt", weights_only=True)["meta"])
+    meta = read_adapter(run_dir).meta
     assert meta["base_hash"] == tensors_hash(frozen)
 
 
@@ -204,9 +206,9 @@ def test_lotra_options(
 ) -> None:
     """init / lr_strategy / multipliers overrides reach the run (attrs and stored config).
 
-    One case names the source as the model.pt file instead of the run directory.
+    One case names the source as the model file instead of the run directory.
     """
-    source = source_run.run_dir / "model.pt" if source_file else source_run.run_dir
+    source = source_run.run_dir / MODEL_FILE if source_file else source_run.run_dir
     run_dir = tmp_path / "run"
     args = [
         "transfer",
@@ -314,8 +316,8 @@ def test_multirun_with_a_failed_job(tmp_path: Path, source_run: SourceRun) -> No
 
 # --- 8. bad input -------------------------------------------------------------------------------
 def _truncated(tmp: Path, src: SourceRun) -> str:
-    data = (src.run_dir / "model.pt").read_bytes()
-    path = tmp / "half.pt"
+    data = (src.run_dir / MODEL_FILE).read_bytes()
+    path = tmp / "half.pt"  # the content, not the name, tells what a file is
     path.write_bytes(data[: len(data) // 2])
     return f"source={path}"
 
@@ -386,7 +388,7 @@ def test_bad_input(case: str, tmp_path: Path, source_run: SourceRun) -> None:
     assert expect in lines[-1], describe(proc)
     assert "Traceback" not in proc.stdout + proc.stderr, describe(proc)
     assert not list(tmp_path.rglob("results.h5")), describe(proc)
-    assert not list(tmp_path.rglob("model.pt")), describe(proc)
+    assert not list(tmp_path.rglob(MODEL_FILE)), describe(proc)
     assert sorted(source_run.outputs_root.rglob("results.h5")) == before
 
 

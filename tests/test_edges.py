@@ -27,12 +27,14 @@ import torch
 from pinnkan import cli
 from pinnkan.atomic import WriteFailed
 from pinnkan.checkpoint import (
+    MODEL_FILE,
     MODEL_FORMAT,
     STATE_FILE,
     load_checkpoint,
     load_train_state,
     save_checkpoint,
 )
+from pinnkan.merge import MERGED_FILE
 from pinnkan.results import RESULTS_FILE, read_results
 from pinnkan.runlock import LOCK_FILE, RunDirBusy, acquire, release, run_lock
 from tests.conftest import SourceRun, describe, run_pinnkan, start_pinnkan, tiny
@@ -123,7 +125,7 @@ def fill(folder: Path) -> Path:
 
 # --- writes that fail ----------------------------------------------------------------------------
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path) -> None:
-    path = tmp_path / "model.pt"
+    path = tmp_path / MODEL_FILE
     save_checkpoint(path, MODEL_FORMAT, {"v": 1}, {"w": torch.zeros(4)})
     before = path.read_bytes()
     with file_size_limit(20000), pytest.raises(WriteFailed) as info:
@@ -218,7 +220,7 @@ def test_report_and_merge_outputs_that_cannot_be_written(
         tmp_path,
     )
     assert proc.returncode == 0, describe(proc)
-    assert cli.main(["merge", str(transfer), "--out", str(blocker / "m.pt")]) == 2
+    assert cli.main(["merge", str(transfer), "--out", str(blocker / "m.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"pinnkan: error: cannot write {blocker}")
     assert blocker.read_text() == "x"
@@ -228,7 +230,7 @@ def test_report_and_merge_outputs_that_cannot_be_written(
 def _broken(kind: str, good: Path, folder: Path) -> Path:
     """A file where a pinnkan file is expected: empty, truncated, text, HDF5, other pinnkan."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{kind}.pt"
+    path = folder / f"{kind}.safetensors"
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "truncated":
@@ -253,7 +255,7 @@ REASONS = {
 
 @pytest.mark.parametrize("kind", list(REASONS))
 def test_transfer_source_that_is_no_model(tmp_path: Path, source_run: SourceRun, kind: str) -> None:
-    bad = _broken(kind, source_run.run_dir / "model.pt", tmp_path / "files")
+    bad = _broken(kind, source_run.run_dir / MODEL_FILE, tmp_path / "files")
     root = tmp_path / "outputs"
     proc = run_pinnkan(["transfer", *tiny(root), f"source={bad}"], tmp_path)
     one_error_line(proc, str(bad), REASONS[kind])
@@ -264,12 +266,12 @@ def test_transfer_source_that_is_no_model(tmp_path: Path, source_run: SourceRun,
 def test_merge_fed_broken_files(
     tmp_path: Path, source_run: SourceRun, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = _broken(kind, source_run.run_dir / "model.pt", tmp_path)
-    for args in ([str(bad)], [str(bad), "--out", str(tmp_path / "m.pt")]):
+    bad = _broken(kind, source_run.run_dir / MODEL_FILE, tmp_path)
+    for args in ([str(bad)], [str(bad), "--out", str(tmp_path / "m.safetensors")]):
         assert cli.main(["merge", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(bad) in err[0] and REASONS[kind] in err[0], err
-    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "merged.pt").exists()
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / MERGED_FILE).exists()
 
 
 def test_merge_onto_a_broken_base(
@@ -283,11 +285,11 @@ def test_merge_onto_a_broken_base(
     )
     assert proc.returncode == 0, describe(proc)
     for kind, reason in REASONS.items():
-        bad = _broken(kind, source_run.run_dir / "model.pt", tmp_path / "files")
+        bad = _broken(kind, source_run.run_dir / MODEL_FILE, tmp_path / "files")
         assert cli.main(["merge", str(transfer), "--base", str(bad)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(bad) in err[0] and reason in err[0], err
-    assert not (transfer / "merged.pt").exists()
+    assert not (transfer / MERGED_FILE).exists()
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "text", "foreign"])
@@ -308,7 +310,7 @@ def test_report_fed_a_broken_results_file(
         with h5py.File(bad, "w") as f:
             f["x"] = np.zeros(3)
     else:
-        shutil.copy(_broken(kind, source_run.run_dir / "model.pt", tmp_path / "f"), bad)
+        shutil.copy(_broken(kind, source_run.run_dir / MODEL_FILE, tmp_path / "f"), bad)
     assert cli.main(["report", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0], err
@@ -341,7 +343,7 @@ def test_resume_from_a_broken_checkpoint(
 ) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(killed_run, run_dir)
-    bad = _broken(kind, source_run.run_dir / "model.pt", tmp_path / "files")
+    bad = _broken(kind, source_run.run_dir / MODEL_FILE, tmp_path / "files")
     shutil.copy(bad, run_dir / STATE_FILE)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     proc = run_pinnkan(["pretrain", f"resume={run_dir}"], tmp_path)

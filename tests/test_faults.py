@@ -219,7 +219,7 @@ def test_nan_loss_stops_with_diverged_status_and_keeps_the_last_good_checkpoint(
     _, state = load_train_state(run_dir / STATE_FILE)
     assert state.step == 10
     assert all(torch.isfinite(t).all() for t in state.model.values() if t.is_floating_point())
-    assert not (run_dir / "model.pt").exists()
+    assert not (run_dir / "model.safetensors").exists()
 
 
 def test_a_last_step_that_blows_up_the_network_is_diverged_not_ok(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ def test_a_last_step_that_blows_up_the_network_is_diverged_not_ok(tmp_path: Path
         runner.pretrain(cfg, tmp_path / "run")
     res = read_results(tmp_path / "run" / RESULTS_FILE)
     assert res["attrs"]["status"] == "diverged" and "rel_l2" not in res["metrics"]
-    assert not (tmp_path / "run" / "model.pt").exists()
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_resume_refuses_a_changed_config_and_a_finished_run(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pinnkan import runner
-from pinnkan.checkpoint import ADAPTER_FILE, MODEL_FILE, MODEL_FORMAT, load_checkpoint
+from pinnkan.adapters import ADAPTER_FILE
+from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_adapter
 from tests.conftest import SourceRun, describe, run_pinnkan, tiny, tiny_config
@@ -68,7 +69,7 @@ def test_merge_refuses_another_base(lotra_run: Path, tmp_path: Path) -> None:
 
 
 def test_merge_command(lotra_run: Path, tmp_path: Path) -> None:
-    out = tmp_path / "merged.pt"
+    out = tmp_path / "merged.safetensors"
     proc = run_pinnkan(["merge", str(lotra_run), "--out", str(out)], tmp_path)
     assert proc.returncode == 0, describe(proc)
     meta, _ = load_checkpoint(out, MODEL_FORMAT)

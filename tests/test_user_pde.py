@@ -47,7 +47,7 @@ def test_pretrain_transfer_and_resume_a_family_from_outside(tmp_path: Path, on_p
     )
     assert proc.returncode == 0, describe(proc)
     res = read_results(tr / RESULTS_FILE)
-    assert res["attrs"]["source"] == str(pre / "model.pt")
+    assert res["attrs"]["source"] == str(pre / "model.safetensors")
     assert res["attrs"]["pde_params"]["kappa"] == 3.0
     # resume= brings the --config-dir back (Hydra records it in .hydra/hydra.yaml, not in
     # the overrides)

@@ -9,6 +9,10 @@
 A layer's extra parameters (`layer_extra_parameters`: rational denominators, MLP biases) are
 trainable under full / scratch and in layers a lotra run fine-tunes in full; otherwise (lotra,
 slim, frozen layers) they stay frozen, so the adapter file plus the base rebuild the model.
+
+The PEFT-style API: `apply(model, config, generator, loss_fn)` attaches adapters;
+`save_adapter` / `load_adapter` write them to and attach them from an adapter file that names
+its base (pinnkan.adapters.files); `merge(model)` folds them into a plain network.
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pinnkan.adapters.files import (
+    ADAPTER_FILE,
+    AdapterFile,
+    adapter_file,
+    load_adapter,
+    merge,
+    read_adapter,
+    record_base,
+    save_adapter,
+    set_trainable,
+)
 from pinnkan.adapters.tucker import (
     INITS,
     TuckerUpdate,
@@ -143,7 +158,7 @@ def prepare(
     cfg.validate(n_layers)
     if cfg.name in ("full", "scratch"):
         for layer in model.layers:
-            _set_trainable(layer, True)
+            set_trainable(layer, True)
         return
     modes = cfg.layers or ["lotra"] * n_layers
     init = cfg.init
@@ -156,7 +171,7 @@ def prepare(
         if cfg.name == "slim" and mode == "lotra":
             with torch.no_grad():
                 layer.A.zero_()  # the Tucker form alone is the layer
-        _set_trainable(layer, mode == "full")
+        set_trainable(layer, mode == "full")
         if mode != "lotra":
             continue
         shape = layer_shape(model, idx)
@@ -170,11 +185,18 @@ def prepare(
         layer.adapter = upd
 
 
-def _set_trainable(layer: torch.nn.Module, flag: bool) -> None:
-    """A and the layer's extra parameters trainable (or frozen) together."""
-    layer.A.requires_grad_(flag)
-    for p in layer_extra_parameters(layer):
-        p.requires_grad_(flag)
+def apply(
+    model: KAN,
+    config: AdapterConfig,
+    generator: torch.Generator,
+    loss_fn: Callable[[KAN], Tensor] | None = None,
+) -> KAN:
+    """Attach adapters to `model` in place as `config` says (`prepare`) and record the hash of
+    the base they adapt, which `save_adapter` writes; returns `model`. `loss_fn` (the target
+    loss) is needed by the gradient inits (grad, hosvd)."""
+    prepare(model, config, generator, loss_fn)
+    record_base(model)
+    return model
 
 
 def _trainable_extras(layer: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -249,11 +271,19 @@ def adapter_summary(model: KAN) -> list[dict[str, Any]]:
 
 __all__ = [
     "ADAPTERS",
+    "ADAPTER_FILE",
     "AdapterConfig",
+    "AdapterFile",
     "TuckerUpdate",
+    "adapter_file",
     "adapter_summary",
+    "apply",
     "count_parameters",
+    "load_adapter",
+    "merge",
     "needs_source",
     "param_groups",
     "prepare",
+    "read_adapter",
+    "save_adapter",
 ]
