@@ -156,6 +156,16 @@ class RunConfig:
         return out
 
 
+def set_dotted(cfg: dict[str, Any], path: str, value: Any) -> None:
+    """cfg["a"]["b"] = value for the dotted path "a.b", creating missing levels (a library
+    call's way to write a command line's `a.b=value`)."""
+    *parents, last = path.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
 def _refuse_unknown(given: dict[str, Any], known: list[str], prefix: str) -> None:
     unknown = sorted(set(given) - set(known))
     if unknown:

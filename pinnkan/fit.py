@@ -3,6 +3,7 @@ memory), each stop leaving partial results and a one-line message."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +35,34 @@ from pinnkan.training import (
 )
 
 
+@dataclass
+class StageRun:
+    """One stage's pieces, as `fit` trains them and writes the partial results of a stop."""
+
+    cfg: RunConfig
+    model: KAN
+    pde: PDEFamily
+    setup: Setup
+    loss_fn: PinnLoss
+    gen: torch.Generator
+    run_dir: Path
+    config_yaml: str = ""
+
+
 def fit(
-    cfg: RunConfig,
-    model: KAN,
-    pde: PDEFamily,
-    setup: Setup,
+    run: StageRun,
     groups: list[dict[str, Any]],
-    gen: torch.Generator,
     desc: str,
-    loss_fn: PinnLoss,
-    run_dir: Path,
     resume: tuple[dict, TrainState] | None,
     state_meta: dict[str, Any],
-    report: tuple[str, str, dict[str, Any], dict[str, Any]],
+    report: tuple[str, dict[str, Any], dict[str, Any]],
 ) -> History:
     """Train with checkpoints, resume and clean stops; on a stop write the partial results.
 
-    `report` = (stage, config_yaml, extra metrics, attrs): what `build_result` needs for them."""
-    stage, config_yaml, extra, attrs = report
+    `report` = (stage, extra metrics, attrs): what `build_result` needs for them."""
+    stage, extra, attrs = report
+    cfg, model, pde, setup, run_dir = run.cfg, run.model, run.pde, run.setup, run.run_dir
+    config_yaml, gen, loss_fn = run.config_yaml, run.gen, run.loss_fn
 
     def write_partial(hist: History, status: str, more: dict[str, Any]) -> RunResult:
         metrics = {**extra, **more}

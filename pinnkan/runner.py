@@ -30,7 +30,7 @@ from pinnkan.checkpoint import (
 from pinnkan.config import RunConfig
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
-from pinnkan.fit import fit
+from pinnkan.fit import StageRun, fit
 from pinnkan.loss import PinnLoss
 from pinnkan.outcome import build_result, finish
 from pinnkan.results import RunResult
@@ -70,21 +70,8 @@ def _pretrain(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": setup.train.lr}]
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
     attrs = {"model": model.kind, "widths": json.dumps(model.widths)}
-    report = ("pretrain", config_yaml, {}, attrs)
-    hist = fit(
-        cfg,
-        model,
-        pde,
-        setup,
-        groups,
-        gen,
-        "pretrain",
-        loss_fn,
-        run_dir,
-        resume,
-        {"stage": "pretrain"},
-        report,
-    )
+    run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml)
+    hist = fit(run, groups, "pretrain", resume, {"stage": "pretrain"}, ("pretrain", {}, attrs))
     make_dir(run_dir)
     meta = {
         "stage": "pretrain",
@@ -167,21 +154,9 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     extra = {"n_full_finetune": n_full}
 
     state_meta = {"stage": "transfer", "source": str(source_path) if source_path else None}
-    report = ("transfer", config_yaml, extra, attrs)
-    hist = fit(
-        cfg,
-        model,
-        pde,
-        setup,
-        groups,
-        gen,
-        f"transfer[{acfg.name}]",
-        loss_fn,
-        run_dir,
-        resume,
-        state_meta,
-        report,
-    )
+    run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml)
+    report = ("transfer", extra, attrs)
+    hist = fit(run, groups, f"transfer[{acfg.name}]", resume, state_meta, report)
     make_dir(run_dir)
     spec_meta = {
         "pde": pde.name,

@@ -75,13 +75,11 @@ def base_config() -> dict[str, Any]:
 
 
 def config_with(changes: dict[str, Any]) -> dict[str, Any]:
+    from pinnkan.config import set_dotted
+
     cfg = base_config()
     for path, value in changes.items():
-        *parents, last = path.split(".")
-        node = cfg
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        set_dotted(cfg, path, value)
     return cfg
 
 

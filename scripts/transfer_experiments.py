@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pinnkan import runner
+from pinnkan.config import set_dotted
 
 BASE: dict[str, Any] = {
     "seed": 0,
@@ -44,11 +45,7 @@ def with_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     """A copy of `base` with dotted keys ("pde.target.mu") set."""
     cfg = copy.deepcopy(base)
     for key, value in overrides.items():
-        node = cfg
-        *path, last = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
+        set_dotted(cfg, key, value)
     return cfg
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from pinnkan.config import set_dotted as set_path  # tests import it from here
+
 # Overrides that make one run take a few seconds: 3 Adam steps on a [dim, 4, 1] KAN, 9x9 grid.
 TINY: list[str] = [
     "train.steps=3",
@@ -46,15 +48,6 @@ def tiny_config(outputs_root: Path, changes: dict[str, Any] | None = None) -> di
     for path, value in (changes or {}).items():
         set_path(cfg, path, value)
     return cfg
-
-
-def set_path(cfg: dict[str, Any], path: str, value: Any) -> None:
-    """cfg["a"]["b"] = value for path "a.b", creating missing levels."""
-    *parents, last = path.split(".")
-    node = cfg
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[last] = value
 
 
 def tiny(outputs_root: Path, *extra: str) -> list[str]:

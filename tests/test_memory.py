@@ -14,7 +14,7 @@ import torch
 
 from pinnkan import stage_setup
 from pinnkan.adapters import AdapterConfig, prepare
-from pinnkan.config import RunConfig
+from pinnkan.config import RunConfig, set_dotted
 from pinnkan.errors import PinnkanError
 from pinnkan.jacobian import trainable_parameters
 from pinnkan.kan import KAN
@@ -38,11 +38,7 @@ def config(changes: dict[str, Any] | None = None) -> dict[str, Any]:
         "eval": {"n": 5},
     }
     for path, value in (changes or {}).items():
-        *parents, last = path.split(".")
-        node = cfg
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        set_dotted(cfg, path, value)
     return cfg
 
 

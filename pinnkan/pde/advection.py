@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, edge_points, halves_differ, periodic_pairs
+from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, periodic
 
 
 class Advection(PDEFamily):
@@ -24,17 +24,4 @@ class Advection(PDEFamily):
         return jet.d(1) + self.params["beta"] * jet.d(0)
 
     def conditions(self) -> list[Condition]:
-        return [
-            Condition(
-                "boundary",
-                periodic_pairs(self),
-                lambda x, jet: halves_differ(jet.u),
-                self.weights["boundary"],
-            ),
-            Condition(
-                "initial",
-                lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=1, side=0),
-                lambda x, jet: jet.u - self.exact(x),
-                self.weights["initial"],
-            ),
-        ]
+        return [periodic(self), at_start(self)]

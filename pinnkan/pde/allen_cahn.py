@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, edge_points, halves_differ, periodic_pairs
+from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, periodic
 
 REACTION = 5.0
 MODES = 512  # grid points in x (rfft: MODES // 2 + 1 complex coefficients)
@@ -131,22 +131,9 @@ class AllenCahn(PDEFamily):
         return jet.d(1) - self.params["eps"] * jet.dd(0) - REACTION * (u - u**3)
 
     def conditions(self) -> list[Condition]:
-        pairs = periodic_pairs(self)  # x = −1 and x = 1 at the same times
+        # x = −1 and x = 1 at the same times: u and u_x agree
         return [
-            Condition(
-                "boundary", pairs, lambda x, jet: halves_differ(jet.u), self.weights["boundary"]
-            ),
-            Condition(
-                "boundary_dx",
-                pairs,
-                lambda x, jet: halves_differ(jet.d(0)),
-                self.weights["boundary"],
-                derivatives=True,
-            ),
-            Condition(
-                "initial",
-                lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=1, side=0),
-                lambda x, jet: jet.u - initial(x[:, 0]),
-                self.weights["initial"],
-            ),
+            periodic(self),
+            periodic(self, slope=True),
+            at_start(self, lambda x: initial(x[:, 0])),
         ]

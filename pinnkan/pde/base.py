@@ -157,3 +157,53 @@ def dirichlet_box(family: PDEFamily, axes: tuple[int, ...]) -> Callable:
         return torch.cat([edge_points(family, per, gen, dtype, a, s) for a, s in faces])
 
     return sample
+
+
+# --- the conditions the families share ---------------------------------------------------------
+Value = Callable[[Tensor], Tensor]
+
+
+def on_faces(
+    family: PDEFamily, axes: tuple[int, ...], value: Value | None = None, name: str = "boundary"
+) -> Condition:
+    """Dirichlet: u = value(x) on both faces of each listed axis (value None: u = 0)."""
+
+    def residual(x: Tensor, jet: Jet) -> Tensor:
+        return jet.u if value is None else jet.u - value(x)
+
+    return Condition(name, dirichlet_box(family, axes), residual, family.weights[name])
+
+
+def start_points(family: PDEFamily) -> Callable:
+    """Sampler of the face where time (the last coordinate) starts."""
+
+    def sample(n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+        return edge_points(family, n, gen, dtype, axis=family.dim - 1, side=0)
+
+    return sample
+
+
+def at_start(family: PDEFamily, value: Value | None = None, name: str = "initial") -> Condition:
+    """Initial value: u = value(x) where time starts (value None: the exact solution)."""
+    value = family.exact if value is None else value
+    return Condition(
+        name, start_points(family), lambda x, jet: jet.u - value(x), family.weights["initial"]
+    )
+
+
+def periodic(family: PDEFamily, axis: int = 0, slope: bool = False) -> Condition:
+    """u (with `slope`, also ∂u/∂x_axis: a second condition) equal on both faces of `axis`."""
+    if slope:
+        return Condition(
+            "boundary_dx",
+            periodic_pairs(family, axis),
+            lambda x, jet: halves_differ(jet.d(axis)),
+            family.weights["boundary"],
+            derivatives=True,
+        )
+    return Condition(
+        "boundary",
+        periodic_pairs(family, axis),
+        lambda x, jet: halves_differ(jet.u),
+        family.weights["boundary"],
+    )

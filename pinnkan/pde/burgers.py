@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box, edge_points
+from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, on_faces
 
 # Gauss–Hermite nodes: enough for ν ≥ ~0.01/π to rounding (tests check against a fine FD solve)
 QUAD_NODES = 200
@@ -62,17 +62,4 @@ class Burgers(PDEFamily):
         return jet.d(1) + jet.u * jet.d(0) - self.params["nu"] * jet.dd(0)
 
     def conditions(self) -> list[Condition]:
-        return [
-            Condition(
-                "boundary",
-                dirichlet_box(self, (0,)),
-                lambda x, jet: jet.u,
-                self.weights["boundary"],
-            ),
-            Condition(
-                "initial",
-                lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=1, side=0),
-                lambda x, jet: jet.u + torch.sin(PI * x[:, 0]),
-                self.weights["initial"],
-            ),
-        ]
+        return [on_faces(self, (0,)), at_start(self, lambda x: -torch.sin(PI * x[:, 0]))]

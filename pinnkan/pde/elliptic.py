@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box
+from pinnkan.pde.base import PI, Condition, PDEFamily, on_faces
 
 
 class Elliptic(PDEFamily):
@@ -30,11 +30,4 @@ class Elliptic(PDEFamily):
         return -(jet.dd(0) + jet.dd(1)) + self.params["lam"] * jet.u - self.forcing(x)
 
     def conditions(self) -> list[Condition]:
-        return [
-            Condition(
-                "boundary",
-                dirichlet_box(self, (0, 1)),
-                lambda x, jet: jet.u - self.exact(x),
-                self.weights["boundary"],
-            )
-        ]
+        return [on_faces(self, (0, 1), self.exact)]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box, edge_points
+from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, on_faces
 
 # (m, n, c_mn): initial condition Σ c_mn sin(mπx) sin(nπy)
 MODES = ((1, 1, 1.0), (2, 1, 0.5))
@@ -41,17 +41,4 @@ class Heat2D(PDEFamily):
         return jet.d(2) - self.params["nu"] * (jet.dd(0) + jet.dd(1))
 
     def conditions(self) -> list[Condition]:
-        return [
-            Condition(
-                "boundary",
-                dirichlet_box(self, (0, 1)),
-                lambda x, jet: jet.u - self.exact(x),  # 0 on the unit square's faces
-                self.weights["boundary"],
-            ),
-            Condition(
-                "initial",
-                lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=2, side=0),
-                lambda x, jet: jet.u - self.exact(x),
-                self.weights["initial"],
-            ),
-        ]
+        return [on_faces(self, (0, 1), self.exact), at_start(self)]  # u* = 0 on the faces

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from pinnkan.errors import PinnkanError
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box
+from pinnkan.pde.base import PI, Condition, PDEFamily, on_faces
 
 # (m, n, c_mn): the modes of the fixed shape u₀ = Σ c_mn sin(mπx) sin(nπy)
 MODES = ((1, 1, 1.0), (2, 2, 0.5))
@@ -103,11 +103,4 @@ class Helmholtz(PDEFamily):
         return -(jet.dd(0) + jet.dd(1)) - k2 * jet.u - self.forcing(x)
 
     def conditions(self) -> list[Condition]:
-        return [
-            Condition(
-                "boundary",
-                dirichlet_box(self, (0, 1)),
-                lambda x, jet: jet.u - self.exact(x),  # 0 on the unit square
-                self.weights["boundary"],
-            )
-        ]
+        return [on_faces(self, (0, 1), self.exact)]  # u* = 0 on the unit square

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box, edge_points
+from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, on_faces
 
 
 class Parabolic(PDEFamily):
@@ -29,17 +29,4 @@ class Parabolic(PDEFamily):
         return jet.d(1) - self.params["nu"] * jet.dd(0)
 
     def conditions(self) -> list[Condition]:
-        return [
-            Condition(
-                "boundary",
-                dirichlet_box(self, (0,)),
-                lambda x, jet: jet.u,
-                self.weights["boundary"],
-            ),
-            Condition(
-                "initial",
-                lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=1, side=0),
-                lambda x, jet: jet.u - self.exact(x),
-                self.weights["initial"],
-            ),
-        ]
+        return [on_faces(self, (0,)), at_start(self)]

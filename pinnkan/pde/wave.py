@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box, edge_points
+from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, on_faces, start_points
 
 
 class Wave(PDEFamily):
@@ -30,24 +30,11 @@ class Wave(PDEFamily):
         return jet.dd(1) - c * c * jet.dd(0)
 
     def conditions(self) -> list[Condition]:
-        def initial(n: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
-            return edge_points(self, n, gen, dtype, axis=1, side=0)
-
-        return [
-            Condition(
-                "boundary",
-                dirichlet_box(self, (0,)),
-                lambda x, jet: jet.u,
-                self.weights["boundary"],
-            ),
-            Condition(
-                "initial", initial, lambda x, jet: jet.u - self.exact(x), self.weights["initial"]
-            ),
-            Condition(
-                "initial_velocity",
-                initial,
-                lambda x, jet: jet.d(1),
-                self.weights["initial"],
-                derivatives=True,
-            ),
-        ]
+        velocity = Condition(
+            "initial_velocity",
+            start_points(self),
+            lambda x, jet: jet.d(1),
+            self.weights["initial"],
+            derivatives=True,
+        )
+        return [on_faces(self, (0,)), at_start(self), velocity]

@@ -26,7 +26,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from pinnkan.config import RunConfig
+from pinnkan.config import RunConfig, set_dotted
 from pinnkan.errors import PinnkanError
 from pinnkan.stage_setup import validate_config
 from pinnkan.stages.schema import TRANSFER_ONLY, register
@@ -73,14 +73,17 @@ def _settings(cfg: DictConfig, dotted: str) -> list[str]:
     return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
-def _message(stage: str, override: str, cause: BaseException, dirs: list[Path]) -> str:
-    """One line for a failed override: an unknown key, or the library's check of the value."""
+def _message(
+    stage: str, override: str, others: list[str], cause: BaseException, dirs: list[Path]
+) -> str:
+    """One line for a failed override (composed with the `others`): an unknown key, or the
+    library's own check of the value."""
     key, _, raw = override.lstrip("+~").partition("=")
-    parent, _, last = key.rpartition(".")
+    parent = key.rpartition(".")[0]
     if isinstance(cause, ConfigKeyError | ConfigAttributeError):
         if key in TRANSFER_ONLY and stage != "transfer":
             return f"{key}= applies to `pinnkan transfer`, not `pinnkan {stage}`"
-        known = _settings(_compose(stage, [], dirs), parent)
+        known = _settings(_compose(stage, others, dirs), parent)
         where = f"{parent} has" if parent else "the top level has"
         listed = f"; {where}: {', '.join(known)}" if known else ""
         return f"unknown setting {key}{listed}"
@@ -89,16 +92,12 @@ def _message(stage: str, override: str, cause: BaseException, dirs: list[Path]) 
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
-        plain = OmegaConf.to_container(_compose(stage, [], dirs), resolve=False)
-        node: Any = plain
-        for part in parent.split(".") if parent else []:
-            node = node.setdefault(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node[last] = value
-            try:
-                validate_config(RunConfig.from_dict(plain))  # type: ignore[arg-type]
-            except PinnkanError as exc:
-                return str(exc)
+        plain = OmegaConf.to_container(_compose(stage, others, dirs), resolve=True)
+        set_dotted(plain, key, value)  # type: ignore[arg-type]
+        try:
+            validate_config(RunConfig.from_dict(plain))  # type: ignore[arg-type]
+        except PinnkanError as exc:
+            return str(exc)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     return f"{override}: {first}"
 
@@ -129,7 +128,8 @@ def check_composes(stage: str, args: list[str], config_dirs: list[Path]) -> str 
             if bad is None:
                 first = str(exc).strip().splitlines()[0]
                 return first
-            return _message(stage, bad, cause, config_dirs)
+            others = [o for o in variant if o != bad]
+            return _message(stage, bad, others, cause, config_dirs)
         finally:
             GlobalHydra.instance().clear()
     return None

@@ -3,7 +3,7 @@ u(x,0) = sin(pi x); exact solution u* = exp(-(D pi^2 + kappa) t) sin(pi x)."""
 
 import torch
 
-from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box, edge_points
+from pinnkan.pde.base import PI, PDEFamily, at_start, on_faces
 
 
 class ReactionDiffusion(PDEFamily):
@@ -21,17 +21,4 @@ class ReactionDiffusion(PDEFamily):
         return jet.d(1) - self.params["D"] * jet.dd(0) + self.params["kappa"] * jet.u
 
     def conditions(self):
-        return [
-            Condition(
-                "boundary",
-                dirichlet_box(self, (0,)),
-                lambda x, jet: jet.u,
-                self.weights["boundary"],
-            ),
-            Condition(
-                "initial",
-                lambda n, gen, dtype: edge_points(self, n, gen, dtype, axis=1, side=0),
-                lambda x, jet: jet.u - self.exact(x),
-                self.weights["initial"],
-            ),
-        ]
+        return [on_faces(self, (0,)), at_start(self)]  # u = 0 at x = 0, 1; u = u* at t = 0
