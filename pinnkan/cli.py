@@ -21,6 +21,7 @@ from pinnkan.adapters.tucker import check_cr
 from pinnkan.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
+from pinnkan.pde import RENAMED
 from pinnkan.stages.entry import FAILED_JOBS
 from pinnkan.sweep import PLUGIN_GROUPS, check_plugin, sweep_values
 
@@ -101,6 +102,8 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                         if key == "pde"
                         else ""
                     )
+                    if key == "pde" and choice in RENAMED:
+                        own = f" (renamed: pde={RENAMED[choice]})"
                     return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}{own}"
         if key in ("cr",):
             for v in sweep_values(value):

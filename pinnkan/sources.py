@@ -9,7 +9,7 @@ from typing import Any
 from pinnkan.checkpoint import model_file
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN, spec_differences
-from pinnkan.pde import PDEFamily
+from pinnkan.pde import PDEFamily, current_name
 from pinnkan.results import RESULTS_FILE, root_attrs
 
 
@@ -24,7 +24,7 @@ def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Pa
         if not model_file(run).is_file():
             continue
         attrs = root_attrs(res)
-        ok = attrs.get("stage") == "pretrain" and attrs.get("pde") == pde
+        ok = attrs.get("stage") == "pretrain" and current_name(str(attrs.get("pde"))) == pde
         if ok and attrs.get("status", "ok") == "ok":
             found.append((res.stat().st_mtime, run))
     if not found:
@@ -44,7 +44,7 @@ def source_checkpoint(source: str | None, outputs_root: Path, pde: str, run_dir:
 
 def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KAN) -> None:
     """Refuse a checkpoint of another PDE family or another network shape, in one line."""
-    if meta.get("pde") != pde.name:
+    if current_name(str(meta.get("pde"))) != pde.name:
         raise PinnkanError(
             f"checkpoint {path} was trained on pde={meta.get('pde')}, but this transfer is "
             f"pde={pde.name}; pass pde={meta.get('pde')} or a source= run of {pde.name}"

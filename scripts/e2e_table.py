@@ -70,7 +70,7 @@ def budget_note(args: argparse.Namespace) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pdes", nargs="+", default=["elliptic", "parabolic", "hyperbolic", "wave"])
+    ap.add_argument("--pdes", nargs="+", default=["elliptic", "parabolic", "advection", "wave"])
     ap.add_argument("--models", nargs="+", default=["bspline"])
     ap.add_argument("--runs", nargs="+", default=[n for n, _ in RUNS], choices=[n for n, _ in RUNS])
     ap.add_argument("--pretrain-steps", type=int, default=None)

@@ -50,14 +50,14 @@ from pinnkan.adapters.tucker import ranks_from_cr
 from pinnkan.diagnostics import hosvd_rel_error, normalised_singular_values, read_update
 from pinnkan.results import RESULTS_FILE
 
-PDES = ("elliptic", "parabolic", "hyperbolic", "wave")
-PARAM = {"elliptic": "mu", "parabolic": "nu", "hyperbolic": "beta", "wave": "c"}
-SOURCE = {"elliptic": 1.0, "parabolic": 0.1, "hyperbolic": 1.0, "wave": 1.0}
-DEFAULT = {"elliptic": 1.5, "parabolic": 0.2, "hyperbolic": 2.0, "wave": 1.5}
+PDES = ("elliptic", "parabolic", "advection", "wave")
+PARAM = {"elliptic": "mu", "parabolic": "nu", "advection": "beta", "wave": "c"}
+SOURCE = {"elliptic": 1.0, "parabolic": 0.1, "advection": 1.0, "wave": 1.0}
+DEFAULT = {"elliptic": 1.5, "parabolic": 0.2, "advection": 2.0, "wave": 1.5}
 TARGETS = {
     "elliptic": (1.1, 1.5, 2.0),
     "parabolic": (0.15, 0.2, 0.4),
-    "hyperbolic": (1.5, 2.0, 5.0),
+    "advection": (1.5, 2.0, 5.0),
     "wave": (1.25, 1.5),
 }
 SEEDS = (0, 1, 2)

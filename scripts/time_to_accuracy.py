@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("elliptic", "parabolic", "hyperbolic", "wave")
+FAMILIES = ("elliptic", "parabolic", "advection", "wave")
 THRESHOLDS = (1e-2, 1e-3, 1e-4, 1e-5)
 START, END = "<!-- tta:start -->", "<!-- tta:end -->"
 

@@ -19,14 +19,14 @@ from conftest import SourceRun, describe, run_pinnkan, tiny
 from pinnkan.adapters import ADAPTER_FILE, read_adapter
 from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint, tensors_hash
 
-PDES = ("elliptic", "parabolic", "hyperbolic", "wave")
+PDES = ("elliptic", "parabolic", "advection", "wave")
 AXES = {
     "elliptic": ["x", "y"],
     "parabolic": ["x", "t"],
-    "hyperbolic": ["x", "t"],
+    "advection": ["x", "t"],
     "wave": ["x", "t"],
 }
-PDE_PARAM = {"elliptic": "mu", "parabolic": "nu", "hyperbolic": "beta", "wave": "c"}
+PDE_PARAM = {"elliptic": "mu", "parabolic": "nu", "advection": "beta", "wave": "c"}
 N_D = 5 + 4  # default grid_size 5 -> cubic B-spline basis plus SiLU: 9 coefficients per edge
 # TINY: model.hidden=[4] -> widths [2, 4, 1]; (n_in, n_out) of each layer
 LAYERS = [(2, 4), (4, 1)]

@@ -162,3 +162,21 @@ def test_cli_config_errors_are_one_line(stage: str, args: list, want: str | None
         assert got is None
     else:
         assert got is not None and got.startswith(want) and "\n" not in got, got
+
+
+def test_a_renamed_family_is_named_and_its_old_sources_still_fit(tmp_path: Path) -> None:
+    """pde=hyperbolic (now advection) is refused with the new name; a source written under the
+    old name is accepted by an advection transfer."""
+    from pinnkan.cli import check_overrides
+    from pinnkan.sources import check_compatible
+
+    problem = check_overrides("pretrain", ["pde=hyperbolic"])
+    assert problem is not None and problem.endswith("(renamed: pde=advection)")
+    with pytest.raises(PinnkanError, match=r"renamed: pde=advection"):
+        build_pde("hyperbolic")
+    pde = build_pde("advection")
+    model = KAN([2, 3, 1], list(pde.domain))
+    meta = {"pde": "hyperbolic", "spec": model.spec()}
+    check_compatible(meta, tmp_path / "model.pt", pde, model)  # no error
+    with pytest.raises(PinnkanError, match="pde=elliptic"):
+        check_compatible({**meta, "pde": "elliptic"}, tmp_path / "model.pt", pde, model)

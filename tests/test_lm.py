@@ -70,11 +70,11 @@ def _jacrev(model: KAN, loss: PinnLoss, batch: dict) -> torch.Tensor:
 CASES = [
     ("bspline", "elliptic", None),
     ("bspline", "wave", "lotra"),
-    ("bspline", "hyperbolic", "full"),  # periodic pairs: rows that read two points
+    ("bspline", "advection", "full"),  # periodic pairs: rows that read two points
     ("bspline", "parabolic", "slim"),
     ("bspline", "elliptic", "scratch"),
     ("rational", "elliptic", "full"),  # denominators: forward-mode columns
-    ("rational", "hyperbolic", "lotra"),
+    ("rational", "advection", "lotra"),
     ("mlp", "wave", "full"),  # biases
     ("lmkan", "parabolic", "lotra"),
     ("chebyshev", "elliptic", "lotra"),
@@ -276,8 +276,8 @@ def test_lm_transfer_with_lotra(tmp_path: Path) -> None:
 
 def test_adam_transfer_from_a_float64_lm_source_on_a_2pi_domain(tmp_path: Path) -> None:
     """Regression: a float32 network's domain (0, 2π) read back from float32 tensors did not
-    equal a float64 source's, so `optim=adam` refused an `optim=lm` source on hyperbolic."""
-    base = {"pde": {"name": "hyperbolic", "source": {}, "target": {"beta": 2.0}}}
+    equal a float64 source's, so `optim=adam` refused an `optim=lm` source on advection."""
+    base = {"pde": {"name": "advection", "source": {}, "target": {"beta": 2.0}}}
     src = tmp_path / "src"
     lm = tiny_config(tmp_path, {**base, "optim": {"name": "lm"}, "precision": "auto"})
     runner.pretrain(lm, src)

@@ -63,7 +63,7 @@ def estimate(
 def test_residual_rows_follow_the_pde_samplers() -> None:
     est, _ = estimate({"train.n_interior": 1000, "train.n_boundary": 102})
     assert est.sizes["N"] == 1000 + 4 * (102 // 4)  # elliptic: 4 faces, n // 4 points each
-    changes = {"pde.name": "hyperbolic", "pde.source": {}, "train.n_boundary": 101}
+    changes = {"pde.name": "advection", "pde.source": {}, "train.n_boundary": 101}
     est, _ = estimate({**changes, "train.n_interior": 1000})
     # periodic pairs: 2 * 50 points, 50 rows; initial condition: 101 points and rows
     assert est.sizes["N"] == 1000 + 50 + 101

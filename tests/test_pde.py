@@ -14,8 +14,8 @@ CASES = [
     ("elliptic", {"lam": 10.0, "mu": 2.0}),
     ("parabolic", {"nu": 0.1}),
     ("parabolic", {"nu": 0.2}),
-    ("hyperbolic", {"beta": 1.0}),
-    ("hyperbolic", {"beta": 5.0}),
+    ("advection", {"beta": 1.0}),
+    ("advection", {"beta": 5.0}),
     ("wave", {"c": 1.0}),
     ("wave", {"c": 2.0}),
 ]
@@ -62,7 +62,7 @@ def test_families_registered() -> None:
     assert set(FAMILIES) == {
         "elliptic",
         "parabolic",
-        "hyperbolic",
+        "advection",
         "wave",
         "helmholtz",
         "heat2d",

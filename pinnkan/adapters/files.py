@@ -30,6 +30,7 @@ from pinnkan.checkpoint import (
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN, spec_differences
 from pinnkan.layers.base import layer_extra_parameters
+from pinnkan.pde import current_name
 
 ADAPTER_FILE = "adapter.safetensors"
 LEGACY_ADAPTER_FILE = "adapter.pt"  # what transfer runs of earlier pinnkan versions wrote
@@ -123,7 +124,7 @@ def check_base(
     """Refuse, in one line, a base the adapter was not trained on: another PDE family (when
     `pde` is given), another network spec, or other frozen tensors (hash)."""
     meta, path = adapter.meta, adapter.path
-    if pde is not None and pde != meta.get("pde"):
+    if pde is not None and current_name(pde) != current_name(str(meta.get("pde"))):
         raise PinnkanError(
             f"adapter {path} belongs to pde={meta.get('pde')}, base {base_name} to pde={pde}; "
             "pass --base the model it was trained from"

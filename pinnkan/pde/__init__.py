@@ -21,14 +21,26 @@ FAMILIES: dict[str, type[PDEFamily]] = {
 }
 
 
+# families renamed since files were written: old name -> current (files keep the old one)
+RENAMED = {"hyperbolic": "advection"}
+
+
+def current_name(name: str) -> str:
+    """A family's current name, also for a file written under an old one."""
+    return RENAMED.get(name, name)
+
+
 def build_pde(
     name: str, params: dict[str, Any] | None = None, weights: dict[str, float] | None = None
 ) -> PDEFamily:
     """The member of family `name` with the given parameters (missing ones: the source
     member's, `defaults`) and loss weights (missing ones: `DEFAULT_WEIGHTS`)."""
     if name not in FAMILIES:
-        raise PinnkanError(f"unknown pde {name!r}; choose one of: {', '.join(sorted(FAMILIES))}")
+        renamed = f" (renamed: pde={RENAMED[name]})" if name in RENAMED else ""
+        raise PinnkanError(
+            f"unknown pde {name!r}{renamed}; choose one of: {', '.join(sorted(FAMILIES))}"
+        )
     return FAMILIES[name](weights=weights, **dict(params or {}))
 
 
-__all__ = ["FAMILIES", "Condition", "PDEFamily", "build_pde"]
+__all__ = ["FAMILIES", "RENAMED", "Condition", "PDEFamily", "build_pde", "current_name"]

@@ -11,7 +11,7 @@ from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, periodic
 
 
 class Advection(PDEFamily):
-    name = "hyperbolic"
+    name = "advection"
     coords = ("x", "t")
     domain = ((0.0, 2.0 * PI), (0.0, 1.0))
     defaults = {"beta": 1.0}
