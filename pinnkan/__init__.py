@@ -1,3 +1,3 @@
 """pinnkan: physics-informed transfer learning of PDE solutions with Kolmogorov–Arnold networks."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
