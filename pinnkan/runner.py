@@ -1,5 +1,6 @@
-"""The two stages as plain functions of a config dict and a run directory (no Hydra here):
-`pretrain` trains a source KAN, `transfer` adapts one to a target member of the family."""
+"""The two stages as plain functions of a RunConfig (or a dict of the settings that differ from
+its defaults) and a run directory, no Hydra here: `pretrain` trains a source KAN, `transfer`
+adapts one to a target member of the family."""
 
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ from pinnkan.pde.config import member_from_config
 from pinnkan.training import TrainConfig
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
-MODELS = LAYER_KINDS  # model= choices: name -> LayerKind (pinnkan.kan)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Shared wrapper of the stage entry points: resolve the Hydra config to a plain dict, run the
+"""Shared wrapper of the stage entry points: resolve the Hydra config to a RunConfig, run the
 Hydra-free stage function in the Hydra run directory, and turn user errors into one line."""
 
 from __future__ import annotations
