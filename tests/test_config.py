@@ -149,6 +149,7 @@ def test_library_config_errors_are_one_line(cfg: dict, match: str) -> None:
         ("pretrain", ["train.n_interior=abc"], "train.n_interior='abc' must be an integer >= 1"),
         ("pretrain", ["model.grid_size=2.5"], "model.grid_size=2.5 must be an integer in [1, "),
         ("pretrain", ["cr=0.5"], "cr= applies to `pinnkan transfer`, not `pinnkan pretrain`"),
+        ("transfer", ["cr=abc"], "cr='abc' is not a number; pass a compression ratio"),
         ("transfer", ["-m", "cr=0.5", "train.steps=3,2.5"], "train.steps=2.5 must be an integer"),
         ("transfer", ["adapter.rank=2"], "unknown setting adapter.rank; adapter has: name, "),
         ("pretrain", ["pde.domain=[[0,2],[0,1]]", "train.steps=2"], None),

@@ -19,8 +19,9 @@ INITS = ("grad", "random", "hosvd")
 
 def check_cr(cr: Any) -> float:
     """The one range check of a compression ratio: a number in (0, 1]; returns it as float."""
-    ok = isinstance(cr, int | float) and not isinstance(cr, bool) and 0.0 < float(cr) <= 1.0
-    if not ok:
+    if not isinstance(cr, int | float) or isinstance(cr, bool):
+        raise PinnkanError(f"cr={cr!r} is not a number; pass a compression ratio like cr=0.25")
+    if not 0.0 < float(cr) <= 1.0:
         raise PinnkanError(f"cr={cr!r} is outside (0, 1]; pass a compression ratio like cr=0.25")
     return float(cr)
 
