@@ -417,12 +417,13 @@ def time_table(runs: list[Result], levels: tuple[float, ...] = (1e-2, 1e-3)) -> 
                     saving = f"scratch never ({fastest})"
                 else:
                     saving = "–"
-                lines.append(
-                    f"| {pde} {PARAM[pde]} = {t:g} | {level:.0e} | "
-                    + " | ".join(cells)
-                    + f" | {saving} |"
-                )
+                lines.append(_target_row(pde, t, f"{level:.0e}", *cells, saving))
     return lines
+
+
+def _target_row(pde: str, t: float, *cells: str) -> str:
+    """A markdown table row for one target of `pde`: "| <pde> <param> = <t> | cells... |"."""
+    return "| " + " | ".join([f"{pde} {PARAM[pde]} = {t:g}", *cells]) + " |"
 
 
 def flatness_table(runs: list[Result]) -> list[str]:
@@ -524,11 +525,7 @@ def lowrank_table(runs: list[Result]) -> list[str]:
                 cells.append(stat([hosvd_rel_error(d, ranks) for _, d in pairs], "{:.2f}"))
                 cells.append(f"{hosvd_rel_error(pairs[0][0], ranks):.2f}")
             ratio = [float(d.norm() / a.norm()) for a, d in pairs]
-            lines.append(
-                f"| {pde} {PARAM[pde]} = {t:g} | "
-                + " | ".join(cells)
-                + f" | {stat(ratio, '{:.3f}')} |"
-            )
+            lines.append(_target_row(pde, t, *cells, stat(ratio, "{:.3f}")))
     return lines
 
 
