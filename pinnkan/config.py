@@ -78,21 +78,8 @@ def model_class(kind: str) -> type:
     return LAYER_KINDS[kind].model
 
 
-@dataclass
-class AdapterOptions:
-    """`adapter=`: the adapter config without `cr`, which is the top-level `cr=`."""
-
-    name: str = "lotra"
-
-
 # the adapter group's fields: AdapterConfig's, less `cr` (defaults from AdapterConfig)
 ADAPTER_FIELDS = [f.name for f in fields(AdapterConfig) if f.name != "cr"]
-
-
-def adapter_options(name: str) -> dict[str, Any]:
-    """`adapter=<name>` as a dict of AdapterConfig's defaults (without `cr`)."""
-    base = dataclasses.asdict(AdapterConfig(name=name))
-    return {k: base[k] for k in ADAPTER_FIELDS}
 
 
 @dataclass
