@@ -213,13 +213,7 @@ def test_report_and_merge_outputs_that_cannot_be_written(
     assert cli.main(["report", str(source_run.run_dir), "--out", str(blocker / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write the report" in err[0] and "is a file" in err[0]
-    transfer = tmp_path / "transfer"
-    proc = run_pinnkan(
-        ["transfer", *tiny(source_run.outputs_root), f"source={source_run.run_dir}"]
-        + [f"hydra.run.dir={transfer}"],
-        tmp_path,
-    )
-    assert proc.returncode == 0, describe(proc)
+    transfer = _transfer_run(tmp_path, source_run)
     assert cli.main(["merge", str(transfer), "--out", str(blocker / "m.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"pinnkan: error: cannot write {blocker}")
@@ -227,6 +221,18 @@ def test_report_and_merge_outputs_that_cannot_be_written(
 
 
 # --- every command fed a broken file -------------------------------------------------------------
+def _transfer_run(tmp_path: Path, source_run: SourceRun) -> Path:
+    """A finished LoTRA transfer from `source_run` in tmp_path/transfer."""
+    transfer = tmp_path / "transfer"
+    proc = run_pinnkan(
+        ["transfer", *tiny(source_run.outputs_root), f"source={source_run.run_dir}"]
+        + [f"hydra.run.dir={transfer}"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, describe(proc)
+    return transfer
+
+
 def _broken(kind: str, good: Path, folder: Path) -> Path:
     """A file where a pinnkan file is expected: empty, truncated, text, HDF5, other pinnkan."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -277,13 +283,7 @@ def test_merge_fed_broken_files(
 def test_merge_onto_a_broken_base(
     tmp_path: Path, source_run: SourceRun, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    transfer = tmp_path / "transfer"
-    proc = run_pinnkan(
-        ["transfer", *tiny(source_run.outputs_root), f"source={source_run.run_dir}"]
-        + [f"hydra.run.dir={transfer}"],
-        tmp_path,
-    )
-    assert proc.returncode == 0, describe(proc)
+    transfer = _transfer_run(tmp_path, source_run)
     for kind, reason in REASONS.items():
         bad = _broken(kind, source_run.run_dir / MODEL_FILE, tmp_path / "files")
         assert cli.main(["merge", str(transfer), "--base", str(bad)]) == 2

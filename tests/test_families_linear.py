@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
 from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.results import read_results
 from tests.conftest import describe, run_pinnkan, tiny
+from tests.test_pde import check_exact_solves_residual, exact_jet
 
 CASES = [
     ("helmholtz", {"k": 2.0}),
@@ -26,17 +26,6 @@ CASES = [
 AXES = {"helmholtz": ["x", "y"], "heat2d": ["x", "y", "t"]}
 
 
-def exact_jet(pde, x: torch.Tensor) -> Jet:
-    """u*, ∂u*/∂x_k and ∂²u*/∂x_k² (every k < D) by autograd of the closed form."""
-    x = x.detach().requires_grad_(True)
-    u = pde.exact(x)
-    (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
-    d2 = [
-        torch.autograd.grad(g[:, k].sum(), x, retain_graph=True)[0][:, k] for k in range(x.shape[1])
-    ]
-    return Jet(u[:, None].detach(), g.T[:, :, None].detach(), torch.stack(d2)[:, :, None])
-
-
 def test_registered() -> None:
     assert {"helmholtz", "heat2d"} <= set(FAMILIES)
     assert build_pde("heat2d", {}).dim == 3
@@ -44,18 +33,7 @@ def test_registered() -> None:
 
 @pytest.mark.parametrize(("name", "params"), CASES)
 def test_exact_solution_satisfies_residual(name: str, params: dict[str, float]) -> None:
-    pde = build_pde(name, params)
-    gen = torch.Generator().manual_seed(0)
-    x = pde.sample_interior(500, gen, torch.float64)
-    jet = exact_jet(pde, x)
-    scale = 1.0 + jet.d2.abs().max()
-    assert pde.residual(x, jet).abs().max() / scale < 1e-13
-    # a perturbed solution does not satisfy it: the residual really tests something
-    dim = pde.dim
-    o1 = torch.linspace(0.01, 0.02, dim, dtype=x.dtype)[:, None, None]
-    o2 = torch.linspace(0.03, 0.01, dim, dtype=x.dtype)[:, None, None]
-    wrong = Jet(jet.value + 0.01, jet.d1 + o1, jet.d2 + o2)
-    assert pde.residual(x, wrong).abs().min() > 1e-3
+    check_exact_solves_residual(build_pde(name, params))
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)

@@ -71,25 +71,28 @@ def test_burgers_reference_matches_finite_differences(nu: float) -> None:
         assert np.abs(extrap - ref).max() < 5e-6, (t, np.abs(extrap - ref).max())
 
 
-@pytest.mark.parametrize("nu", BURGERS_NU)
-def test_burgers_reference_residual_and_conditions(nu: float) -> None:
-    rng = np.random.default_rng(0)
-    xs, ts = rng.uniform(-0.95, 0.95, 400), rng.uniform(0.05, 0.95, 400)
-    h = 1e-3
+def central_differences(u, xs: np.ndarray, ts: np.ndarray, h: float = 1e-3) -> tuple:  # noqa: ANN001
+    """u, u_t, u_x and u_xx of u(x, t) at (xs, ts) by 4th-order central differences."""
 
-    def u(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return cole_hopf(a, b, nu)
-
-    # 4th-order central differences of the reference itself
     def d1(fp, fm, fp2, fm2):  # noqa: ANN001, ANN202
         return (8.0 * (fp - fm) - (fp2 - fm2)) / (12.0 * h)
 
     u0 = u(xs, ts)
     ut = d1(u(xs, ts + h), u(xs, ts - h), u(xs, ts + 2 * h), u(xs, ts - 2 * h))
-    ux_p, ux_m = u(xs + h, ts), u(xs - h, ts)
-    ux_p2, ux_m2 = u(xs + 2 * h, ts), u(xs - 2 * h, ts)
-    ux = d1(ux_p, ux_m, ux_p2, ux_m2)
-    uxx = (-(ux_p2 + ux_m2) + 16.0 * (ux_p + ux_m) - 30.0 * u0) / (12.0 * h * h)
+    up, um, up2, um2 = u(xs + h, ts), u(xs - h, ts), u(xs + 2 * h, ts), u(xs - 2 * h, ts)
+    uxx = (-(up2 + um2) + 16.0 * (up + um) - 30.0 * u0) / (12.0 * h * h)
+    return u0, ut, d1(up, um, up2, um2), uxx
+
+
+@pytest.mark.parametrize("nu", BURGERS_NU)
+def test_burgers_reference_residual_and_conditions(nu: float) -> None:
+    rng = np.random.default_rng(0)
+    xs, ts = rng.uniform(-0.95, 0.95, 400), rng.uniform(0.05, 0.95, 400)
+
+    def u(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return cole_hopf(a, b, nu)
+
+    u0, ut, ux, uxx = central_differences(u, xs, ts)
     res = ut + u0 * ux - nu * uxx
     scale = max(np.abs(ut).max(), np.abs(u0 * ux).max(), np.abs(nu * uxx).max())
     assert scale > 1.0
@@ -136,13 +139,7 @@ def test_allen_cahn_reference_residual_and_conditions(eps: float) -> None:
     def u(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return ac.reference(a, b, eps)
 
-    u0 = u(xs, ts)
-    ut = (8.0 * (u(xs, ts + h) - u(xs, ts - h)) - (u(xs, ts + 2 * h) - u(xs, ts - 2 * h))) / (
-        12.0 * h
-    )
-    # periodic in x: the stencil may cross x = ±1
-    up, um, up2, um2 = u(xs + h, ts), u(xs - h, ts), u(xs + 2 * h, ts), u(xs - 2 * h, ts)
-    uxx = (-(up2 + um2) + 16.0 * (up + um) - 30.0 * u0) / (12.0 * h * h)
+    u0, ut, _, uxx = central_differences(u, xs, ts, h)  # periodic: the stencil may cross ±1
     react = ac.REACTION * (u0 - u0**3)
     res = ut - eps * uxx - react
     scale = max(np.abs(ut).max(), np.abs(eps * uxx).max(), np.abs(react).max())
