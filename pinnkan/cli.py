@@ -97,13 +97,11 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                 return f"adapter= applies to `pinnkan transfer`, not `pinnkan {stage}`"
             for choice in sweep_values(value):
                 if choice not in options:
-                    own = (
-                        f"; a {key} of your own: --config-dir DIR with DIR/{key}/{choice}.yaml"
-                        if key == "pde"
-                        else ""
-                    )
+                    own = ""
                     if key == "pde" and choice in RENAMED:
                         own = f" (renamed: pde={RENAMED[choice]})"
+                    elif key == "pde":
+                        own = f"; a pde of your own: --config-dir DIR with DIR/pde/{choice}.yaml"
                     return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}{own}"
         if key in ("cr",):
             for v in sweep_values(value):

@@ -118,13 +118,8 @@ class RunConfig:
         out.pde = _pde(cfg.get("pde"))
         model = dict(cfg.get("model") or {})
         kind = str(model.get("name", "bspline"))
-        known = [f.name for f in fields(model_class(kind)) if f.name != "name"]
-        unknown = sorted(set(model) - {"name", *known})
-        if unknown:  # the layer kind's own message (pinnkan.kan.LayerKind.resolve)
-            raise PinnkanError(
-                f"model.{unknown[0]} is not an option of model={kind}; its options: "
-                f"{', '.join(known)}"
-            )
+        model_class(kind)  # an unknown kind is one line
+        LAYER_KINDS[kind].refuse_unknown(kind, set(model) - {"name", "hidden"})
         out.model = _section(model_class(kind), model, "model")
         optim = dict(cfg.get("optim") or {})
         name = optim.get("name", DEFAULT_OPTIMIZER)

@@ -74,21 +74,17 @@ def resolve_setup(cfg: RunConfig) -> Setup:
     seed = as_int(cfg.seed, "seed", 0)
     stage = as_choice(cfg.stage, "stage", STAGES)
     steps = t.steps if t.steps is not None else stage_value(o.steps, stage, "optim.steps")
-    first_order: dict[str, Any] = {}
-    if not isinstance(o, LMOptions):
-        first_order = {
+    if isinstance(o, LMOptions):
+        own = {"lm": LMConfig(**{f.name: getattr(o, f.name) for f in fields(LMConfig)})}
+    else:
+        own = {
             # null is no learning rate here (TrainConfig would read it as "the default")
             "lr": _not_null(stage_value(o.lr, stage, "optim.lr"), "optim.lr"),
             "lr_decay": o.lr_decay,
             "lbfgs_steps": o.lbfgs_steps,
         }
-    lm = (
-        LMConfig(**{f.name: getattr(o, f.name) for f in fields(LMConfig)})
-        if o.name == "lm"
-        else LMConfig()
-    )
     train_options = {f.name: getattr(t, f.name) for f in fields(TrainOptions) if f.name != "steps"}
-    tc = TrainConfig(steps=steps, optimizer=o.name, lm=lm, **first_order, **train_options)
+    tc = TrainConfig(steps=steps, optimizer=o.name, **own, **train_options)
     tc.validate()
     if cfg.eval.n is not None:
         as_int(cfg.eval.n, "eval.n", 2, 4096)

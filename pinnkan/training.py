@@ -20,15 +20,8 @@ from pinnkan.evaluation import Evaluator
 from pinnkan.kan import KAN
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.loss import PinnLoss
-from pinnkan.options import (
-    DEFAULT_OPTIMIZER,
-    AdamOptions,
-    TrainOptions,
-    stage_value,
-)
-from pinnkan.options import (
-    OPTIMIZERS as OPTIMIZER_OPTIONS,
-)
+from pinnkan.options import DEFAULT_OPTIMIZER, AdamOptions, TrainOptions, stage_value
+from pinnkan.options import OPTIMIZERS as OPTIMIZER_OPTIONS
 from pinnkan.progress import Progress
 
 MAX_LR = 10.0  # no PINN trains with a larger Adam step; far below float32 overflow

@@ -8,7 +8,7 @@ its options (the single source of their defaults) and a `LayerKind` tying them t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -208,15 +208,20 @@ class LayerKind:
         """Default hidden widths."""
         return tuple(self.model().hidden)
 
-    def resolve(self, kind: str, given: dict[str, Any]) -> dict[str, Any]:
-        """Defaults updated with `given`, every value checked; unknown names are refused."""
+    def refuse_unknown(self, kind: str, names: Iterable[str]) -> None:
+        """One line naming the first of `names` that is not an option of this kind."""
         defaults = self.defaults()
-        unknown = sorted(set(given) - set(defaults))
+        unknown = sorted(set(names) - set(defaults))
         if unknown:
             raise PinnkanError(
                 f"model.{unknown[0]} is not an option of model={kind}; its options: "
                 f"{', '.join(['hidden', *defaults])}"
             )
+
+    def resolve(self, kind: str, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults updated with `given`, every value checked; unknown names are refused."""
+        self.refuse_unknown(kind, given)
+        defaults = self.defaults()
         merged = {k: given.get(k, default) for k, default in defaults.items()}
         return {k: self.checks[k](v, f"model.{k}") for k, v in merged.items()}
 

@@ -102,6 +102,14 @@ def _message(
     return f"{override}: {first}"
 
 
+def _failed_override(variant: list[str], exc: BaseException, full_key: Any) -> str | None:
+    """The override Hydra failed on: the one setting the error's key, else the longest one
+    its message quotes (a shorter one may be a prefix of it, e.g. steps=1 of steps=10)."""
+    keyed = [o for o in variant if full_key and o.lstrip("+~").partition("=")[0] == full_key]
+    quoted = sorted((o for o in variant if o in str(exc)), key=len, reverse=True)
+    return next(iter(keyed or quoted), None)
+
+
 def check_composes(stage: str, args: list[str], config_dirs: list[Path]) -> str | None:
     """None if every variant of `args` composes and validates, else one line about the first
     that does not."""
@@ -121,13 +129,9 @@ def check_composes(stage: str, args: list[str], config_dirs: list[Path]) -> str 
             return str(exc)
         except (HydraException, OmegaConfBaseException) as exc:
             cause = exc.__cause__ or exc
-            bad = next((o for o in variant if f" {o}" in str(exc) or o in str(exc)), None)
-            full_key = getattr(cause, "full_key", None)
-            if bad is None and full_key:
-                bad = next((o for o in variant if o.lstrip("+~").startswith(f"{full_key}=")), None)
+            bad = _failed_override(variant, exc, getattr(cause, "full_key", None))
             if bad is None:
-                first = str(exc).strip().splitlines()[0]
-                return first
+                return str(exc).strip().splitlines()[0]
             others = [o for o in variant if o != bad]
             return _message(stage, bad, others, cause, config_dirs)
         finally:
