@@ -50,6 +50,16 @@ def tiny_config(outputs_root: Path, changes: dict[str, Any] | None = None) -> di
     return cfg
 
 
+def finished_pretrain(base: Path, *args: str) -> Path:
+    """`pinnkan pretrain <args>` writing into base/run (outputs under base), which must finish."""
+    run_dir = base / "run"
+    proc = run_pinnkan(
+        ["pretrain", *args, f"outputs_root={base}", f"hydra.run.dir={run_dir}"], base
+    )
+    assert proc.returncode == 0, describe(proc)
+    return run_dir
+
+
 def tiny(outputs_root: Path, *extra: str) -> list[str]:
     """TINY plus an explicit `outputs_root=` and any extra overrides."""
     return [*TINY, f"outputs_root={outputs_root}", *extra]

@@ -37,7 +37,7 @@ from pinnkan.checkpoint import (
 from pinnkan.merge import MERGED_FILE
 from pinnkan.results import RESULTS_FILE, read_results
 from pinnkan.runlock import LOCK_FILE, RunDirBusy, acquire, release, run_lock
-from tests.conftest import SourceRun, describe, run_pinnkan, start_pinnkan, tiny
+from tests.conftest import SourceRun, describe, finished_pretrain, run_pinnkan, start_pinnkan, tiny
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux faults")
 
@@ -327,12 +327,7 @@ def test_report_fed_a_broken_results_file(
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory with no results.h5, as a run killed mid-training leaves it."""
-    base = tmp_path_factory.mktemp("killed")
-    run_dir = base / "run"
-    proc = run_pinnkan(
-        ["pretrain", *QUICK, f"outputs_root={base}", f"hydra.run.dir={run_dir}"], base
-    )
-    assert proc.returncode == 0, describe(proc)
+    run_dir = finished_pretrain(tmp_path_factory.mktemp("killed"), *QUICK)
     (run_dir / RESULTS_FILE).unlink()
     return run_dir
 

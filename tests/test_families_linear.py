@@ -14,26 +14,15 @@ from pinnkan.errors import PinnkanError
 from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.results import read_results
 from tests.conftest import describe, run_pinnkan, tiny
-from tests.test_pde import check_exact_solves_residual, exact_jet
+from tests.test_pde import LINEAR_CASES as CASES  # their residual test is in test_pde
+from tests.test_pde import exact_jet
 
-CASES = [
-    ("helmholtz", {"k": 2.0}),
-    ("helmholtz", {"k": 3.0}),
-    ("helmholtz", {"k": 6.0}),  # above the first eigenvalue: indefinite but not resonant
-    ("heat2d", {"nu": 0.05}),
-    ("heat2d", {"nu": 0.1}),
-]
 AXES = {"helmholtz": ["x", "y"], "heat2d": ["x", "y", "t"]}
 
 
 def test_registered() -> None:
     assert {"helmholtz", "heat2d"} <= set(FAMILIES)
     assert build_pde("heat2d", {}).dim == 3
-
-
-@pytest.mark.parametrize(("name", "params"), CASES)
-def test_exact_solution_satisfies_residual(name: str, params: dict[str, float]) -> None:
-    check_exact_solves_residual(build_pde(name, params))
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)

@@ -19,7 +19,7 @@ from pinnkan.checkpoint import STATE_FILE, load_train_state
 from pinnkan.errors import PinnkanError
 from pinnkan.loss import PinnLoss
 from pinnkan.results import RESULTS_FILE, read_results
-from tests.conftest import describe, run_pinnkan, start_pinnkan, tiny_config
+from tests.conftest import describe, finished_pretrain, run_pinnkan, start_pinnkan, tiny_config
 
 # long enough to be caught mid-training (a few ms per step), checkpoints often
 SETTINGS = {
@@ -58,12 +58,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, newer_than: int = -1, timeout:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The uninterrupted run every resumed one is compared with."""
-    base = tmp_path_factory.mktemp("reference")
-    run_dir = base / "run"
-    proc = run_pinnkan(
-        ["pretrain", *LONG, f"outputs_root={base}", f"hydra.run.dir={run_dir}"], base
-    )
-    assert proc.returncode == 0, describe(proc)
+    run_dir = finished_pretrain(tmp_path_factory.mktemp("reference"), *LONG)
     assert not (run_dir / STATE_FILE).exists()  # a finished run keeps no resumable state
     return read_results(run_dir / RESULTS_FILE)
 

@@ -19,6 +19,14 @@ CASES = [
     ("wave", {"c": 1.0}),
     ("wave", {"c": 2.0}),
 ]
+# Helmholtz and 2-D heat (tests/test_families_linear.py checks their conditions further)
+LINEAR_CASES = [
+    ("helmholtz", {"k": 2.0}),
+    ("helmholtz", {"k": 3.0}),
+    ("helmholtz", {"k": 6.0}),  # above the first eigenvalue: indefinite but not resonant
+    ("heat2d", {"nu": 0.05}),
+    ("heat2d", {"nu": 0.1}),
+]
 
 
 def exact_jet(pde, x: torch.Tensor) -> Jet:
@@ -46,7 +54,7 @@ def check_exact_solves_residual(pde) -> None:
     assert pde.residual(x, wrong).abs().min() > 1e-3
 
 
-@pytest.mark.parametrize(("name", "params"), CASES)
+@pytest.mark.parametrize(("name", "params"), CASES + LINEAR_CASES)
 def test_exact_solution_satisfies_residual(name: str, params: dict[str, float]) -> None:
     check_exact_solves_residual(build_pde(name, params))
 
