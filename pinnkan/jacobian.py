@@ -16,7 +16,7 @@ pass per parameter tensor).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -167,25 +167,78 @@ class _ProbedJets:
         return jet
 
 
+def chunks(batch: dict[str, Tensor], rows: int) -> Iterator[dict[str, Tensor]]:
+    """The batch in pieces of at most `rows` interior points, the conditions with the first.
+
+    Only the interior is split: its residual reads one point per row, whereas a condition's
+    row may read several points (periodic pairs)."""
+    interior = batch["interior"]
+    for start in range(0, max(interior.shape[0], 1), max(rows, 1)):
+        piece = {"interior": interior[start : start + rows]}
+        if start == 0:
+            piece |= {k: v for k, v in batch.items() if k != "interior"}
+        yield piece
+
+
+def _counts(n_groups: int, interior_count: int | None) -> list[int | None]:
+    return [interior_count] + [None] * (n_groups - 1)
+
+
 @torch.no_grad()
-def residuals(loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor]) -> Tensor:
+def residuals(
+    loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor], interior_count: int | None = None
+) -> Tensor:
     """r as `residuals_and_jacobian` computes it (same arithmetic, bit for bit), without J:
     the loss of a trial step is then comparable with the loss at the current point."""
     parts = loss_fn.weighted_residuals(model, batch, _ProbedJets(model, probes=False))
-    return torch.cat([scaled(w, res) for w, res in parts])
+    counts = _counts(len(parts), interior_count)
+    return torch.cat([scaled(w, res, n) for (w, res), n in zip(parts, counts)])
+
+
+def chunked_loss(loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor], rows: int) -> float:
+    """r·r summed over `chunks(batch, rows)` in the order `normal_equations` sums it."""
+    n = batch["interior"].shape[0]
+    total = 0.0
+    for piece in chunks(batch, rows):
+        r = residuals(loss_fn, model, piece, interior_count=n)
+        total += float(r @ r)
+    return total
+
+
+def normal_equations(
+    loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor], rows: int
+) -> tuple[float, Tensor, Tensor]:
+    """(r·r, JᵀJ (P, P), Jᵀr (P,)) accumulated over `chunks(batch, rows)`: J is never held
+    whole, only one chunk of it (rows × P) beside the Gram matrix."""
+    n = batch["interior"].shape[0]
+    total, gram, grad = 0.0, None, None
+    for piece in chunks(batch, rows):
+        r, J = residuals_and_jacobian(loss_fn, model, piece, interior_count=n)
+        total += float(r @ r)
+        if gram is None:
+            gram, grad = J.T @ J, J.T @ r
+        else:
+            gram.addmm_(J.T, J)
+            grad.addmv_(J.T, r)
+        del J
+    assert gram is not None and grad is not None
+    return total, gram, grad
 
 
 def residuals_and_jacobian(
-    loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor]
+    loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor], interior_count: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """r (N,) with loss = r·r (`PinnLoss.residual_vector`) and J = ∂r/∂θ (N, P), columns in
-    `trainable_parameters(model)` order, each parameter flattened row-major."""
+    `trainable_parameters(model)` order, each parameter flattened row-major.
+    `interior_count`: the whole batch's interior size when `batch` is one of its `chunks`."""
     params = trainable_parameters(model)
     jets = _ProbedJets(model, probes=True)
     parts = loss_fn.weighted_residuals(model, batch, jets)
     r_parts, blocks_per_group = [], []
-    for (weight, res), records in zip(parts, jets.records):
-        r = scaled(weight, res)
+    for (weight, res), records, count in zip(
+        parts, jets.records, _counts(len(parts), interior_count)
+    ):
+        r = scaled(weight, res, count)
         probes = [probe for _, _, probe in records]
         n_points = probes[-1].shape[1]
         sens = torch.autograd.grad(r.sum(), probes, retain_graph=r.numel() != n_points)
@@ -198,7 +251,9 @@ def residuals_and_jacobian(
     missing = [p for p in params if id(p) not in blocks_per_group[0]]
     extra = {}
     if missing:
-        extra = _forward_mode_blocks(model, lambda: loss_fn.residual_vector(model, batch), missing)
+        extra = _forward_mode_blocks(
+            model, lambda: loss_fn.residual_vector(model, batch, interior_count), missing
+        )
     cols = []
     for p in params:
         if id(p) in extra:

@@ -12,9 +12,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from pinnkan.jacobian import residuals, residuals_and_jacobian
+from pinnkan.jacobian import (
+    chunked_loss,
+    normal_equations,
+    residuals_and_jacobian,
+)
 from pinnkan.levenberg_marquardt import LevenbergMarquardt, assign_flat, flat_view
 from pinnkan.loss import PinnLoss
+from pinnkan.sampling import draw_by_residual, pde_residual
 from pinnkan.training import is_out_of_memory
 
 if TYPE_CHECKING:
@@ -28,7 +33,9 @@ def train_lm(
 ) -> History:
     """Levenberg–Marquardt on the residual vector (`pinnkan.jacobian`) for up to cfg.steps
     trial steps, on a fixed Sobol collocation set (new points every cfg.lm.resample_every
-    accepted steps). A rejected trial is undone and retried with more damping from the same J;
+    accepted steps; with cfg.lm.sampling = rad, drawn where the residual is large). In the
+    primal form (P ≤ N) JᵀJ is accumulated over chunks of points, never all of J. A rejected
+    trial is undone and retried with more damping from the same system;
     the run ends early, cleanly, when the damping exceeds cfg.lm.damping_max (no step lowers the
     loss: converged or stalled). The loss on a second, held-out point set is recorded with
     every evaluation (history `heldout_loss`), showing whether the residual is overfitted.
@@ -37,8 +44,20 @@ def train_lm(
     device, dtype = model.lo.device, model.lo.dtype
     lm = LevenbergMarquardt(cfg.lm)
 
-    def new_batch() -> dict[str, Tensor]:
-        return loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device, quasi=True)
+    n_params = sum(p.numel() for p in params)
+    rows = cfg.lm.chunk_rows(n_params)
+
+    def new_batch(adaptive: bool = False) -> dict[str, Tensor]:
+        """Sobol points; `adaptive` (optim.sampling=rad): the interior drawn from a pool by
+        the current network's residual (the first batch and the held-out set stay uniform)."""
+        if not (adaptive and cfg.lm.sampling == "rad"):
+            return loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device, quasi=True)
+        pool = cfg.n_interior * cfg.lm.rad_pool
+        batch = loss_fn.sample(pool, cfg.n_boundary, gen, dtype, device, quasi=True)
+        res = pde_residual(loss_fn.pde, model, batch["interior"], rows)
+        k, c = cfg.lm.rad_k, cfg.lm.rad_c
+        batch["interior"] = draw_by_residual(batch["interior"], res, cfg.n_interior, k, c, gen)
+        return batch
 
     if resume is not None:
         lm.load_state_dict(resume.optimizer["lm"])
@@ -47,27 +66,36 @@ def train_lm(
     else:
         heldout, batch, accepted = new_batch(), new_batch(), 0
 
+    # primal: JᵀJ accumulated over chunks of `rows` interior points; kernel: one whole J.
+    # The trial loss is summed over the same pieces as the current one (bit for bit comparable)
+    primal = lm.form(loss_fn.n_rows(batch), n_params) == "primal"
+    pieces = rows if primal else max(cfg.n_interior, 1)
+
     def loss_at(points: dict[str, Tensor]) -> float:
-        r = residuals(loss_fn, model, points)
-        return float(r @ r)
+        return chunked_loss(loss_fn, model, points, pieces)
 
     def state(step: int) -> Callable[[], TrainState]:
         extra = {"lm": lm.state_dict(), "batch": batch, "heldout": heldout, "accepted": accepted}
         return lambda: run.state(step, extra, {})
 
-    r = J = None
     loss = math.nan
     for step in range(run.start + 1, cfg.steps + 1):
         t0 = time.perf_counter()
         before, theta = state(step - 1), flat_view(params)
         try:
-            if J is None:
-                r, J = residuals_and_jacobian(loss_fn, model, batch)
-                loss = float(r @ r)
-                lm.forget_jacobian()
+            if not lm.has_system:
+                if primal:
+                    loss, gram, grad = normal_equations(loss_fn, model, batch, rows)
+                    lm.set_normal(gram, grad)
+                    del gram, grad
+                else:
+                    r, J = residuals_and_jacobian(loss_fn, model, batch)
+                    loss = float(r @ r)
+                    lm.set_jacobian(r, J)
+                    del r, J
             if not math.isfinite(loss):
                 raise run.diverged(step, loss, 0.0, "use precision=float64 or fewer points")
-            proposal = lm.propose(r, J)
+            proposal = lm.propose()
             predicted, trial = None, math.nan
             if proposal is not None:
                 step_vector, predicted = proposal
@@ -76,13 +104,15 @@ def train_lm(
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            r = J = step_vector = None  # free what the failed step held
+            lm.forget_jacobian()  # free what the failed step held
+            step_vector = None
             assign_flat(params, theta)  # undo a trial step
             raise run.out_of_memory(step, exc, before) from None
         if lm.judge(predicted, loss - trial):  # a non-finite trial is rejected
-            loss, J, accepted = trial, None, accepted + 1
+            loss, accepted = trial, accepted + 1
+            lm.forget_jacobian()
             if cfg.lm.resample_every and accepted % cfg.lm.resample_every == 0:
-                batch = new_batch()
+                batch = new_batch(adaptive=True)
         else:
             assign_flat(params, theta)
         run.elapsed += time.perf_counter() - t0
@@ -91,6 +121,8 @@ def train_lm(
         if run.checkpoint_due(step):
             run.save(state(step))
         run.check_stop(step, state(step))
+        if done:
+            run.hist.stop_reason = "converged" if lm.exhausted else "max_seconds"
         if lm.exhausted:
             log.info(
                 "%s: stopped at step %d, damping %.1e > optim.damping_max (converged or "

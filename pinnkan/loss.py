@@ -15,10 +15,11 @@ from pinnkan.kan import KAN
 from pinnkan.pde import PDEFamily
 
 
-def scaled(weight: float, res: Tensor) -> Tensor:
+def scaled(weight: float, res: Tensor, count: int | None = None) -> Tensor:
     """One group's part of the residual vector: res · √(weight / count), so that its squared
-    norm is weight · mean(res²), the group's term of the loss."""
-    return res * math.sqrt(weight / res.numel())
+    norm is weight · mean(res²), the group's term of the loss. `count` is the group's size
+    when `res` is one chunk of it (default: res.numel(), the whole group)."""
+    return res * math.sqrt(weight / (res.numel() if count is None else count))
 
 
 class PinnLoss:
@@ -56,10 +57,12 @@ class PinnLoss:
         batch: dict[str, Tensor],
         jet_of: Callable[[Tensor, bool], Jet] | None = None,
     ) -> list[tuple[float, Tensor]]:
-        """(weight, residuals (m,)) of the PDE and of every condition, in batch order.
+        """(weight, residuals (m,)) of the PDE and of every condition in the batch, in order.
 
         `jet_of(x, derivatives)` evaluates the network at x (the Jacobian's own jet pass);
         by default the configured engine, or a plain forward pass where no derivative is read.
+        A condition absent from `batch` is left out (a chunk of interior points only,
+        `pinnkan.jacobian.chunks`).
         """
         if jet_of is None:
 
@@ -69,9 +72,22 @@ class PinnLoss:
         x = batch["interior"]
         out = [(self.pde.weights["residual"], self.pde.residual(x, jet_of(x, True)))]
         for cond in self.conditions:
+            if cond.name not in batch:
+                continue
             xc = batch[cond.name]
             out.append((cond.weight, cond.residual(xc, jet_of(xc, cond.derivatives))))
         return out
+
+    def n_rows(self, batch: dict[str, Tensor]) -> int:
+        """Length of the residual vector of `batch` (a periodic pair is one row of two points),
+        from the residuals of a zero jet: no network pass."""
+
+        def rows(residual: Callable[[Tensor, Jet], Tensor], x: Tensor) -> int:
+            z, dz = x.new_zeros(x.shape[0], 1), x.new_zeros(x.shape[1], x.shape[0], 1)
+            return residual(x, Jet(z, dz, dz)).numel()
+
+        total = rows(self.pde.residual, batch["interior"])
+        return total + sum(rows(c.residual, batch[c.name]) for c in self.conditions)
 
     def __call__(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
         parts = self.weighted_residuals(model, batch)
@@ -89,6 +105,11 @@ class PinnLoss:
         out["loss"] = sum(w * out[name] for name, (w, _) in zip(names, parts))
         return out
 
-    def residual_vector(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
-        """r (N,) with loss = r·r: each group's residuals scaled by √(weight / count)."""
-        return torch.cat([scaled(w, res) for w, res in self.weighted_residuals(model, batch)])
+    def residual_vector(
+        self, model: KAN, batch: dict[str, Tensor], interior_count: int | None = None
+    ) -> Tensor:
+        """r (N,) with loss = r·r: each group's residuals scaled by √(weight / count);
+        `interior_count`: the whole batch's interior size when `batch` is a chunk of it."""
+        parts = self.weighted_residuals(model, batch)
+        counts = [interior_count] + [None] * (len(parts) - 1)
+        return torch.cat([scaled(w, res, n) for (w, res), n in zip(parts, counts)])

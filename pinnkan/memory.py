@@ -117,26 +117,36 @@ def estimate_step(model: KAN, pde: PDEFamily, cfg: TrainConfig) -> MemoryEstimat
     groups, feats = blocks(cfg.n_interior, cfg.n_boundary)
     N = sum(r for _, r, _ in groups)
     sizes = {"N": N, "P": P, "points": sum(b for b, _, _ in groups), "C": 1 + 2 * pde.dim}
+    primal = lm and (cfg.lm.solve == "primal" or (cfg.lm.solve == "auto" and P <= N))
+    if primal:  # J in chunks of `rows` interior points, the conditions with the first
+        rows = min(cfg.lm.chunk_rows(P), cfg.n_interior)
+        groups, feats = blocks(rows, cfg.n_boundary)
+        sizes["chunk"] = sum(r for _, r, _ in groups)
     sizes |= {"feature elements": sum(feats), "largest block": max(feats)}
     jet = _Moment()
     for f in feats:  # LM builds J from its own jet pass, whatever the engine
         jet.add("jet pass" if lm else "activations", f * e, fwd if lm else act, heap=True)
     moments = [jet]
     if lm:
-        jac, g = N * P * e, P if cfg.lm.solve == "primal" else N
-        g = min(N, P) if cfg.lm.solve == "auto" else g
+        rows_j = sizes.get("chunk", N)  # rows of J held at once
+        jac = rows_j * P * e
+        g = P if primal else N
         sizes["Gram"] = g
-        build = _Moment()  # the end of residuals_and_jacobian
+        build = _Moment()  # the end of residuals_and_jacobian (one chunk of it)
         for f in feats:
             build.add("jet features", f * e)
         for p in params:
-            for b in [b for b, _, _ in groups] + [N]:  # per-group blocks, then the columns
+            for b in [b for b, _, _ in groups] + [rows_j]:  # per-group blocks, then the columns
                 build.add("Jacobian blocks", b * p.numel() * e)
         build.add("Jacobian", jac)
         solve = _Moment()
-        solve.add("Jacobian", jac if jac >= MMAP_THRESHOLD else 0)  # else counted above
-        solve.add("scaled Jacobian", jac)
-        solve.add("Gram + Cholesky", g * g * e, count=4)
+        if primal:  # JᵀJ accumulates beside each chunk; then it and its damped factor
+            build.add("Gram + Cholesky", g * g * e)
+            solve.add("Gram + Cholesky", g * g * e, count=2)
+        else:  # J, J/D, J̃J̃ᵀ, then J/D, J̃J̃ᵀ and its damped factor
+            solve.add("Jacobian", jac if jac >= MMAP_THRESHOLD else 0)  # else counted above
+            solve.add("scaled Jacobian", jac)
+            solve.add("Gram + Cholesky", g * g * e, count=2)
         moments += [build, solve]
         if fwd_mode:  # jacfwd: numel(p) tangents through an autograd-recorded jet pass
             moments.append(_Moment())

@@ -10,6 +10,10 @@ it. Linux only.
 
     python scripts/memory_estimate.py            # prints a Markdown table
     python scripts/memory_estimate.py --quick    # the first three configs only
+    python scripts/memory_estimate.py --big --device cuda   # N = 50 000, P = 22 032 (GPU)
+
+On CUDA the peak is torch's max_memory_allocated during the step above what was allocated
+before it. `--big` adds, for the primal form, the peak over (one chunk of J + the Gram matrix).
 """
 
 from __future__ import annotations
@@ -61,6 +65,16 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+# an LM step far beyond a whole J: 50 000 interior points x 22 032 parameters (J would be 8.8
+# GB); the primal form holds one chunk of J (P / 2 rows) beside the 3.9 GB Gram matrix
+BIG: list[tuple[str, dict[str, Any]]] = [
+    (
+        "lm bspline [48,48], 50k points (primal, chunks)",
+        {"model.hidden": [48, 48], "train.n_interior": 50_000, "train.n_boundary": 400},
+    ),
+]
+
+
 def base_config() -> dict[str, Any]:
     return {
         "seed": 0,
@@ -68,7 +82,7 @@ def base_config() -> dict[str, Any]:
         "device": "cpu",
         "pde": {"name": "elliptic", "source": {"mu": 1.0}, "weights": {}},
         "model": {"name": "bspline", "hidden": [16, 16]},
-        "optim": {"name": "lm", "lr": 1e-3},
+        "optim": {"name": "lm"},
         "train": {"steps": 1, "n_interior": 1600, "n_boundary": 400, "progress": "none"},
         "eval": {"n": 5},
     }
@@ -158,8 +172,18 @@ def child(cfg: dict[str, Any], freeze: list[str], threads: int) -> dict[str, Any
 
     # the same code paths on a handful of points first: code pages, one-time buffers
     one_step(copy.deepcopy(model), dataclasses.replace(tc, n_interior=16, n_boundary=8))
-    measured, how = peak_rss(lambda: one_step(model, tc))
-    return {"estimate": est.total, "measured": measured, "how": how, **vars(est)}
+    start = time.perf_counter()
+    if setup.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        one_step(model, tc)
+        torch.cuda.synchronize()
+        measured, how = torch.cuda.max_memory_allocated() - before, "cuda max_memory_allocated"
+    else:
+        measured, how = peak_rss(lambda: one_step(model, tc))
+    seconds = time.perf_counter() - start
+    return {"estimate": est.total, "measured": measured, "how": how, "seconds": seconds} | vars(est)
 
 
 def measure(
@@ -184,6 +208,8 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="the first three configs only")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each step")
+    ap.add_argument("--big", action="store_true", help="only the N = 50 000 primal config")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
     args = ap.parse_args()
     if args.child:
         spec = json.loads(args.child)
@@ -193,14 +219,24 @@ def main() -> None:
 
     print("| config | N | P | estimate | measured peak | estimate / measured |")
     print("|---|---:|---:|---:|---:|---:|")
-    for label, changes in CONFIGS[:3] if args.quick else CONFIGS:
-        res = measure(config_with(changes), threads=args.threads)
+    configs = BIG if args.big else CONFIGS[:3] if args.quick else CONFIGS
+    for label, changes in configs:
+        res = measure(config_with({**changes, "device": args.device}), threads=args.threads)
         s, est, got = res["sizes"], res["estimate"], res["measured"]
         print(
             f"| {label} | {s['N']} | {s['P']} | {human_bytes(est)} | {human_bytes(got)} "
             f"| {est / got:.2f} |",
             flush=True,
         )
+        if "chunk" in s:  # the primal form: the peak against one chunk of J + the Gram matrix
+            e = 4 if "float32" in json.dumps(changes) else 8
+            chunk, gram = s["chunk"] * s["P"] * e, s["P"] ** 2 * e
+            ratio, secs = got / (chunk + gram), res["seconds"]
+            print(
+                f"  chunk of J {human_bytes(chunk)} ({s['chunk']} rows), Gram {human_bytes(gram)}"
+                f": peak / (chunk + Gram) = {ratio:.2f}; step {secs:.1f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -71,14 +71,17 @@ def test_residual_rows_follow_the_pde_samplers() -> None:
 
 
 def test_jacobian_part_scales_with_points_and_counts_trainable_parameters() -> None:
-    small, model = estimate({"train.n_interior": 2000, "train.n_boundary": 400})
-    big, _ = estimate({"train.n_interior": 4000, "train.n_boundary": 800})
+    kernel = {"optim.solve": "kernel"}  # the whole J at once
+    small, model = estimate({"train.n_interior": 2000, "train.n_boundary": 400, **kernel})
+    big, _ = estimate({"train.n_interior": 4000, "train.n_boundary": 800, **kernel})
     P = sum(p.numel() for p in trainable_parameters(model))
     assert small.sizes["P"] == P
     assert small.parts["Jacobian"] == small.sizes["N"] * P * 8  # float64
     assert big.parts["Jacobian"] == pytest.approx(2 * small.parts["Jacobian"], rel=0.01)
     assert big.total > 1.5 * small.total
-    frozen, _ = estimate({"train.n_interior": 2000, "train.n_boundary": 400}, ("layers.1.A",))
+    frozen, _ = estimate(
+        {"train.n_interior": 2000, "train.n_boundary": 400, **kernel}, ("layers.1.A",)
+    )
     assert frozen.sizes["P"] == P - model.layers[1].A.numel()
     assert frozen.parts["Jacobian"] < small.parts["Jacobian"]
     # Adam holds no Jacobian; float32 needs less
@@ -100,10 +103,26 @@ def test_lotra_adapters_count_only_their_trainable_factors() -> None:
 
 def test_a_jacobian_that_cannot_fit_is_never_underestimated() -> None:
     # 10^6 points x ~10^4 parameters: J alone is 80 GB; assembling it holds three copies
-    est, _ = estimate({"train.n_interior": 10**6, "model.hidden": [32, 32]})
+    changes = {"train.n_interior": 10**6, "model.hidden": [32, 32], "optim.solve": "kernel"}
+    est, _ = estimate(changes)
     jac = est.sizes["N"] * est.sizes["P"] * 8
     assert jac > 8e10 and est.total >= 3 * jac
     assert "N=1000400 residuals x P=10080 parameters" in est.describe()
+
+
+def test_the_primal_form_holds_one_chunk_of_j_beside_the_gram_matrix() -> None:
+    """N = 10^6 points in the primal form: J is built chunk by chunk (P / 2 rows each), so the
+    step needs the Gram matrix twice (it and its factor) plus one chunk, whatever N is."""
+    big, _ = estimate({"train.n_interior": 10**6, "model.hidden": [32, 32]})
+    small, _ = estimate({"train.n_interior": 20_000, "model.hidden": [32, 32]})
+    P = big.sizes["P"]
+    gram, chunk = P * P * 8, big.sizes["chunk"] * P * 8
+    assert big.sizes["chunk"] == P // 2 + 400  # the interior's share plus the conditions
+    assert big.parts["Jacobian"] == chunk
+    assert 2 * gram <= big.total <= 2 * gram + 4 * chunk + 200e6
+    assert big.total == small.total  # independent of N
+    fixed, _ = estimate({"train.n_interior": 10**6, "model.hidden": [32, 32], "optim.chunk": 64})
+    assert fixed.sizes["chunk"] == 64 + 400 and fixed.total < big.total
 
 
 def measured(changes: dict[str, Any]) -> dict[str, Any]:

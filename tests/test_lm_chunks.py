@@ -1,0 +1,181 @@
+"""The LM system built in chunks of points (JᵀJ and Jᵀr accumulated, never all of J) and the
+residual-based adaptive sampler (optim.sampling=rad)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from pinnkan import runner
+from pinnkan.errors import PinnkanError
+from pinnkan.evaluation import Evaluator
+from pinnkan.jacobian import chunked_loss, chunks, normal_equations, residuals_and_jacobian
+from pinnkan.kan import KAN
+from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig
+from pinnkan.loss import PinnLoss
+from pinnkan.pde import build_pde
+from pinnkan.sampling import draw_by_residual, pde_residual
+from pinnkan.training import Interrupted, TrainConfig, TrainState, train
+from tests.conftest import tiny_config
+from tests.test_lm import _problem
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize(
+    ("kind", "pde_name", "adapter"),
+    [
+        ("bspline", "elliptic", None),
+        ("bspline", "advection", "lotra"),  # periodic pairs stay whole in the first chunk
+        ("rational", "burgers", None),  # denominators: forward-mode columns per chunk
+        ("mlp", "wave", "full"),
+    ],
+)
+def test_chunked_gram_equals_the_one_shot_gram(kind: str, pde_name: str, adapter) -> None:
+    model, loss, batch = _problem(kind, pde_name, adapter)
+    r, J = residuals_and_jacobian(loss, model, batch)
+    for rows in (1, 3, 4, 11, 100):
+        total, gram, grad = normal_equations(loss, model, batch, rows)
+        torch.testing.assert_close(gram, J.T @ J, rtol=1e-12, atol=1e-14 * float(J.norm()) ** 2)
+        torch.testing.assert_close(grad, J.T @ r, rtol=1e-12, atol=1e-14 * float(J.norm() ** 2))
+        assert total == pytest.approx(float(r @ r), rel=1e-13)
+        assert chunked_loss(loss, model, batch, rows) == total  # same pieces, same sum
+
+
+def test_chunks_cover_every_point_once() -> None:
+    _, loss, batch = _problem("bspline", "advection", None)
+    pieces = list(chunks(batch, 4))
+    n = batch["interior"].shape[0]
+    assert len(pieces) == -(-n // 4)
+    torch.testing.assert_close(torch.cat([p["interior"] for p in pieces]), batch["interior"])
+    assert all(set(p) == {"interior"} for p in pieces[1:])
+    assert set(pieces[0]) == set(batch)
+    model = _problem("bspline", "advection", None)[0]
+    assert loss.n_rows(batch) == residuals_and_jacobian(loss, model, batch)[0].numel()
+
+
+def test_normal_and_jacobian_systems_give_the_same_step() -> None:
+    g = torch.Generator().manual_seed(3)
+    J = torch.randn(40, 9, generator=g, dtype=F64)
+    J[:, 2] *= 1e-4
+    r = torch.randn(40, generator=g, dtype=F64)
+    a, b = LevenbergMarquardt(LMConfig(damping=1e-2)), LevenbergMarquardt(LMConfig(damping=1e-2))
+    a.set_jacobian(r, J)
+    b.set_normal(J.T @ J, J.T @ r)
+    (sa, pa), (sb, pb) = a.propose(), b.propose()
+    torch.testing.assert_close(sa, sb, rtol=1e-10, atol=1e-14)
+    assert pa == pytest.approx(pb, rel=1e-10)
+    assert pb == pytest.approx(float(r @ r - (r + J @ sb).square().sum()), rel=1e-9)
+    before = b.damping
+    b.judge(pb, -1.0)  # rejected: a retry reuses the Gram matrix at a larger damping
+    step, _ = b.propose()
+    assert b.damping > before and step.norm() < sb.norm()
+
+
+def _primal_setup(seed: int = 0):
+    """A [2, 3, 1] KAN (81 parameters) on 128 interior points: the primal form."""
+    pde = build_pde("burgers", {}, {"boundary": 10.0, "initial": 10.0})
+    gen = torch.Generator().manual_seed(seed)
+    model = KAN([2, 3, 1], list(pde.domain), dtype=F64, generator=gen)
+    _, pts = pde.grid(15, F64)
+    return pde, gen, model, Evaluator(pts, pde.exact(pts))
+
+
+def _config(steps: int, **lm) -> TrainConfig:
+    return TrainConfig(
+        steps=steps,
+        n_interior=128,
+        n_boundary=16,
+        eval_every=3,
+        progress="none",
+        optimizer="lm",
+        lm=LMConfig(**lm),
+    )
+
+
+def test_chunk_size_changes_only_roundoff() -> None:
+    curves = []
+    for chunk in (16, 10_000):
+        pde, gen, model, ev = _primal_setup()
+        cfg = _config(12, chunk=chunk, resample_every=4, sampling="rad")
+        curves.append(
+            train(model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen)
+        )
+    assert curves[0].step == curves[1].step
+    for a, b in zip(curves[0].loss, curves[1].loss):
+        assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_resume_with_chunks_and_adaptive_points_is_bit_for_bit() -> None:
+    cfg = _config(20, chunk=40, resample_every=3, sampling="rad")
+    pde, gen, model, ev = _primal_setup()
+    full = train(model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen)
+
+    pde, gen, model, ev = _primal_setup()
+    saved: list[TrainState] = []
+    calls = iter(range(1000))
+    with pytest.raises(Interrupted):
+        train(
+            model,
+            PinnLoss(pde),
+            [{"params": list(model.parameters())}],
+            cfg,
+            ev,
+            gen,
+            checkpoint=lambda s: saved.append(copy.deepcopy(s)),
+            stop=lambda: 2 if next(calls) == 9 else None,
+        )
+    pde, gen, model, ev = _primal_setup(seed=7)
+    resumed = train(
+        model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen, resume=saved[-1]
+    )
+    assert resumed.loss == full.loss and resumed.rel_l2 == full.rel_l2
+
+
+def test_rad_puts_points_where_a_planted_residual_is_large() -> None:
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.rand(8000, 2, generator=gen, dtype=F64)
+    planted = torch.where(pool[:, 0] < 0.1, 100.0, 1.0).to(F64)  # 10 % of the area, 100x
+    drawn = draw_by_residual(pool, planted, 1000, k=1.0, c=1.0, gen=gen)
+    share = float((drawn[:, 0] < 0.1).float().mean())
+    # p ∝ r/mean(r) + c: inside 100/10.9 + 1 ≈ 10.2, outside 1.09 → about half the points
+    assert 0.4 < share < 0.65, share
+    uniform = draw_by_residual(pool, planted, 1000, k=1.0, c=1e6, gen=gen)
+    assert float((uniform[:, 0] < 0.1).float().mean()) < 0.15
+    assert len({tuple(p.tolist()) for p in drawn}) == 1000  # without replacement
+    again = draw_by_residual(pool, planted, 1000, 1.0, 1.0, torch.Generator().manual_seed(5))
+    same = draw_by_residual(pool, planted, 1000, 1.0, 1.0, torch.Generator().manual_seed(5))
+    assert torch.equal(again, same)
+
+
+def test_rad_with_zero_or_nan_residuals_draws_uniformly() -> None:
+    gen = torch.Generator().manual_seed(1)
+    pool = torch.rand(50, 2, generator=gen, dtype=F64)
+    for res in (torch.zeros(50, dtype=F64), torch.full((50,), float("nan"), dtype=F64)):
+        assert draw_by_residual(pool, res, 50, 1.0, 0.0, gen).shape == (50, 2)
+
+
+def test_pde_residual_in_pieces_is_the_loss_residual() -> None:
+    model, loss, batch = _problem("bspline", "burgers", None)
+    x = batch["interior"]
+    whole = loss.pde.residual(x, model.forward_jet(x))
+    torch.testing.assert_close(pde_residual(loss.pde, model, x, rows=3), whole.detach())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("optim.chunk", -1),
+        ("optim.sampling", "everywhere"),
+        ("optim.rad_k", -1.0),
+        ("optim.rad_pool", 0),
+    ],
+)
+def test_bad_chunk_and_sampling_options_are_one_line(tmp_path: Path, key: str, value) -> None:
+    cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, key: value})
+    with pytest.raises(PinnkanError, match=key.replace(".", r"\.")):
+        runner.pretrain(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
