@@ -113,6 +113,7 @@ def train_first_order(
             run.save(state(step))
         run.check_stop(step, state(step))
         if timed_out:
+            run.hist.stop_reason = "max_seconds"
             run.progress.close()
             return run.hist
 
@@ -144,6 +145,7 @@ def train_first_order(
             run.record(step, value, force=timed_out)
             run.check_stop(step, None)
             if timed_out:
+                run.hist.stop_reason = "max_seconds"
                 break
     run.progress.close()
     return run.hist

@@ -99,6 +99,7 @@ def build_result(
         attrs={
             "optimizer": setup.train.optimizer,
             "precision": setup.precision,
+            "stop_reason": hist.stop_reason,
             "reference": reference,
             **{k: v for k, v in attrs.items() if v is not None},
         },

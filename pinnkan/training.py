@@ -151,6 +151,9 @@ class History:
     loss: list[float] = field(default_factory=list)
     rel_l2: list[float] = field(default_factory=list)
     heldout_loss: list[float] = field(default_factory=list)  # optim=lm: loss on held-out points
+    # why training ended: steps (the budget), max_seconds, or converged (optim=lm: no step
+    # lowers the loss any more, the damping passed optim.damping_max)
+    stop_reason: str = "steps"
 
     def as_dict(self) -> dict[str, list[Any]]:
         out = {
