@@ -34,7 +34,7 @@ COMMANDS = {
     "merge": "apply a LoTRA adapter file to its base model: pinnkan merge <adapter> [--base M]",
     "report": "collect results.h5 files into one table and plots: pinnkan report <dirs> [--out D]",
 }
-GROUPS = ("pde", "model", "adapter", "optim")
+GROUPS = ("pde", "model", "adapter", "optim", "experiment")
 
 USAGE = f"""usage: pinnkan <stage> [key=value ...] [-m key=a,b,c ...]
 
