@@ -62,6 +62,7 @@ def train_lm(
         before, theta = state(step - 1), flat_view(params)
         try:
             if J is None:
+                loss_fn.refresh_causal(model, batch)  # weights constant until the next J
                 r, J = residuals_and_jacobian(loss_fn, model, batch)
                 loss = float(r @ r)
                 lm.forget_jacobian()
