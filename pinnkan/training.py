@@ -306,12 +306,20 @@ def train(
     the numbers an uninterrupted run would. A non-finite loss raises `Diverged`. A stop during
     L-BFGS raises `Interrupted` without a new state: resuming replays L-BFGS from the last
     Adam-phase state (same numbers, some repeated work). cfg.max_seconds ends either loop early.
+    `loss_fn` must carry cfg's causal weighting (`PinnLoss(pde, engine, cfg.causal,
+    cfg.causal_slices)`); the loops refresh its weights.
     """
     # the loops import this module (state, history, errors): imported here, not at the top
     from pinnkan.first_order import train_first_order
     from pinnkan.lm_loop import train_lm
 
     cfg.validate()
+    own = (loss_fn.causal.eps, loss_fn.causal.slices) if loss_fn.causal else (0.0, None)
+    if own != ((cfg.causal, cfg.causal_slices) if cfg.causal else (0.0, None)):
+        raise PinnkanError(
+            f"train.causal={cfg.causal:g} (slices {cfg.causal_slices}) but the loss has "
+            f"causal={own[0]:g} (slices {own[1]}): pass both to PinnLoss"
+        )
     total = cfg.steps + (cfg.lbfgs_steps if cfg.optimizer in FIRST_ORDER else 0)
     run = _Run(
         model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop, loss_fn.causal_summary

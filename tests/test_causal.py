@@ -209,3 +209,19 @@ def test_cli_run_with_causal_weighting(tmp_path: Path) -> None:
     bad = run_pinnkan(["pretrain", *tiny(tmp_path / "out", "train.causal=10")], tmp_path)
     assert bad.returncode != 0
     assert "train.causal=10 needs a time-dependent PDE" in bad.stderr, describe(bad)
+
+
+def test_train_refuses_a_loss_without_the_configured_weighting() -> None:
+    pde, gen, model, _, _ = _burgers(causal=0.0)
+    _, pts = pde.grid(5, F64)
+    cfg = TrainConfig(steps=1, progress="none", optimizer="lm", causal=10.0)
+    with pytest.raises(PinnkanError, match="pass both to PinnLoss") as err:
+        train(
+            model,
+            PinnLoss(pde),
+            [{"params": list(model.parameters())}],
+            cfg,
+            Evaluator(pts, pde.exact(pts)),
+            gen,
+        )
+    assert "\n" not in str(err.value)
