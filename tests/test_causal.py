@@ -93,8 +93,8 @@ def test_weighted_loss_is_the_weighted_mean_over_slices() -> None:
         expected += cond.weight * float(
             cond.residual(xc, model.forward_jet(xc)).detach().square().mean()
         )
-    assert float(loss(model, batch)) == pytest.approx(expected, rel=1e-12)
-    r = loss.residual_vector(model, batch)
+    assert float(loss(model, batch).detach()) == pytest.approx(expected, rel=1e-12)
+    r = loss.residual_vector(model, batch).detach()
     assert float(r @ r) == pytest.approx(expected, rel=1e-12)
 
 
