@@ -97,6 +97,7 @@ def train_first_order(
         try:
             batch = loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device)
             opt.zero_grad(set_to_none=True)
+            loss_fn.refresh_causal(model, batch)
             value = float(step_fn(batch).detach())
         except Exception as exc:  # the parameters are untouched until opt.step
             if not is_out_of_memory(exc):
@@ -133,6 +134,7 @@ def train_first_order(
         for step in range(cfg.steps + 1, run.total + 1):
             t0 = time.perf_counter()
             try:
+                loss_fn.refresh_causal(model, batch)  # constant within a line search
                 value = float(lbfgs.step(closure).detach())
             except Exception as exc:  # L-BFGS works on 4x the points
                 if not is_out_of_memory(exc):

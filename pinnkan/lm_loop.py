@@ -84,6 +84,7 @@ def train_lm(
         before, theta = state(step - 1), flat_view(params)
         try:
             if not lm.has_system:
+                loss_fn.refresh_causal(model, batch)  # weights constant until the next system
                 if primal:
                     loss, gram, grad = normal_equations(loss_fn, model, batch, rows)
                     lm.set_normal(gram, grad)

@@ -1,14 +1,17 @@
 """The PINN loss: collocation points, the weighted residuals of the PDE and its conditions,
-their mean-square sum (Adam, L-BFGS) and the scaled residual vector r with loss = r·r (LM)."""
+their mean-square sum (Adam, L-BFGS) and the scaled residual vector r with loss = r·r (LM);
+optionally the PDE residual weighted causally in time (`pinnkan.causal`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from pinnkan.causal import CausalWeighting, summary
 from pinnkan.derivatives import compute_jet
 from pinnkan.jet import Jet
 from pinnkan.kan import KAN
@@ -23,11 +26,42 @@ def scaled(weight: float, res: Tensor, count: int | None = None) -> Tensor:
 
 
 class PinnLoss:
-    """Mean squared PDE residual plus weighted mean squared condition residuals."""
+    """Mean squared PDE residual plus weighted mean squared condition residuals.
 
-    def __init__(self, pde: PDEFamily, engine: str = "forward") -> None:
+    `causal` = ε > 0 weights the PDE residual causally in time over `causal_slices` slices
+    (`pinnkan.causal`; a family without a time coordinate is refused). The weights are held
+    here, constant between calls of `refresh_causal`, which the training loops make: LM with
+    every new Jacobian, Adam/GD every step, L-BFGS every step. Until the first refresh (and
+    always with ε = 0) every weight is 1.
+    """
+
+    def __init__(
+        self, pde: PDEFamily, engine: str = "forward", causal: float = 0.0, causal_slices: int = 32
+    ) -> None:
         self.pde, self.engine = pde, engine
         self.conditions = pde.conditions()
+        self.causal = CausalWeighting.for_family(pde, causal, causal_slices)
+        self.causal_weights: Tensor | None = None  # (M,) slice weights; None: all 1
+
+    def refresh_causal(self, model: KAN, batch: dict[str, Tensor]) -> None:
+        """Recompute the slice weights from the network's PDE residual at batch["interior"]
+        (a function of the model and the batch only, so a resumed run gets the same ones)."""
+        if self.causal is None:
+            return
+        x = batch["interior"]
+        # the forward engine needs no graph; the autograd engine differentiates w.r.t. x
+        no_graph = torch.no_grad() if self.engine == "forward" else contextlib.nullcontext()
+        with no_graph:
+            res = self.pde.residual(x, compute_jet(model, x, self.engine))
+        self.causal_weights = self.causal.weights(x, res)
+
+    def causal_summary(self) -> tuple[float, float] | None:
+        """(smallest weight, fraction of slices settled) of the weights in use; None when off."""
+        if self.causal is None:
+            return None
+        if self.causal_weights is None:
+            return 1.0, 1.0
+        return summary(self.causal_weights)
 
     def sample(
         self,
@@ -57,7 +91,8 @@ class PinnLoss:
         batch: dict[str, Tensor],
         jet_of: Callable[[Tensor, bool], Jet] | None = None,
     ) -> list[tuple[float, Tensor]]:
-        """(weight, residuals (m,)) of the PDE and of every condition in the batch, in order.
+        """(weight, residuals (m,)) of the PDE and of every condition in the batch, in order;
+        the PDE's residuals times √(causal weight) of their time slice when causal weighting is on.
 
         `jet_of(x, derivatives)` evaluates the network at x (the Jacobian's own jet pass);
         by default the configured engine, or a plain forward pass where no derivative is read.
@@ -70,7 +105,10 @@ class PinnLoss:
                 return compute_jet(model, x, self.engine) if derivatives else Jet(model(x))
 
         x = batch["interior"]
-        out = [(self.pde.weights["residual"], self.pde.residual(x, jet_of(x, True)))]
+        res = self.pde.residual(x, jet_of(x, True))
+        if self.causal is not None and self.causal_weights is not None:
+            res = res * self.causal.point_factors(self.causal_weights, x)  # constants
+        out = [(self.pde.weights["residual"], res)]
         for cond in self.conditions:
             if cond.name not in batch:
                 continue
@@ -97,8 +135,9 @@ class PinnLoss:
         return loss
 
     def losses(self, model: KAN, batch: dict[str, Tensor]) -> dict[str, float]:
-        """Mean squared residual of the PDE (`residual`) and of each condition (by name), and
-        their weighted sum `loss`: what a run without a reference reports instead of errors."""
+        """Mean squared residual of the PDE (`residual`, causally weighted when that is on) and
+        of each condition (by name), and their weighted sum `loss`: what a run without a
+        reference reports instead of errors."""
         names = ["residual", *(c.name for c in self.conditions)]
         parts = self.weighted_residuals(model, batch)
         out = {name: float(res.detach().square().mean()) for name, (_, res) in zip(names, parts)}

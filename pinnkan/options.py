@@ -25,6 +25,8 @@ class TrainOptions:
     progress: str = "auto"  # auto | bar | log | none
     checkpoint_every: int = 250  # resumable training state (checkpoint.pt) every N steps; 0: never
     check_memory: bool = True  # refuse a config whose training step cannot fit in free memory
+    causal: float = 0.0  # ε of the causal weighting of the PDE residual in time (0: off)
+    causal_slices: int = 32  # time slices M of the causal weighting
 
 
 @dataclass

@@ -32,7 +32,6 @@ from pinnkan.config import RunConfig
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import StageRun, fit
-from pinnkan.loss import PinnLoss
 from pinnkan.outcome import build_result, finish
 from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
@@ -42,6 +41,7 @@ from pinnkan.stage_setup import (
     as_run_config,
     build_model,
     check_memory,
+    loss_from_setup,
     pde_from_config,
     resolve_setup,
 )
@@ -65,9 +65,9 @@ def _pretrain(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
     check_memory(model, pde, setup)
+    loss_fn = loss_from_setup(pde, setup)
     acquire(run_dir)  # the config is valid: from here on this run writes into run_dir
     resume = load_resume(cfg, run_dir, "pretrain")
-    loss_fn = PinnLoss(pde, setup.train.derivatives)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": setup.train.lr}]
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
     attrs = {"model": model.kind, "widths": json.dumps(model.widths)}
@@ -101,6 +101,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
     acfg.validate(len(model.layers))
+    loss_fn = loss_from_setup(pde, setup)
     acquire(run_dir)  # the config is valid: from here on this run writes into run_dir
     resume = load_resume(cfg, run_dir, "transfer")
     source_path, source_meta = None, {}
@@ -116,7 +117,6 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         except RuntimeError:
             raise PinnkanError(f"checkpoint {source_path} does not fit the network") from None
     check_memory(model, pde, setup, acfg)
-    loss_fn = PinnLoss(pde, setup.train.derivatives)
     first = loss_fn.sample(
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device
     )

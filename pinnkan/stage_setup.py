@@ -19,6 +19,7 @@ from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN, LAYER_KINDS
 from pinnkan.levenberg_marquardt import LMConfig
+from pinnkan.loss import PinnLoss
 from pinnkan.memory import check_fits, estimate_step
 from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
@@ -106,7 +107,7 @@ def validate_config(cfg: RunConfig) -> Setup:
     setup = resolve_setup(cfg)
     kind, hidden, options = _model_options(cfg)
     LAYER_KINDS[kind].resolve(kind, options)
-    pde_from_config(cfg, "target" if cfg.stage == "transfer" else "source")
+    loss_from_setup(pde_from_config(cfg, "target" if cfg.stage == "transfer" else "source"), setup)
     if cfg.stage == "transfer":
         replace(cfg.adapter, cr=cfg.cr).validate(len(hidden) + 1)
     return setup
@@ -140,6 +141,13 @@ def check_memory(
         init = "random" if adapter.init in ("grad", "hosvd") else adapter.init
         prepare(model, replace(adapter, init=init), torch.Generator().manual_seed(0))
     check_fits(estimate_step(model, pde, setup.train), setup.device)
+
+
+def loss_from_setup(pde: PDEFamily, setup: Setup) -> PinnLoss:
+    """The training loss of `pde` with the setup's engine and causal weighting (a family
+    without a time coordinate and train.causal > 0 is one line)."""
+    t = setup.train
+    return PinnLoss(pde, t.derivatives, t.causal, t.causal_slices)
 
 
 def eval_points(cfg: RunConfig, pde: PDEFamily) -> int:

@@ -53,6 +53,8 @@ class TrainConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     max_seconds: float = _TRAIN.max_seconds  # stop once training has taken this long (0: none)
     check_memory: bool = _TRAIN.check_memory  # refuse a step that cannot fit in free memory
+    causal: float = _TRAIN.causal  # ε of the causal weighting in time (pinnkan.causal; 0: off)
+    causal_slices: int = _TRAIN.causal_slices
 
     def __post_init__(self) -> None:
         """Unset steps / lr / lr_decay / lbfgs_steps take the optimizer's pretrain defaults."""
@@ -87,6 +89,8 @@ class TrainConfig:
         as_choice(self.progress, "train.progress", ("auto", "bar", "log", "none"))
         as_choice(self.optimizer, "optim.name", OPTIMIZERS)
         self.max_seconds = as_float(self.max_seconds, "train.max_seconds", 0.0)
+        self.causal = as_float(self.causal, "train.causal", 0.0)
+        self.causal_slices = as_int(self.causal_slices, "train.causal_slices", 1)
         self.lm.validate()
 
 
@@ -154,6 +158,9 @@ class History:
     # why training ended: steps (the budget), max_seconds, or converged (optim=lm: no step
     # lowers the loss any more, the damping passed optim.damping_max)
     stop_reason: str = "steps"
+    # train.causal > 0: the smallest slice weight in use, and the share of slices settled
+    causal_weight_min: list[float] = field(default_factory=list)
+    causal_front: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[Any]]:
         out = {
@@ -162,8 +169,9 @@ class History:
             "loss": self.loss,
             "rel_l2": self.rel_l2,
         }
-        if self.heldout_loss:
-            out["heldout_loss"] = self.heldout_loss
+        for key in ("heldout_loss", "causal_weight_min", "causal_front"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
         return out
 
 
@@ -181,8 +189,10 @@ class _Run:
         resume: TrainState | None,
         checkpoint: Callable[[TrainState], None] | None,
         stop: Callable[[], int | None] | None,
+        causal: Callable[[], tuple[float, float] | None] = lambda: None,
     ) -> None:
         self.model, self.cfg, self.evaluator, self.gen = model, cfg, evaluator, gen
+        self.causal = causal  # the causal weights' summary (PinnLoss.causal_summary)
         self.total, self.checkpoint_fn, self.stop_fn = total, checkpoint, stop
         self.hist, self.elapsed, self.start = History(), 0.0, 0
         if resume is not None:
@@ -211,6 +221,10 @@ class _Run:
             h.rel_l2.append(self.last_err)
             if heldout is not None:
                 h.heldout_loss.append(heldout())
+            causal = self.causal()
+            if causal is not None:
+                h.causal_weight_min.append(causal[0])
+                h.causal_front.append(causal[1])
         self.progress.update(step, loss, self.last_err)
 
     def state(
@@ -295,14 +309,24 @@ def train(
     the numbers an uninterrupted run would. A non-finite loss raises `Diverged`. A stop during
     L-BFGS raises `Interrupted` without a new state: resuming replays L-BFGS from the last
     Adam-phase state (same numbers, some repeated work). cfg.max_seconds ends either loop early.
+    `loss_fn` must carry cfg's causal weighting (`PinnLoss(pde, engine, cfg.causal,
+    cfg.causal_slices)`); the loops refresh its weights.
     """
     # the loops import this module (state, history, errors): imported here, not at the top
     from pinnkan.first_order import train_first_order
     from pinnkan.lm_loop import train_lm
 
     cfg.validate()
+    own = (loss_fn.causal.eps, loss_fn.causal.slices) if loss_fn.causal else (0.0, None)
+    if own != ((cfg.causal, cfg.causal_slices) if cfg.causal else (0.0, None)):
+        raise PinnkanError(
+            f"train.causal={cfg.causal:g} (slices {cfg.causal_slices}) but the loss has "
+            f"causal={own[0]:g} (slices {own[1]}): pass both to PinnLoss"
+        )
     total = cfg.steps + (cfg.lbfgs_steps if cfg.optimizer in FIRST_ORDER else 0)
-    run = _Run(model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop)
+    run = _Run(
+        model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop, loss_fn.causal_summary
+    )
     if cfg.optimizer == "lm":
         hist = train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume)
     else:

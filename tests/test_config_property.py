@@ -57,6 +57,13 @@ FIELDS: dict[str, tuple[Any, Any, str]] = {
         st.one_of(st.text(max_size=5), junk),
         "train.derivatives",
     ),
+    # elliptic has no time axis: only causal=0 runs there (test_causal runs the others)
+    "train.causal": (
+        st.just(0.0),
+        st.one_of(st.floats(max_value=-1e-3), non_finite, junk),
+        "train.causal",
+    ),
+    "train.causal_slices": (ints(1, 64), bad_ints(1), "train.causal_slices"),
     "optim.lr": (floats(1e-5, 0.1), bad_positive(), "optim.lr"),
     "optim.lr_decay": (
         floats(0.01, 1.0),
