@@ -210,7 +210,7 @@ class LayerKind:
         assert set(names[n:]) == set(self.checks), f"{self.model.__name__}: one check per option"
 
     def defaults(self) -> dict[str, Any]:
-        """The options' defaults (without name and hidden), in the dataclass' field order."""
+        """The options' defaults (without the NetworkModel fields), in field order."""
         model = self.model()
         return {
             f.name: getattr(model, f.name)
