@@ -16,6 +16,7 @@ from typing import Any
 from pinnkan.adapters import AdapterConfig
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import LAYER_KINDS
+from pinnkan.layers.base import MODEL_FIELDS
 from pinnkan.options import (  # noqa: F401  (part of the config)
     DEFAULT_OPTIMIZER,
     OPTIMIZERS,
@@ -119,7 +120,7 @@ class RunConfig:
         model = dict(cfg.get("model") or {})
         kind = str(model.get("name", "bspline"))
         model_class(kind)  # an unknown kind is one line
-        LAYER_KINDS[kind].refuse_unknown(kind, set(model) - {"name", "hidden"})
+        LAYER_KINDS[kind].refuse_unknown(kind, set(model) - set(MODEL_FIELDS))
         out.model = _section(model_class(kind), model, "model")
         optim = dict(cfg.get("optim") or {})
         name = optim.get("name", DEFAULT_OPTIMIZER)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from pinnkan.jet import Jet, affine_input_jet
+from pinnkan.jet import Jet
 from pinnkan.kan import KAN
 from pinnkan.loss import PinnLoss, scaled
 
@@ -29,13 +29,6 @@ from pinnkan.loss import PinnLoss, scaled
 def trainable_parameters(model: KAN) -> list[nn.Parameter]:
     """The parameters J has columns for, in `model.parameters()` order."""
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def _value_jet(model: KAN, x: Tensor) -> Jet:
-    """The input jet with no derivative directions (for conditions on values only)."""
-    z = model.normalise(x)
-    empty = z.new_zeros(0, *z.shape)
-    return Jet(z, empty, empty)
 
 
 def _probed_pass(
@@ -47,7 +40,7 @@ def _probed_pass(
     (C, B, n_out)); the gradient of a sum of residuals w.r.t. a probe is S above. Without
     `probes` it is the same arithmetic (adding zero is exact) with nothing recorded.
     """
-    jet = affine_input_jet(x, model.lo, model.hi) if derivatives else _value_jet(model, x)
+    jet = model.input_jet(x, derivatives)
     records = []
     for layer in model.layers:
         assert jet.d1 is not None

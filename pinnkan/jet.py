@@ -6,6 +6,7 @@ PDE residuals are written against a jet, so they do not need to know which deriv
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -65,3 +66,46 @@ def affine_input_jet(x: Tensor, lo: Tensor, hi: Tensor) -> Jet:
     d1[idx, :, idx] = scale.unsqueeze(-1).expand(dim, n_batch)
     d2 = torch.zeros_like(d1)
     return Jet(z, d1, d2)
+
+
+def periodic_input_jet(
+    x: Tensor, lo: Tensor, hi: Tensor, periodic: tuple[int, ...], derivatives: bool = True
+) -> Jet:
+    """`affine_input_jet` with each axis k in `periodic` embedded as the two features cos θ_k,
+    sin θ_k, θ_k = 2π (x_k - lo_k) / (hi_k - lo_k): width D + len(periodic), in axis order
+    (axis k's cos and sin take its place). Without `derivatives`, the value only (d1 and d2
+    with no directions).
+
+    Every feature of axis k has period hi_k - lo_k in x_k, so whatever the layers compute from
+    them is exactly periodic in x_k, with all its derivatives. The jet carries the embedding's
+    exact derivatives w.r.t. the physical x_k, ω = 2π / (hi_k - lo_k):
+    (cos θ)' = -ω sin θ, (cos θ)'' = -ω² cos θ, (sin θ)' = ω cos θ, (sin θ)'' = -ω² sin θ.
+    """
+    n_batch, dim = x.shape
+    scale = 2.0 / (hi - lo)  # (D,)
+    values, d1s, d2s = [], [], []
+    for k in range(dim):
+        # direction k is the only one that sees axis k's features: (D, 1, 1)
+        seed = torch.zeros(dim, 1, 1, dtype=x.dtype, device=x.device)
+        seed[k] = 1.0
+        if k not in periodic:
+            values.append((x[:, k : k + 1] - lo[k]) * scale[k] - 1.0)
+            if derivatives:
+                d1s.append((seed * scale[k]).expand(dim, n_batch, 1))
+                d2s.append(x.new_zeros(dim, n_batch, 1))
+            continue
+        period = hi[k] - lo[k]
+        omega = 2.0 * math.pi / period
+        # the remainder maps x_k = hi_k onto lo_k exactly (its derivative is 1): both faces get
+        # bit-identical features, not ones equal up to the rounding of cos(2π)
+        theta = torch.remainder(x[:, k] - lo[k], period) * omega  # (B,)
+        c, s = torch.cos(theta), torch.sin(theta)
+        values.append(torch.stack([c, s], dim=-1))
+        if derivatives:
+            d1s.append(seed * torch.stack([-omega * s, omega * c], dim=-1))
+            d2s.append(seed * torch.stack([-omega * omega * c, -omega * omega * s], dim=-1))
+    value = torch.cat(values, dim=-1)  # (B, D + len(periodic))
+    if not derivatives:
+        empty = value.new_zeros(0, *value.shape)
+        return Jet(value, empty, empty)
+    return Jet(value, torch.cat(d1s, dim=-1), torch.cat(d2s, dim=-1))

@@ -11,13 +11,14 @@ checkpoints and merge only use that.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet, affine_input_jet
+from pinnkan.jet import Jet, affine_input_jet, periodic_input_jet
 from pinnkan.layers import bspline, chebyshev, lmkan, mlp, rational
 from pinnkan.layers.base import LayerContext, LayerKind
 
@@ -31,9 +32,21 @@ LAYER_KINDS: dict[str, LayerKind] = {
 }
 
 
+# spec keys added after files were written, with the value a file without them means
+LATER_SPEC_KEYS: dict[str, Any] = {"periodic": []}
+
+
+def completed_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec as read from a file, with LATER_SPEC_KEYS it lacks at their defaults (a file
+    written before `periodic` was a spec key holds a network without the embedding)."""
+    return {**LATER_SPEC_KEYS, **spec}
+
+
 def spec_differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """Keys of `want` whose values differ in `have`; domain bounds compare to float32 precision
-    (files written before the spec kept the exact bounds read them back from float32 tensors)."""
+    """Keys of `want` whose values differ in `have`, both `completed_spec`; domain bounds
+    compare to float32 precision (files written before the spec kept the exact bounds read
+    them back from float32 tensors)."""
+    have, want = completed_spec(have), completed_spec(want)
 
     def same(key: str) -> bool:
         a, b = have.get(key), want[key]
@@ -51,7 +64,10 @@ class KAN(nn.Module):
     """A network of one layer kind on a box domain: inputs are mapped affinely to [-1, 1].
 
     `kind` names an entry of LAYER_KINDS; `options` are that kind's options (e.g. grid_size
-    for bspline, degree for chebyshev), checked and completed with defaults.
+    for bspline, degree for chebyshev), checked and completed with defaults. Each axis in
+    `periodic` enters instead as cos and sin of 2π (x_k - lo_k) / (hi_k - lo_k), which makes u
+    exactly periodic in it (`pinnkan.jet.periodic_input_jet`): the first layer then takes
+    widths[0] + len(periodic) inputs.
     """
 
     def __init__(
@@ -63,6 +79,7 @@ class KAN(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
+        periodic: Sequence[int] = (),
         **options: Any,
     ) -> None:
         super().__init__()
@@ -72,6 +89,12 @@ class KAN(nn.Module):
             raise ValueError(f"domain has {len(domain)} coordinates but widths[0] = {widths[0]}")
         if kind not in LAYER_KINDS:
             raise PinnkanError(f"unknown model {kind!r}; choose one of: {', '.join(LAYER_KINDS)}")
+        axes = tuple(int(k) for k in periodic)
+        if any(not 0 <= k < len(domain) for k in axes) or len(set(axes)) != len(axes):
+            raise PinnkanError(
+                f"periodic={list(periodic)} must list distinct axes among 0..{len(domain) - 1}"
+            )
+        self.periodic = tuple(sorted(axes))
         self.kind = kind
         self.options = LAYER_KINDS[kind].resolve(kind, options)
         self.widths = [int(w) for w in widths]
@@ -84,9 +107,10 @@ class KAN(nn.Module):
         self.domain = [[float(a), float(b)] for a, b in domain]
         n_layers = len(self.widths) - 1
         make = LAYER_KINDS[kind].make
+        n_in = [self.widths[0] + len(self.periodic), *self.widths[1:-1]]
         self.layers = nn.ModuleList(
             make(a, b, LayerContext(i, n_layers, dtype, device, generator), **self.options)
-            for i, (a, b) in enumerate(zip(self.widths[:-1], self.widths[1:]))
+            for i, (a, b) in enumerate(zip(n_in, self.widths[1:]))
         )
 
     def spec(self) -> dict[str, Any]:
@@ -97,6 +121,7 @@ class KAN(nn.Module):
             "widths": self.widths,
             **{k: v for k, v in self.options.items() if k not in init_only},
             "domain": self.domain,
+            "periodic": list(self.periodic),
         }
 
     def base_state(self) -> dict[str, Tensor]:
@@ -111,8 +136,22 @@ class KAN(nn.Module):
         return state
 
     def normalise(self, x: Tensor) -> Tensor:
-        """Physical points (B, D) -> [-1, 1]^D."""
+        """Physical points (B, D) -> the first layer's input in [-1, 1]^(D + len(periodic))."""
+        if self.periodic:
+            return self.input_jet(x, derivatives=False).value
         return (x - self.lo) * (2.0 / (self.hi - self.lo)) - 1.0
+
+    def input_jet(self, x: Tensor, derivatives: bool = True) -> Jet:
+        """The first layer's input at physical points x (B, D) as a jet w.r.t. x (the
+        derivative engines start from it); without `derivatives`, d1 and d2 have no
+        directions (a value-only pass)."""
+        if self.periodic:
+            return periodic_input_jet(x, self.lo, self.hi, self.periodic, derivatives)
+        if derivatives:
+            return affine_input_jet(x, self.lo, self.hi)
+        z = self.normalise(x)
+        empty = z.new_zeros(0, *z.shape)
+        return Jet(z, empty, empty)
 
     def forward(self, x: Tensor) -> Tensor:
         """Physical points x (B, D) -> u (B, n_out)."""
@@ -123,7 +162,7 @@ class KAN(nn.Module):
 
     def forward_jet(self, x: Tensor, fused: bool = True) -> Jet:
         """u and its first and diagonal second derivatives w.r.t. the physical coordinates."""
-        jet = affine_input_jet(x, self.lo, self.hi)
+        jet = self.input_jet(x)
         for layer in self.layers:
             jet = layer.forward_jet(jet, fused)
         return jet

@@ -8,7 +8,7 @@ from typing import Any
 
 from pinnkan.checkpoint import model_file
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN, spec_differences
+from pinnkan.kan import KAN, completed_spec, spec_differences
 from pinnkan.pde import PDEFamily, current_name
 from pinnkan.results import RESULTS_FILE, root_attrs
 
@@ -49,7 +49,7 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
             f"checkpoint {path} was trained on pde={meta.get('pde')}, but this transfer is "
             f"pde={pde.name}; pass pde={meta.get('pde')} or a source= run of {pde.name}"
         )
-    want, have = model.spec(), meta.get("spec", {})
+    want, have = model.spec(), completed_spec(meta.get("spec", {}))
     if have.get("basis", "bspline") != want["basis"]:
         raise PinnkanError(
             f"checkpoint {path} is a model={have.get('basis', 'bspline')} network, but this run "

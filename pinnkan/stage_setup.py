@@ -92,30 +92,47 @@ def resolve_setup(cfg: RunConfig) -> Setup:
     return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision)
 
 
-def _model_options(cfg: RunConfig) -> tuple[str, list[int], dict[str, Any]]:
-    """(kind, hidden widths, the kind's options) of `model:`, the widths checked."""
+def _model_options(cfg: RunConfig) -> tuple[str, list[int], Any, dict[str, Any]]:
+    """(kind, hidden widths, `periodic` as given, the kind's options) of `model:`, the widths
+    checked."""
     m = dataclasses.asdict(cfg.model)
-    name, hidden = m.pop("name"), m.pop("hidden")
+    name, hidden, periodic = m.pop("name"), m.pop("hidden"), m.pop("periodic")
     if not isinstance(hidden, list | tuple) or not hidden:
         raise PinnkanError(f"model.hidden={hidden!r} must list positive layer widths, e.g. [32,32]")
-    return name, [as_int(w, "model.hidden[]", 1, 4096) for w in hidden], m
+    return name, [as_int(w, "model.hidden[]", 1, 4096) for w in hidden], periodic, m
+
+
+def periodic_axes(value: Any, pde: PDEFamily) -> tuple[int, ...]:
+    """The axes `model.periodic` embeds exactly periodically: auto, the family's
+    `periodic_axes` (none for most); true, those, and a family without any is an error;
+    false, none (u periodic only as far as the loss's periodic condition makes it)."""
+    choice = str(value).lower() if isinstance(value, bool) else value  # YAML booleans
+    as_choice(choice, "model.periodic", ("auto", "true", "false"))
+    if choice == "true" and not pde.periodic_axes:
+        raise PinnkanError(
+            f"model.periodic=true, but pde={pde.name} has no periodic axes; use auto or false"
+        )
+    return () if choice == "false" else tuple(pde.periodic_axes)
 
 
 def validate_config(cfg: RunConfig) -> Setup:
     """Every check a stage makes before it writes anything, in one place (one line each):
     the settings, the network's options, the adapter's and the PDE member's parameters."""
     setup = resolve_setup(cfg)
-    kind, hidden, options = _model_options(cfg)
+    kind, hidden, periodic, options = _model_options(cfg)
     LAYER_KINDS[kind].resolve(kind, options)
-    loss_from_setup(pde_from_config(cfg, "target" if cfg.stage == "transfer" else "source"), setup)
+    pde = pde_from_config(cfg, "target" if cfg.stage == "transfer" else "source")
+    loss_from_setup(pde, setup)
+    periodic_axes(periodic, pde)
     if cfg.stage == "transfer":
         replace(cfg.adapter, cr=cfg.cr).validate(len(hidden) + 1)
     return setup
 
 
 def build_model(cfg: RunConfig, pde: PDEFamily, setup: Setup, gen: torch.Generator) -> KAN:
-    """The network the model config describes (a `model=` layer kind), on the PDE's domain."""
-    name, hidden, m = _model_options(cfg)
+    """The network the model config describes (a `model=` layer kind), on the PDE's domain,
+    with the periodic axes `model.periodic` resolves to for `pde`."""
+    name, hidden, periodic, m = _model_options(cfg)
     return KAN(
         [pde.dim, *hidden, 1],
         list(pde.domain),
@@ -123,6 +140,7 @@ def build_model(cfg: RunConfig, pde: PDEFamily, setup: Setup, gen: torch.Generat
         dtype=setup.dtype,
         device=setup.device,
         generator=gen,
+        periodic=periodic_axes(periodic, pde),
         **m,
     )
 

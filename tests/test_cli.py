@@ -28,8 +28,10 @@ AXES = {
 }
 PDE_PARAM = {"elliptic": "mu", "parabolic": "nu", "advection": "beta", "wave": "c"}
 N_D = 5 + 4  # default grid_size 5 -> cubic B-spline basis plus SiLU: 9 coefficients per edge
-# TINY: model.hidden=[4] -> widths [2, 4, 1]; (n_in, n_out) of each layer
+# TINY: model.hidden=[4] -> widths [2, 4, 1]; (n_in, n_out) of each layer (advection's
+# periodic x enters as cos x, sin x: 3 inputs)
 LAYERS = [(2, 4), (4, 1)]
+PERIODIC_LAYERS = [(3, 4), (4, 1)]
 RUN_FILES = ("results.h5", MODEL_FILE, "fields.png", "training.png")
 
 
@@ -123,7 +125,7 @@ def test_family_results_layout(pde_runs: tuple[str, Path, Path]) -> None:
             assert ("lotra" in f) == (stage == "transfer")
             assert ("model" in f) == (stage == "transfer")
     with h5py.File(results(tr_dir), "r") as f:
-        for layer, (n_in, n_out) in enumerate(LAYERS):
+        for layer, (n_in, n_out) in enumerate(PERIODIC_LAYERS if pde == "advection" else LAYERS):
             g = f[f"lotra/layer_{layer}/G"]
             assert g.ndim == 3
             assert f[f"lotra/layer_{layer}/U1"].shape == (n_in, g.shape[0])

@@ -7,6 +7,7 @@ from pinnkan.layers.base import (
     Layer,
     LayerContext,
     LayerKind,
+    NetworkModel,
     layer_extra_parameters,
     other_parameters,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "LookupKANLayer",
     "LookupKANModel",
     "MLPModel",
+    "NetworkModel",
     "RationalBasis",
     "RationalModel",
     "layer_extra_parameters",

@@ -171,15 +171,29 @@ class LayerContext:
 # one-line PinnkanError naming the field.
 OptionCheck = Callable[[Any, str], Any]
 
-MODEL_FIELDS = ("name", "hidden")  # fields of every model dataclass that are not layer options
+
+@dataclass
+class NetworkModel:
+    """The fields every kind's `model=` dataclass starts with (it subclasses this and sets its
+    own name and hidden defaults): they describe the network, not a layer option."""
+
+    name: str = ""
+    hidden: list[int] = field(default_factory=list)
+    # auto: embed the PDE family's periodic axes (cos/sin, exactly periodic u) | true | false
+    periodic: Any = "auto"
+
+
+# fields of every model dataclass that are not layer options
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(NetworkModel))
 
 
 @dataclass(frozen=True)
 class LayerKind:
     """One `model=` choice: its layer factory, its options dataclass and their checks.
 
-    `model` is the kind's dataclass (`name`, `hidden`, then the options with their defaults,
-    also the `model=` config group's schema); `checks` has one check per option.
+    `model` is the kind's dataclass (a `NetworkModel`: `name`, `hidden`, `periodic`, then the
+    options with their defaults, also the `model=` config group's schema); `checks` has one
+    check per option.
     `make(n_in, n_out, ctx, **options)` builds one layer. Options not in `init_only` are part
     of the architecture and so of `KAN.spec()` (a checkpoint must match them).
     """
@@ -191,11 +205,12 @@ class LayerKind:
 
     def __post_init__(self) -> None:
         names = [f.name for f in dataclasses.fields(self.model)]
-        assert names[:2] == list(MODEL_FIELDS), f"{self.model.__name__}: name, hidden first"
-        assert set(names[2:]) == set(self.checks), f"{self.model.__name__}: one check per option"
+        n = len(MODEL_FIELDS)
+        assert names[:n] == list(MODEL_FIELDS), f"{self.model.__name__}: a NetworkModel"
+        assert set(names[n:]) == set(self.checks), f"{self.model.__name__}: one check per option"
 
     def defaults(self) -> dict[str, Any]:
-        """The options' defaults (without name and hidden), in the dataclass' field order."""
+        """The options' defaults (without the NetworkModel fields), in field order."""
         model = self.model()
         return {
             f.name: getattr(model, f.name)
@@ -215,7 +230,7 @@ class LayerKind:
         if unknown:
             raise PinnkanError(
                 f"model.{unknown[0]} is not an option of model={kind}; its options: "
-                f"{', '.join(['hidden', *defaults])}"
+                f"{', '.join([*MODEL_FIELDS[1:], *defaults])}"
             )
 
     def resolve(self, kind: str, given: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from pinnkan.config_checks import as_float
 from pinnkan.jet import Jet
-from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, check_range
+from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, NetworkModel, check_range
 from pinnkan.layers.bspline_jet import bspline_jet_matmul
 from pinnkan.layers.splines import (
     GRID_RANGE,
@@ -29,7 +29,7 @@ from pinnkan.layers.splines import (
 
 
 @dataclass
-class BSplineModel:
+class BSplineModel(NetworkModel):
     """`model=bspline`: cubic B-spline + SiLU KAN; hidden widths and the layer options."""
 
     name: str = "bspline"

@@ -18,11 +18,11 @@ import torch
 from torch import Tensor
 
 from pinnkan.config_checks import as_float, as_int
-from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind
+from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, NetworkModel
 
 
 @dataclass
-class ChebyshevModel:
+class ChebyshevModel(NetworkModel):
     """`model=chebyshev`: Chebyshev KAN on tanh-bounded inputs; hidden widths and options."""
 
     name: str = "chebyshev"

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from pinnkan.config_checks import as_choice, as_float
 from pinnkan.jet import Jet
-from pinnkan.layers.base import CoefficientLayer, LayerContext, LayerKind, check_range
+from pinnkan.layers.base import CoefficientLayer, LayerContext, LayerKind, NetworkModel, check_range
 from pinnkan.layers.splines import GRID_RANGE, ORDER, UniformGrid, check_grid_size, local_cubic
 
 GAIN = 0.5  # linear-part gain of the init, keeps hidden values mostly inside grid_range
@@ -42,7 +42,7 @@ OUTSIDE = ("extrapolate", "zero")  # what f does beyond grid_range (see the modu
 
 
 @dataclass
-class LookupKANModel:
+class LookupKANModel(NetworkModel):
     """`model=lmkan`: lookup multivariate KAN; hidden widths and the layer options."""
 
     name: str = "lmkan"

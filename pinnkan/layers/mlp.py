@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind
+from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, NetworkModel
 
 
 @dataclass
-class MLPModel:
+class MLPModel(NetworkModel):
     """`model=mlp`: tanh MLP baseline; hidden widths only (no layer options)."""
 
     name: str = "mlp"

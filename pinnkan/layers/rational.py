@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pinnkan.config_checks import as_choice, as_float, as_int
-from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind
+from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, NetworkModel
 
 DEGREE_P = 5  # numerator degree: n_d = DEGREE_P + 1 basis functions per channel
 DEGREE_Q = 4  # denominator degree: DEGREE_Q coefficients per group
@@ -46,7 +46,7 @@ _ACT = {"identity": lambda x: x, "silu": F.silu, "gelu": F.gelu}
 
 
 @dataclass
-class RationalModel:
+class RationalModel(NetworkModel):
     """`model=rational`: KAT group-rational KAN; hidden widths and the layer options."""
 
     name: str = "rational"

@@ -124,6 +124,7 @@ class AllenCahn(PDEFamily):
     name = "allen_cahn"
     coords = ("x", "t")
     domain = ((-1.0, 1.0), (0.0, 1.0))
+    periodic_axes = (0,)  # x
     defaults = {"eps": 2.0e-2}
     target_params = {"eps": 1.5e-2}
     lower_bounds = {"eps": 0.0}

@@ -39,8 +39,9 @@ class Condition:
 class PDEFamily:
     """Base class of a PDE family member; subclasses set the class attributes and methods.
 
-    To add an operator, subclass this, set `name`, `coords`, `domain`, `defaults`, write
-    `residual`, `exact` and `conditions`, and register the class in `pinnkan.pde.FAMILIES`.
+    To add an operator, subclass this, set `name`, `coords`, `domain`, `defaults` (and
+    `periodic_axes` for a periodic one), write `residual`, `exact` and `conditions`, and
+    register the class in `pinnkan.pde.FAMILIES`.
     """
 
     name: ClassVar[str]
@@ -54,6 +55,9 @@ class PDEFamily:
     # evaluation grid points per axis when eval.n is null (n^D points: fewer in 3-D)
     eval_points: ClassVar[int] = 101
     reference_file: ClassVar[str | None] = None  # set when `exact` reads a file (pde.reference)
+    # coordinates in which the solution is periodic over the box (hi - lo): the network embeds
+    # them as cos / sin (model.periodic, pinnkan.kan.KAN), which makes u exactly periodic there
+    periodic_axes: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -192,7 +196,14 @@ def at_start(family: PDEFamily, value: Value | None = None, name: str = "initial
 
 
 def periodic(family: PDEFamily, axis: int = 0, slope: bool = False) -> Condition:
-    """u (with `slope`, also ∂u/∂x_axis: a second condition) equal on both faces of `axis`."""
+    """u (with `slope`, also ∂u/∂x_axis: a second condition) equal on both faces of `axis`.
+
+    A family that uses it also lists `axis` in `periodic_axes`. The condition stays in the
+    loss when the network embeds the axis (model.periodic): its residual is then exactly zero
+    and its Jacobian rows zero, a little wasted work, but the loss, its residual vector and
+    the recorded condition losses keep one layout whether or not the embedding is on, and a
+    network without it (model.periodic=false) still needs the penalty.
+    """
     if slope:
         return Condition(
             "boundary_dx",
