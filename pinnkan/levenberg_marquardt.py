@@ -95,6 +95,10 @@ class LevenbergMarquardt:
         # D, None) or ("kernel", J̃J̃ᵀ (N, N), r, D, J̃ (N, P)), with J̃ = J D⁻¹
         self._system: tuple[str, Tensor, Tensor, Tensor, Tensor | None] | None = None
 
+    def restart(self) -> None:
+        """Damping back to its initial value and no system: a new problem (time window)."""
+        self.damping, self.nu, self._system = float(self.cfg.damping), 2.0, None
+
     def forget_jacobian(self) -> None:
         """The next step needs a new system (after an accepted step or new points)."""
         self._system = None

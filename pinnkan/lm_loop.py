@@ -46,14 +46,25 @@ def train_lm(
 
     n_params = sum(p.numel() for p in params)
     rows = cfg.lm.chunk_rows(n_params)
+    # time marching (train.time_windows = K): the interior covers the first window/K of t
+    windows, window, in_window = cfg.time_windows, 1, 0
+    if resume is not None:
+        window = int(resume.optimizer.get("window", 1))
+        in_window = int(resume.optimizer.get("in_window", 0))
 
-    def new_batch(adaptive: bool = False) -> dict[str, Tensor]:
+    def new_batch(adaptive: bool = False, whole: bool = False) -> dict[str, Tensor]:
         """Sobol points; `adaptive` (optim.sampling=rad): the interior drawn from a pool by
-        the current network's residual (the first batch and the held-out set stay uniform)."""
+        the current network's residual (the first batch and the held-out set stay uniform);
+        in the current time window unless `whole` (the held-out set)."""
+        frac = 1.0 if whole else window / windows
         if not (adaptive and cfg.lm.sampling == "rad"):
-            return loss_fn.sample(cfg.n_interior, cfg.n_boundary, gen, dtype, device, quasi=True)
+            return loss_fn.sample(
+                cfg.n_interior, cfg.n_boundary, gen, dtype, device, quasi=True, t_fraction=frac
+            )
         pool = cfg.n_interior * cfg.lm.rad_pool
-        batch = loss_fn.sample(pool, cfg.n_boundary, gen, dtype, device, quasi=True)
+        batch = loss_fn.sample(
+            pool, cfg.n_boundary, gen, dtype, device, quasi=True, t_fraction=frac
+        )
         res = pde_residual(loss_fn.pde, model, batch["interior"], rows)
         k, c = cfg.lm.rad_k, cfg.lm.rad_c
         batch["interior"] = draw_by_residual(batch["interior"], res, cfg.n_interior, k, c, gen)
@@ -64,7 +75,7 @@ def train_lm(
         batch, heldout = resume.optimizer["batch"], resume.optimizer["heldout"]
         accepted = int(resume.optimizer["accepted"])
     else:
-        heldout, batch, accepted = new_batch(), new_batch(), 0
+        heldout, batch, accepted = new_batch(whole=True), new_batch(), 0
 
     # primal: JᵀJ accumulated over chunks of `rows` interior points; kernel: one whole J.
     # The trial loss is summed over the same pieces as the current one (bit for bit comparable)
@@ -76,6 +87,7 @@ def train_lm(
 
     def state(step: int) -> Callable[[], TrainState]:
         extra = {"lm": lm.state_dict(), "batch": batch, "heldout": heldout, "accepted": accepted}
+        extra |= {"window": window, "in_window": in_window}
         return lambda: run.state(step, extra, {})
 
     loss = math.nan
@@ -109,13 +121,21 @@ def train_lm(
             step_vector = None
             assign_flat(params, theta)  # undo a trial step
             raise run.out_of_memory(step, exc, before) from None
-        if lm.judge(predicted, loss - trial):  # a non-finite trial is rejected
-            loss, accepted = trial, accepted + 1
+        kept = lm.judge(predicted, loss - trial)  # a non-finite trial is rejected
+        if kept:
+            loss, accepted, in_window = trial, accepted + 1, in_window + 1
             lm.forget_jacobian()
-            if cfg.lm.resample_every and accepted % cfg.lm.resample_every == 0:
-                batch = new_batch(adaptive=True)
         else:
             assign_flat(params, theta)
+        if window < windows and (
+            lm.exhausted or (kept and (loss < cfg.window_tol or in_window >= cfg.window_steps))
+        ):  # the next time window: new points there, the damping back to its start
+            window, in_window = window + 1, 0
+            log.info("%s: step %d, time window %d/%d", run.progress.desc, step, window, windows)
+            batch = new_batch(adaptive=True)
+            lm.restart()
+        elif kept and cfg.lm.resample_every and accepted % cfg.lm.resample_every == 0:
+            batch = new_batch(adaptive=True)
         run.elapsed += time.perf_counter() - t0
         done = lm.exhausted or run.out_of_time()
         run.record(step, loss, force=done, heldout=lambda: loss_at(heldout))

@@ -71,15 +71,21 @@ class PinnLoss:
         dtype: torch.dtype,
         device: torch.device,
         quasi: bool = False,
+        t_fraction: float = 1.0,
     ) -> dict[str, Tensor]:
         """One batch of collocation points, drawn on the CPU generator for reproducibility;
-        `quasi`: the interior points are a scrambled Sobol set (seeded from `gen`)."""
+        `quasi`: the interior points are a scrambled Sobol set (seeded from `gen`);
+        `t_fraction` < 1: the interior only in the first fraction of the time interval (the
+        last coordinate; time marching, `train.time_windows`)."""
         if quasi:
             seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
             engine = torch.quasirandom.SobolEngine(self.pde.dim, scramble=True, seed=seed)
             interior = self.pde.box_points(engine.draw(n_interior, dtype=dtype))
         else:
             interior = self.pde.sample_interior(n_interior, gen, dtype)
+        if t_fraction < 1.0:
+            t0 = self.pde.domain[-1][0]
+            interior[:, -1] = t0 + (interior[:, -1] - t0) * t_fraction
         batch = {"interior": interior}
         for cond in self.conditions:
             batch[cond.name] = cond.sample(n_boundary, gen, dtype)

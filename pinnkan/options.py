@@ -27,6 +27,12 @@ class TrainOptions:
     check_memory: bool = True  # refuse a config whose training step cannot fit in free memory
     causal: float = 0.0  # ε of the causal weighting of the PDE residual in time (0: off)
     causal_slices: int = 32  # time slices M of the causal weighting
+    # time marching in one network (optim=lm): the interior points cover t in the first k/K of
+    # the interval, k = 1..K; the next window opens once the loss on the points is below
+    # window_tol, after window_steps accepted steps in the window, or when LM has converged
+    time_windows: int = 1  # K (1: the whole interval from the start)
+    window_tol: float = 1e-8
+    window_steps: int = 100
 
 
 @dataclass

@@ -163,8 +163,13 @@ def check_memory(
 
 def loss_from_setup(pde: PDEFamily, setup: Setup) -> PinnLoss:
     """The training loss of `pde` with the setup's engine and causal weighting (a family
-    without a time coordinate and train.causal > 0 is one line)."""
+    without a time coordinate and train.causal > 0 or train.time_windows > 1 is one line)."""
     t = setup.train
+    if t.time_windows > 1 and pde.coords[-1] != "t":
+        raise PinnkanError(
+            f"train.time_windows={t.time_windows} needs a time-dependent PDE (last coordinate "
+            f"t); pde={pde.name} has ({', '.join(pde.coords)}): set train.time_windows=1"
+        )
     return PinnLoss(pde, t.derivatives, t.causal, t.causal_slices)
 
 

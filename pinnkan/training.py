@@ -55,6 +55,9 @@ class TrainConfig:
     check_memory: bool = _TRAIN.check_memory  # refuse a step that cannot fit in free memory
     causal: float = _TRAIN.causal  # ε of the causal weighting in time (pinnkan.causal; 0: off)
     causal_slices: int = _TRAIN.causal_slices
+    time_windows: int = _TRAIN.time_windows  # time marching in one network (optim=lm; 1: off)
+    window_tol: float = _TRAIN.window_tol
+    window_steps: int = _TRAIN.window_steps
 
     def __post_init__(self) -> None:
         """Unset steps / lr / lr_decay / lbfgs_steps take the optimizer's pretrain defaults."""
@@ -91,6 +94,14 @@ class TrainConfig:
         self.max_seconds = as_float(self.max_seconds, "train.max_seconds", 0.0)
         self.causal = as_float(self.causal, "train.causal", 0.0)
         self.causal_slices = as_int(self.causal_slices, "train.causal_slices", 1)
+        self.time_windows = as_int(self.time_windows, "train.time_windows", 1, 10_000)
+        self.window_tol = as_float(self.window_tol, "train.window_tol", 0.0)
+        self.window_steps = as_int(self.window_steps, "train.window_steps", 1)
+        if self.time_windows > 1 and self.optimizer != "lm":
+            raise PinnkanError(
+                f"train.time_windows={self.time_windows} needs optim=lm (it opens the next "
+                "window on LM's own signals); use train.causal with optim=" + self.optimizer
+            )
         self.lm.validate()
 
 

@@ -179,3 +179,96 @@ def test_bad_chunk_and_sampling_options_are_one_line(tmp_path: Path, key: str, v
     with pytest.raises(PinnkanError, match=key.replace(".", r"\.")):
         runner.pretrain(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_chunked_system_and_rad_on_cuda_match_the_cpu() -> None:
+    model, loss, batch = _problem("bspline", "advection", "lotra")
+    total, gram, grad = normal_equations(loss, model, batch, rows=4)
+    gpu = copy.deepcopy(model).to("cuda")
+    gpu_batch = {k: v.to("cuda") for k, v in batch.items()}
+    g_total, g_gram, g_grad = normal_equations(loss, gpu, gpu_batch, rows=4)
+    assert g_gram.is_cuda and g_total == pytest.approx(total, rel=1e-12)
+    torch.testing.assert_close(g_gram.cpu(), gram, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g_grad.cpu(), grad, rtol=1e-10, atol=1e-12)
+    pool = torch.rand(500, 2, dtype=F64, device="cuda")
+    res = pde_residual(loss.pde, gpu, pool, rows=64)
+    drawn = draw_by_residual(pool, res, 100, 1.0, 1.0, torch.Generator().manual_seed(0))
+    assert drawn.is_cuda and drawn.shape == (100, 2)
+    pde, gen, net, ev = _primal_setup()
+    net = net.to("cuda")
+    ev = Evaluator(ev.points.to("cuda"), ev.u_ref.to("cuda"))
+    hist = train(
+        net,
+        PinnLoss(pde),
+        [{"params": list(net.parameters())}],
+        _config(8, chunk=40, resample_every=2, sampling="rad"),
+        ev,
+        gen,
+    )
+    assert hist.loss[-1] < hist.loss[0]
+
+
+def test_time_windows_march_through_t_and_resume_bit_for_bit() -> None:
+    cfg = _config(24, chunk=40, resample_every=3)
+    cfg.time_windows, cfg.window_steps = 4, 3
+    pde, gen, model, ev = _primal_setup()
+    full = train(model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen)
+    # the run opened every window, and its points reach the end of the interval only then
+    pde, gen, model, ev = _primal_setup()
+    states: list[TrainState] = []
+    cfg.checkpoint_every = 1
+    train(
+        model,
+        PinnLoss(pde),
+        [{"params": list(model.parameters())}],
+        cfg,
+        ev,
+        gen,
+        checkpoint=lambda s: states.append(copy.deepcopy(s)),
+    )
+    windows = [s.optimizer["window"] for s in states]
+    assert windows[0] == 1 and windows[-1] == 4 and windows == sorted(windows)
+    for s in states:
+        t_max = float(s.optimizer["batch"]["interior"][:, -1].max())
+        assert t_max <= s.optimizer["window"] / 4 + 1e-12
+    assert float(states[-1].optimizer["heldout"]["interior"][:, -1].max()) > 0.9  # whole t
+    # interrupted in the second window and resumed: the uninterrupted numbers
+    pde, gen, model, ev = _primal_setup()
+    cut: list[TrainState] = []
+    calls = iter(range(1000))
+    with pytest.raises(Interrupted):
+        train(
+            model,
+            PinnLoss(pde),
+            [{"params": list(model.parameters())}],
+            cfg,
+            ev,
+            gen,
+            checkpoint=lambda s: cut.append(copy.deepcopy(s)),
+            stop=lambda: 2 if next(calls) == 14 else None,
+        )
+    assert 2 <= cut[-1].optimizer["window"] < 4
+    pde, gen, model, ev = _primal_setup(seed=3)
+    resumed = train(
+        model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen, resume=cut[-1]
+    )
+    assert resumed.loss == full.loss and resumed.rel_l2 == full.rel_l2
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"train.time_windows": 4}, "needs a time-dependent PDE"),
+        ({"train.time_windows": 4, "pde": {"name": "burgers", "source": {}}, "optim": {}}, "lm"),
+        ({"train.time_windows": 0}, "train.time_windows"),
+    ],
+)
+def test_bad_time_windows_are_one_line(tmp_path: Path, changes: dict, match: str) -> None:
+    base = {"optim": {"name": "lm"}}
+    cfg = tiny_config(tmp_path, {**base, **changes})
+    if changes.get("optim") == {}:  # Adam
+        cfg["optim"] = {"name": "adam", "lr": 0.01}
+    with pytest.raises(PinnkanError, match=match):
+        runner.pretrain(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
