@@ -163,6 +163,7 @@ def child(cfg: dict[str, Any], freeze: list[str], threads: int) -> dict[str, Any
     tc.lbfgs_steps = min(tc.lbfgs_steps, 1)
     est = estimate_step(model, pde, tc)
     _, pts = pde.grid(int(cfg["eval"]["n"]), setup.dtype)
+    pts = pts.to(setup.device)
     evaluator = Evaluator(pts, pde.exact(pts))
     loss_fn = PinnLoss(pde, tc.derivatives)
 
