@@ -99,39 +99,37 @@ def _config(steps: int, **lm) -> TrainConfig:
 def test_chunk_size_changes_only_roundoff() -> None:
     curves = []
     for chunk in (16, 10_000):
-        pde, gen, model, ev = _primal_setup()
-        cfg = _config(12, chunk=chunk, resample_every=4, sampling="rad")
-        curves.append(
-            train(model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen)
-        )
+        curves.append(_run(_config(12, chunk=chunk, resample_every=4, sampling="rad")))
     assert curves[0].step == curves[1].step
     for a, b in zip(curves[0].loss, curves[1].loss):
         assert a == pytest.approx(b, rel=1e-6)
 
 
+def _run(cfg: TrainConfig, seed: int = 0, **kwargs):
+    """`train` on `_primal_setup(seed)` with cfg; kwargs: checkpoint, stop, resume."""
+    pde, gen, model, ev = _primal_setup(seed)
+    return train(
+        model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen, **kwargs
+    )
+
+
+def _interrupted(cfg: TrainConfig, after: int) -> TrainState:
+    """The state a run checkpoints when a signal arrives after `after` + 1 steps."""
+    saved: list[TrainState] = []
+    calls = iter(range(10_000))
+    with pytest.raises(Interrupted):
+        _run(
+            cfg,
+            checkpoint=lambda s: saved.append(copy.deepcopy(s)),
+            stop=lambda: 2 if next(calls) == after else None,
+        )
+    return saved[-1]
+
+
 def test_resume_with_chunks_and_adaptive_points_is_bit_for_bit() -> None:
     cfg = _config(20, chunk=40, resample_every=3, sampling="rad")
-    pde, gen, model, ev = _primal_setup()
-    full = train(model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen)
-
-    pde, gen, model, ev = _primal_setup()
-    saved: list[TrainState] = []
-    calls = iter(range(1000))
-    with pytest.raises(Interrupted):
-        train(
-            model,
-            PinnLoss(pde),
-            [{"params": list(model.parameters())}],
-            cfg,
-            ev,
-            gen,
-            checkpoint=lambda s: saved.append(copy.deepcopy(s)),
-            stop=lambda: 2 if next(calls) == 9 else None,
-        )
-    pde, gen, model, ev = _primal_setup(seed=7)
-    resumed = train(
-        model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen, resume=saved[-1]
-    )
+    full = _run(cfg)
+    resumed = _run(cfg, seed=7, resume=_interrupted(cfg, 9))  # another init: all restored
     assert resumed.loss == full.loss and resumed.rel_l2 == full.rel_l2
 
 
@@ -212,47 +210,21 @@ def test_chunked_system_and_rad_on_cuda_match_the_cpu() -> None:
 def test_time_windows_march_through_t_and_resume_bit_for_bit() -> None:
     cfg = _config(24, chunk=40, resample_every=3)
     cfg.time_windows, cfg.window_steps = 4, 3
-    pde, gen, model, ev = _primal_setup()
-    full = train(model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen)
+    full = _run(cfg)
     # the run opened every window, and its points reach the end of the interval only then
-    pde, gen, model, ev = _primal_setup()
     states: list[TrainState] = []
     cfg.checkpoint_every = 1
-    train(
-        model,
-        PinnLoss(pde),
-        [{"params": list(model.parameters())}],
-        cfg,
-        ev,
-        gen,
-        checkpoint=lambda s: states.append(copy.deepcopy(s)),
-    )
+    _run(cfg, checkpoint=lambda s: states.append(copy.deepcopy(s)))
     windows = [s.optimizer["window"] for s in states]
     assert windows[0] == 1 and windows[-1] == 4 and windows == sorted(windows)
     for s in states:
         t_max = float(s.optimizer["batch"]["interior"][:, -1].max())
         assert t_max <= s.optimizer["window"] / 4 + 1e-12
     assert float(states[-1].optimizer["heldout"]["interior"][:, -1].max()) > 0.9  # whole t
-    # interrupted in the second window and resumed: the uninterrupted numbers
-    pde, gen, model, ev = _primal_setup()
-    cut: list[TrainState] = []
-    calls = iter(range(1000))
-    with pytest.raises(Interrupted):
-        train(
-            model,
-            PinnLoss(pde),
-            [{"params": list(model.parameters())}],
-            cfg,
-            ev,
-            gen,
-            checkpoint=lambda s: cut.append(copy.deepcopy(s)),
-            stop=lambda: 2 if next(calls) == 14 else None,
-        )
-    assert 2 <= cut[-1].optimizer["window"] < 4
-    pde, gen, model, ev = _primal_setup(seed=3)
-    resumed = train(
-        model, PinnLoss(pde), [{"params": list(model.parameters())}], cfg, ev, gen, resume=cut[-1]
-    )
+    # interrupted in a middle window and resumed: the uninterrupted numbers
+    cut = _interrupted(cfg, 14)
+    assert 2 <= cut.optimizer["window"] < 4
+    resumed = _run(cfg, seed=3, resume=cut)
     assert resumed.loss == full.loss and resumed.rel_l2 == full.rel_l2
 
 
