@@ -124,6 +124,10 @@ def estimate_step(model: KAN, pde: PDEFamily, cfg: TrainConfig) -> MemoryEstimat
         sizes["chunk"] = sum(r for _, r, _ in groups)
     sizes |= {"feature elements": sum(feats), "largest block": max(feats)}
     jet = _Moment()
+    # the point sets themselves: LM holds its batch and a held-out set (and a pool of
+    # rad_pool x n_interior candidates when it resamples by the residual); Adam one batch
+    sets = (2 + (cfg.lm.rad_pool if cfg.lm.sampling == "rad" else 0)) if lm else 1
+    jet.add("collocation points", sizes["points"] * pde.dim * e, sets)
     for f in feats:  # LM builds J from its own jet pass, whatever the engine
         jet.add("jet pass" if lm else "activations", f * e, fwd if lm else act, heap=True)
     moments = [jet]

@@ -498,10 +498,12 @@ def test_a_step_out_of_memory_is_one_line_with_a_checkpoint_that_resumes_exactly
 def test_a_config_that_cannot_fit_is_refused_before_training(
     tmp_path: Path, source_run: SourceRun, stage: str
 ) -> None:
-    """A Jacobian of 10^8 rows needs terabytes: refused in one line naming N, P and the
-    estimate, before any point is sampled (fast) and without a run directory."""
+    """A whole Jacobian of 10^8 rows (optim.solve=kernel; the default P x P form holds one
+    chunk of it) needs terabytes: refused in one line naming N, P and the estimate, before
+    any point is sampled (fast) and without a run directory."""
     root = tmp_path / "outputs"
     args = [stage, "train.n_interior=100000000", f"outputs_root={root}", "model.hidden=[4]"]
+    args.append("optim.solve=kernel")
     if stage == "transfer":
         args.append(f"source={source_run.run_dir}")
     t0 = time.monotonic()
