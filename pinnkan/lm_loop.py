@@ -57,17 +57,13 @@ def train_lm(
         the current network's residual (the first batch and the held-out set stay uniform);
         in the current time window unless `whole` (the held-out set)."""
         frac = 1.0 if whole else window / windows
-        if not (adaptive and cfg.lm.sampling == "rad"):
-            return loss_fn.sample(
-                cfg.n_interior, cfg.n_boundary, gen, dtype, device, quasi=True, t_fraction=frac
-            )
-        pool = cfg.n_interior * cfg.lm.rad_pool
-        batch = loss_fn.sample(
-            pool, cfg.n_boundary, gen, dtype, device, quasi=True, t_fraction=frac
-        )
-        res = pde_residual(loss_fn.pde, model, batch["interior"], rows)
-        k, c = cfg.lm.rad_k, cfg.lm.rad_c
-        batch["interior"] = draw_by_residual(batch["interior"], res, cfg.n_interior, k, c, gen)
+        rad = adaptive and cfg.lm.sampling == "rad"
+        n = cfg.n_interior * (cfg.lm.rad_pool if rad else 1)  # rad: a pool to draw from
+        batch = loss_fn.sample(n, cfg.n_boundary, gen, dtype, device, quasi=True, t_fraction=frac)
+        if rad:
+            res = pde_residual(loss_fn.pde, model, batch["interior"], rows)
+            k, c = cfg.lm.rad_k, cfg.lm.rad_c
+            batch["interior"] = draw_by_residual(batch["interior"], res, cfg.n_interior, k, c, gen)
         return batch
 
     if resume is not None:
