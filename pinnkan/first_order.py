@@ -87,6 +87,13 @@ def train_first_order(
     def state(step: int, rng: Tensor | None = None) -> Callable[[], TrainState]:
         return lambda: run.state(step, opt.state_dict(), sched.state_dict(), rng)
 
+    def plain_loss(batch: dict[str, Tensor], value: float) -> float:
+        """The step's loss without causal weights (the tolerance reads the plain loss)."""
+        if loss_fn.causal is None:
+            return value
+        with loss_fn.uniform():
+            return float(loss_fn(model, batch).detach())
+
     if cfg.compile:
         step_fn: Callable[[dict[str, Tensor]], Tensor] = CompiledStep(loss_fn, model)
     else:
@@ -105,16 +112,19 @@ def train_first_order(
             raise run.out_of_memory(step, exc, state(step - 1, rng)) from None
         if not math.isfinite(value):  # before the step: the model stays finite
             raise run.diverged(step, value, opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+        # train.tol: this step's points are fresh (drawn before the step): a held-out test
+        met = bool(cfg.tol) and run.within_tol(plain_loss(batch, value), loss_fn.zero_loss(batch))
+        if not met:
+            opt.step()
+            sched.step()
         run.elapsed += time.perf_counter() - t0
         timed_out = run.out_of_time()
-        run.record(step, value, force=timed_out)
-        if run.checkpoint_due(step) or (step == cfg.steps and cfg.lbfgs_steps):
+        run.record(step, value, force=timed_out or met)
+        if run.checkpoint_due(step) or (step == cfg.steps and cfg.lbfgs_steps and not met):
             run.save(state(step))
         run.check_stop(step, state(step))
-        if timed_out:
-            run.hist.stop_reason = "max_seconds"
+        if timed_out or met:
+            run.hist.stop_reason = "tolerance" if met else "max_seconds"
             run.progress.close()
             return run.hist
 

@@ -81,6 +81,14 @@ def train_lm(
     def loss_at(points: dict[str, Tensor]) -> float:
         return chunked_loss(loss_fn, model, points, pieces)
 
+    def uniform_loss(points: dict[str, Tensor]) -> float:
+        with loss_fn.uniform():  # the tolerance reads the plain loss, not the causal one
+            return loss_at(points)
+
+    # train.tol is relative to the loss u = 0 has on the held-out points (absolute where 0)
+    zero_heldout = loss_fn.zero_loss(heldout) if cfg.tol else 0.0
+    zero_scale = zero_heldout if zero_heldout > 0 else 1.0
+
     def state(step: int) -> Callable[[], TrainState]:
         extra = {"lm": lm.state_dict(), "batch": batch, "heldout": heldout, "accepted": accepted}
         extra |= {"window": window, "in_window": in_window}
@@ -132,14 +140,24 @@ def train_lm(
             lm.restart()
         elif kept and cfg.lm.resample_every and accepted % cfg.lm.resample_every == 0:
             batch = new_batch(adaptive=True)
+        # train.tol: tested on the held-out set once every window is open, when the loss on
+        # the training points (never above the held-out loss for long) is itself below it
+        met = (
+            kept
+            and window == windows
+            and loss <= cfg.tol * zero_scale
+            and run.within_tol(uniform_loss(heldout), zero_heldout)
+        )
         run.elapsed += time.perf_counter() - t0
-        done = lm.exhausted or run.out_of_time()
+        done = lm.exhausted or run.out_of_time() or met
         run.record(step, loss, force=done, heldout=lambda: loss_at(heldout))
         if run.checkpoint_due(step):
             run.save(state(step))
         run.check_stop(step, state(step))
         if done:
-            run.hist.stop_reason = "converged" if lm.exhausted else "max_seconds"
+            run.hist.stop_reason = (
+                "tolerance" if met else "converged" if lm.exhausted else "max_seconds"
+            )
         if lm.exhausted:
             log.info(
                 "%s: stopped at step %d, damping %.1e > optim.damping_max (converged or "

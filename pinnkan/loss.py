@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -125,13 +125,35 @@ class PinnLoss:
     def n_rows(self, batch: dict[str, Tensor]) -> int:
         """Length of the residual vector of `batch` (a periodic pair is one row of two points),
         from the residuals of a zero jet: no network pass."""
+        return sum(res.numel() for _, res in self._zero_residuals(batch))
 
-        def rows(residual: Callable[[Tensor, Jet], Tensor], x: Tensor) -> int:
+    def zero_loss(self, batch: dict[str, Tensor]) -> float:
+        """The loss u ≡ 0 has on `batch` (no causal weights): the scale of the problem's data,
+        which `train.tol` is relative to."""
+        return sum(w * float(res.square().mean()) for w, res in self._zero_residuals(batch))
+
+    def _zero_residuals(self, batch: dict[str, Tensor]) -> list[tuple[float, Tensor]]:
+        """(weight, residuals) of the PDE and the batch's conditions at u ≡ 0: no network pass."""
+
+        def zero(x: Tensor) -> Jet:
             z, dz = x.new_zeros(x.shape[0], 1), x.new_zeros(x.shape[1], x.shape[0], 1)
-            return residual(x, Jet(z, dz, dz)).numel()
+            return Jet(z, dz, dz)
 
-        total = rows(self.pde.residual, batch["interior"])
-        return total + sum(rows(c.residual, batch[c.name]) for c in self.conditions)
+        x = batch["interior"]
+        out = [(self.pde.weights["residual"], self.pde.residual(x, zero(x)))]
+        for cond in self.conditions:
+            if cond.name in batch:
+                out.append((cond.weight, cond.residual(batch[cond.name], zero(batch[cond.name]))))
+        return out
+
+    @contextlib.contextmanager
+    def uniform(self) -> Iterator[None]:
+        """Inside: every causal weight 1 (the plain loss, e.g. for the tolerance test)."""
+        kept, self.causal_weights = self.causal_weights, None
+        try:
+            yield
+        finally:
+            self.causal_weights = kept
 
     def __call__(self, model: KAN, batch: dict[str, Tensor]) -> Tensor:
         parts = self.weighted_residuals(model, batch)

@@ -9,6 +9,8 @@ from typing import Any
 from pinnkan.errors import PinnkanError
 from pinnkan.levenberg_marquardt import LMConfig
 
+TOL_DEFAULT = 1e-9  # docs/tolerance.md: the default members stop at rel. L2 <= 1e-4
+
 
 @dataclass
 class TrainOptions:
@@ -16,6 +18,10 @@ class TrainOptions:
 
     steps: int | None = None  # null: the optimizer's default for the stage (optim.steps)
     max_seconds: float = 0.0  # stop training after this many seconds (0: no limit)
+    # stop once the loss on points not trained on is below tol × the loss u ≡ 0 has there (a
+    # relative residual the user can set without a reference; 0: off). optim=lm: a held-out
+    # set; adam / gd: each step's fresh points, before the step
+    tol: float = TOL_DEFAULT
     n_interior: int = 1024  # interior collocation points per step (resampled every step)
     n_boundary: int = 256  # points per boundary / initial condition per step
     derivatives: str = "forward"  # forward (jet propagation) | autograd (nested autograd)
@@ -61,6 +67,15 @@ class LMOptions(LMConfig):
 
     name: str = "lm"
     steps: Any = field(default_factory=lambda: {"pretrain": 500, "transfer": 300})
+
+
+@dataclass
+class TransferOptions:
+    """`transfer:` where a transfer starts (pinnkan.continuation)."""
+
+    start: str = "source"  # source | nearest (the nearest solved member beside it) | a run dir
+    predictor: str = "none"  # none | secant (start=nearest) | the secant's second run
+    wait_seconds: float = 3600.0  # start=nearest in a sweep: the longest wait for earlier jobs
 
 
 OPTIMIZERS: dict[str, type] = {"adam": AdamOptions, "gd": GDOptions, "lm": LMOptions}

@@ -100,6 +100,8 @@ def build_result(
             "optimizer": setup.train.optimizer,
             "precision": setup.precision,
             "stop_reason": hist.stop_reason,
+            "tol": setup.train.tol,  # train.tol (0: off)
+            "relative_loss": hist.relative_loss,  # its last test (nan: none)
             "reference": reference,
             **{k: v for k, v in attrs.items() if v is not None},
         },

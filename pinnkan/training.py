@@ -52,6 +52,7 @@ class TrainConfig:
     optimizer: str = DEFAULT_OPTIMIZER  # adam | gd (then optional L-BFGS) | lm
     lm: LMConfig = field(default_factory=LMConfig)
     max_seconds: float = _TRAIN.max_seconds  # stop once training has taken this long (0: none)
+    tol: float = _TRAIN.tol  # stop at held-out loss <= tol x the loss of u = 0 there (0: off)
     check_memory: bool = _TRAIN.check_memory  # refuse a step that cannot fit in free memory
     causal: float = _TRAIN.causal  # ε of the causal weighting in time (pinnkan.causal; 0: off)
     causal_slices: int = _TRAIN.causal_slices
@@ -92,6 +93,7 @@ class TrainConfig:
         as_choice(self.progress, "train.progress", ("auto", "bar", "log", "none"))
         as_choice(self.optimizer, "optim.name", OPTIMIZERS)
         self.max_seconds = as_float(self.max_seconds, "train.max_seconds", 0.0)
+        self.tol = as_float(self.tol, "train.tol", 0.0)
         self.causal = as_float(self.causal, "train.causal", 0.0)
         self.causal_slices = as_int(self.causal_slices, "train.causal_slices", 1)
         self.time_windows = as_int(self.time_windows, "train.time_windows", 1, 10_000)
@@ -166,9 +168,12 @@ class History:
     loss: list[float] = field(default_factory=list)
     rel_l2: list[float] = field(default_factory=list)
     heldout_loss: list[float] = field(default_factory=list)  # optim=lm: loss on held-out points
-    # why training ended: steps (the budget), max_seconds, or converged (optim=lm: no step
-    # lowers the loss any more, the damping passed optim.damping_max)
+    # why training ended: steps (the budget), max_seconds, tolerance (train.tol met), or
+    # converged (optim=lm: no step lowers the loss any more, the damping passed
+    # optim.damping_max)
     stop_reason: str = "steps"
+    # the last tolerance test: held-out loss / loss of u = 0 on the same points (nan: none yet)
+    relative_loss: float = math.nan
     # train.causal > 0: the smallest slice weight in use, and the share of slices settled
     causal_weight_min: list[float] = field(default_factory=list)
     causal_front: list[float] = field(default_factory=list)
@@ -292,6 +297,15 @@ class _Run:
 
     def out_of_time(self) -> bool:
         return bool(self.cfg.max_seconds) and self.elapsed >= self.cfg.max_seconds
+
+    def within_tol(self, loss: float, zero_loss: float) -> bool:
+        """Whether `loss` (on points not trained on) meets train.tol relative to `zero_loss`,
+        the loss of u = 0 on them (absolute where that is 0); records the ratio."""
+        if not self.cfg.tol:
+            return False
+        scale = zero_loss if zero_loss > 0 else 1.0
+        self.hist.relative_loss = loss / scale
+        return loss <= self.cfg.tol * scale
 
     def diverged(self, step: int, value: float, lr: float, hint: str | None = None) -> Diverged:
         self.progress.close()
