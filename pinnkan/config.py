@@ -24,6 +24,7 @@ from pinnkan.options import (  # noqa: F401  (part of the config)
     GDOptions,
     LMOptions,
     TrainOptions,
+    TransferOptions,
     stage_value,
 )
 from pinnkan.pde import FAMILIES, PDEFamily
@@ -85,7 +86,8 @@ ADAPTER_FIELDS = [f.name for f in fields(AdapterConfig) if f.name != "cr"]
 
 @dataclass
 class RunConfig:
-    """A stage's whole config. `adapter`, `cr` and `source` apply to transfer only."""
+    """A stage's whole config. `adapter`, `cr`, `source` and `transfer` apply to transfer
+    only."""
 
     stage: str = "pretrain"
     seed: int = 0
@@ -102,6 +104,7 @@ class RunConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     cr: float = 0.5  # LoTRA compression ratio in (0, 1]: r_m = max(1, ceil(cr * dim_m))
     source: str | None = None  # a pretrain run dir or model file; null: the newest of this PDE
+    transfer: TransferOptions = field(default_factory=TransferOptions)  # where it starts
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> RunConfig:
@@ -116,6 +119,7 @@ class RunConfig:
                 setattr(out, key, cfg[key])
         out.train = _section(TrainOptions, cfg.get("train"), "train")
         out.eval = _section(EvalOptions, cfg.get("eval"), "eval")
+        out.transfer = _section(TransferOptions, cfg.get("transfer"), "transfer")
         out.pde = _pde(cfg.get("pde"))
         model = dict(cfg.get("model") or {})
         kind = str(model.get("name", "bspline"))

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from pinnkan import continuation
 from pinnkan.adapters import (
     ADAPTER_FILE,
     adapter_summary,
@@ -32,7 +33,9 @@ from pinnkan.config import RunConfig
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import StageRun, fit
+from pinnkan.kan import KAN
 from pinnkan.outcome import build_result, finish
+from pinnkan.pde import PDEFamily
 from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
 from pinnkan.runlock import acquire, locked_while_running
@@ -124,6 +127,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     # what the update is measured from and what is frozen: after `prepare` (slim zeroes A)
     A_pt = [layer.A.detach().clone() for layer in model.layers]
     base = {k: v.detach().clone() for k, v in model.base_state().items() if k.startswith("layers.")}
+    started = _start(cfg, run_dir, model, pde, acfg.name, source_path, resume)
     groups = param_groups(model, acfg, setup.train.lr)
     summary = adapter_summary(model)
     n_full = sum(t.numel() for t in A_pt)
@@ -152,9 +156,11 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
             ]
         ),
     }
+    attrs |= {"start": json.dumps(started)}  # where it started (pinnkan.continuation)
     extra = {"n_full_finetune": n_full}
 
     state_meta = {"stage": "transfer", "source": str(source_path) if source_path else None}
+    state_meta["start"] = started
     run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml)
     report = ("transfer", extra, attrs)
     hist = fit(run, groups, f"transfer[{acfg.name}]", resume, state_meta, report)
@@ -199,3 +205,44 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     if acfg.name == "full":  # the low-rank evidence: singular values and HOSVD error of ΔA
         diagnose_run(run_dir)
     return result
+
+
+def _start(
+    cfg: RunConfig,
+    run_dir: Path,
+    model: KAN,
+    pde: PDEFamily,
+    adapter: str,
+    source_path: Path | None,
+    resume: tuple[dict, Any] | None,
+) -> dict[str, Any]:
+    """Start the trainable tensors where `transfer.start` says (pinnkan.continuation) and
+    return the record of it; a resumed run keeps the record of its first start."""
+    opts = cfg.transfer
+    continuation.validate(opts)
+    if resume is not None:
+        return dict(resume[0].get("start") or {"start": "source"})
+    if opts.start == "source":
+        return {"start": "source"}
+    if adapter == "scratch":
+        log.info("adapter=scratch starts afresh: transfer.start=%s unused", opts.start)
+        return {"start": "source"}
+    want = {
+        "pde": pde.name,
+        "source": str(source_path) if source_path else None,
+        "adapter": adapter,
+        "model": model.kind,
+        "widths": json.dumps(model.widths),
+        "cr": float(cfg.cr),
+    }
+    first, second = continuation.choose_start(opts, run_dir, want, dict(pde.params))
+    if first is None:
+        return {"start": opts.start, "start_from": None}
+    record = continuation.apply_start(model, first, second, dict(pde.params))
+    log.info(
+        "transfer.start=%s: from %s%s",
+        opts.start,
+        first.run_dir,
+        f" (secant through {second.run_dir})" if second else "",
+    )
+    return {"start": opts.start, **record}

@@ -24,7 +24,7 @@ from pinnkan.pde import FAMILIES
 
 # filled by the group options' schemas (their types differ per option)
 GROUP_NODES = ("model", "optim", "adapter")
-TRANSFER_ONLY = ("adapter", "cr", "source")
+TRANSFER_ONLY = ("adapter", "cr", "source", "transfer")
 
 
 def _copy_fields(cls: type, skip: tuple[str, ...] = (), untyped: tuple[str, ...] = ()) -> list:
