@@ -229,11 +229,14 @@ def test_a_source_under_either_name_of_the_family_is_found(tmp_path: Path) -> No
 def test_hyperbolic_runs_record_advection_and_old_files_still_serve(tmp_path: Path) -> None:
     """A library pretrain of pde hyperbolic records advection (one family, one name in files);
     with its files rewritten as before the rename (pde hyperbolic), an advection transfer finds
-    and adapts it."""
+    and adapts it, and merging an adapter recorded as hyperbolic writes advection."""
     from conftest import tiny_config
 
     from pinnkan import runner
+    from pinnkan.adapters import ADAPTER_FILE
+    from pinnkan.adapters.files import ADAPTER_FORMAT
     from pinnkan.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
+    from pinnkan.merge import merge_adapter
     from pinnkan.results import root_attrs
 
     def rename(path: Path, fmt: str) -> None:
@@ -252,3 +255,5 @@ def test_hyperbolic_runs_record_advection_and_old_files_still_serve(tmp_path: Pa
     attrs = root_attrs(dst / "results.h5")
     assert attrs["pde"] == "advection" and attrs["source"] == str(model_file(src))
     assert json.loads(attrs["pde_params"]) == {"beta": 2.0}
+    rename(dst / ADAPTER_FILE, ADAPTER_FORMAT)
+    assert merge_adapter(dst)[0]["pde"] == "advection"
