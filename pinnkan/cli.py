@@ -21,7 +21,6 @@ from pinnkan.adapters.tucker import check_cr
 from pinnkan.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
 from pinnkan.merge import merge_to_file
-from pinnkan.pde import RENAMED
 from pinnkan.stages.entry import FAILED_JOBS
 from pinnkan.sweep import PLUGIN_GROUPS, check_plugin, sweep_values
 
@@ -98,9 +97,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
             for choice in sweep_values(value):
                 if choice not in options:
                     own = ""
-                    if key == "pde" and choice in RENAMED:
-                        own = f" (renamed: pde={RENAMED[choice]})"
-                    elif key == "pde":
+                    if key == "pde":
                         own = f"; a pde of your own: --config-dir DIR with DIR/pde/{choice}.yaml"
                     return f"unknown {key} {choice!r}; choose one of: {', '.join(options)}{own}"
         if key in ("cr",):

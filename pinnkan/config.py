@@ -27,7 +27,7 @@ from pinnkan.options import (  # noqa: F401  (part of the config)
     TransferOptions,
     stage_value,
 )
-from pinnkan.pde import FAMILIES, PDEFamily
+from pinnkan.pde import FAMILIES, PDEFamily, current_name
 from pinnkan.pde.base import DEFAULT_WEIGHTS
 
 STAGES = ("pretrain", "transfer")
@@ -173,6 +173,8 @@ def _section(cls: type, given: Any, name: str) -> Any:
 def _pde(given: Any) -> PDEConfig:
     """`pde:` with the family's members where the dict names a built-in family without them."""
     given = dict(given or {})
+    if "name" in given and not given.get("_target_"):  # an alias: the family's own name
+        given["name"] = current_name(str(given["name"]))
     family = FAMILIES.get(str(given.get("name", "elliptic")))
     base = PDEConfig.of_family(family) if family and not given.get("_target_") else PDEConfig()
     merged = {**dataclasses.asdict(base), **given}

@@ -19,6 +19,7 @@ from pinnkan.adapters.files import adapter_dtype
 from pinnkan.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN
+from pinnkan.pde import current_name
 
 MERGED_FILE = "merged.safetensors"
 
@@ -64,6 +65,8 @@ def merge_adapter(
     load_adapter(model, upd, base_name=str(base_path), pde=str(base_meta.get("pde")))
     merged = merge(model).base_state()
     out_meta = {k: meta[k] for k in ("pde", "pde_params", "spec", "precision") if k in meta}
+    if "pde" in out_meta:  # written under an alias: the merged file names the family
+        out_meta["pde"] = current_name(str(out_meta["pde"]))
     out_meta.update(stage="merge", adapter=str(upd.path), base=str(base_path))
     return out_meta, merged
 

@@ -15,7 +15,8 @@ from pinnkan.results import RESULTS_FILE, root_attrs
 
 def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Path:
     """Newest finished pretrain run of `pde` under `outputs_root` (a run dir with a model file:
-    model.safetensors, or model.pt of an earlier pinnkan version)."""
+    model.safetensors, or model.pt of an earlier pinnkan version), also one recorded under
+    another name of the family (`pinnkan.pde.ALIASES`)."""
     found = []
     for res in Path(outputs_root).rglob(RESULTS_FILE):
         run = res.parent
@@ -24,7 +25,8 @@ def find_source(outputs_root: Path, pde: str, exclude: Path | None = None) -> Pa
         if not model_file(run).is_file():
             continue
         attrs = root_attrs(res)
-        ok = attrs.get("stage") == "pretrain" and current_name(str(attrs.get("pde"))) == pde
+        same = current_name(str(attrs.get("pde"))) == current_name(pde)
+        ok = attrs.get("stage") == "pretrain" and same
         if ok and attrs.get("status", "ok") == "ok":
             found.append((res.stat().st_mtime, run))
     if not found:

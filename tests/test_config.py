@@ -4,11 +4,14 @@ without Hydra, and a bad key or value is one line, from the library and from the
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -165,19 +168,92 @@ def test_cli_config_errors_are_one_line(stage: str, args: list, want: str | None
         assert got is not None and got.startswith(want) and "\n" not in got, got
 
 
-def test_a_renamed_family_is_named_and_its_old_sources_still_fit(tmp_path: Path) -> None:
-    """pde=hyperbolic (now advection) is refused with the new name; a source written under the
-    old name is accepted by an advection transfer."""
-    from pinnkan.cli import check_overrides
-    from pinnkan.sources import check_compatible
+def test_pde_hyperbolic_is_the_advection_family() -> None:
+    """pde=hyperbolic (the mission's name for the first-order hyperbolic family) passes the CLI's
+    check and composes to pde=advection, name included; the library takes it too."""
+    from pinnkan.cli import check_overrides, group_options
+    from pinnkan.config import PDEConfig
+    from pinnkan.pde import ALIASES
+    from pinnkan.pde.advection import Advection
 
-    problem = check_overrides("pretrain", ["pde=hyperbolic"])
-    assert problem is not None and problem.endswith("(renamed: pde=advection)")
-    with pytest.raises(PinnkanError, match=r"renamed: pde=advection"):
-        build_pde("hyperbolic")
+    assert check_overrides("pretrain", ["pde=hyperbolic"]) is None
+    for stage in ("pretrain", "transfer"):
+        assert (
+            composed(stage, "pde=hyperbolic").as_dict()
+            == composed(stage, "pde=advection").as_dict()
+        )
+    for alias, name in ALIASES.items():  # every alias is a pde= option recording the family
+        assert alias in group_options("pde")
+        assert composed("pretrain", f"pde={alias}").pde.name == name
+    pde = build_pde("hyperbolic", {"beta": 3.0})
+    assert type(pde) is Advection and pde.name == "advection" and pde.params == {"beta": 3.0}
+    lib = RunConfig.from_dict({"pde": {"name": "hyperbolic"}}).pde
+    assert lib == PDEConfig.of_family(Advection)  # target beta=2, as pde=advection
+    with pytest.raises(PinnkanError) as err:
+        build_pde("hyperbolik")
+    assert "\n" not in str(err.value) and "hyperbolic" in str(err.value)
+
+
+def _fake_pretrain(run: Path, pde: str, mtime: float) -> Path:
+    """A finished pretrain run dir as find_source sees it: results.h5 attrs and a model file."""
+    run.mkdir(parents=True)
+    with h5py.File(run / "results.h5", "w") as f:
+        f.attrs.update(stage="pretrain", pde=pde, status="ok")
+    (run / "model.safetensors").write_bytes(b"")
+    os.utime(run / "results.h5", (mtime, mtime))
+    return run
+
+
+def test_a_source_under_either_name_of_the_family_is_found(tmp_path: Path) -> None:
+    """A transfer of pde=advection or pde=hyperbolic finds the newest pretrain run of the family,
+    whichever name it recorded (files written before the rename say hyperbolic); its checkpoint
+    fits; another family's does not."""
+    from pinnkan.sources import check_compatible, find_source
+
+    old = _fake_pretrain(tmp_path / "old", "hyperbolic", 1_000_000)
+    _fake_pretrain(tmp_path / "other", "elliptic", 3_000_000)
+    assert find_source(tmp_path, "advection") == old
+    assert find_source(tmp_path, "hyperbolic") == old
+    new = _fake_pretrain(tmp_path / "new", "advection", 2_000_000)
+    assert find_source(tmp_path, "hyperbolic") == new
+    with pytest.raises(PinnkanError, match="no finished pretrain run of pde=wave"):
+        find_source(tmp_path, "wave")
     pde = build_pde("advection")
     model = KAN([2, 3, 1], list(pde.domain))
     meta = {"pde": "hyperbolic", "spec": model.spec()}
     check_compatible(meta, tmp_path / "model.pt", pde, model)  # no error
     with pytest.raises(PinnkanError, match="pde=elliptic"):
         check_compatible({**meta, "pde": "elliptic"}, tmp_path / "model.pt", pde, model)
+
+
+def test_hyperbolic_runs_record_advection_and_old_files_still_serve(tmp_path: Path) -> None:
+    """A library pretrain of pde hyperbolic records advection (one family, one name in files);
+    with its files rewritten as before the rename (pde hyperbolic), an advection transfer finds
+    and adapts it, and merging an adapter recorded as hyperbolic writes advection."""
+    from conftest import tiny_config
+
+    from pinnkan import runner
+    from pinnkan.adapters import ADAPTER_FILE
+    from pinnkan.adapters.files import ADAPTER_FORMAT
+    from pinnkan.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
+    from pinnkan.merge import merge_adapter
+    from pinnkan.results import root_attrs
+
+    def rename(path: Path, fmt: str) -> None:
+        meta, state = load_checkpoint(path, fmt)
+        assert meta["pde"] == "advection"
+        save_checkpoint(path, fmt, {**meta, "pde": "hyperbolic"}, state)
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    runner.pretrain(tiny_config(tmp_path, {"pde": {"name": "hyperbolic"}}), src)
+    assert root_attrs(src / "results.h5")["pde"] == "advection"
+    rename(model_file(src), MODEL_FORMAT)
+    with h5py.File(src / "results.h5", "r+") as f:
+        f.attrs["pde"] = "hyperbolic"
+    cfg = tiny_config(tmp_path, {"pde": {"name": "advection"}, "adapter": {"name": "lotra"}})
+    runner.transfer(cfg, dst)  # no source=: the newest pretrain run of the family
+    attrs = root_attrs(dst / "results.h5")
+    assert attrs["pde"] == "advection" and attrs["source"] == str(model_file(src))
+    assert json.loads(attrs["pde_params"]) == {"beta": 2.0}
+    rename(dst / ADAPTER_FILE, ADAPTER_FORMAT)
+    assert merge_adapter(dst)[0]["pde"] == "advection"

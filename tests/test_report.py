@@ -188,3 +188,26 @@ def test_lotra_runs_with_other_lr_constants_are_their_own_series(tmp_path: Path)
     mult = {r.path.name: r.row["multipliers"] for r in runs}
     assert mult == {"a": "", "b": "1/1/1/9"}
     assert len({_series_label(r.row) for r in runs}) == 2
+
+
+def test_runs_under_either_name_of_a_family_are_one_family(tmp_path: Path) -> None:
+    """Advection runs written before the rename (pde hyperbolic), after it (advection) and one
+    that crashed before writing (its .hydra config says hyperbolic) are one family, one panel."""
+    from pinnkan.report.plots import _groups
+
+    for run, name in (("old", "hyperbolic"), ("new", "advection")):
+        write_run(tmp_path / run)
+        with h5py.File(tmp_path / run / "results.h5", "r+") as f:
+            f.attrs["pde"] = name
+            f.attrs["config"] = f.attrs["config"].replace("name: elliptic", f"name: {name}")
+    crashed = tmp_path / "crashed"
+    (crashed / ".hydra").mkdir(parents=True)
+    config = _config("lotra", 0.5, 0, 1.5).replace("name: elliptic", "name: hyperbolic")
+    (crashed / ".hydra" / "config.yaml").write_text(config)
+    runs = collect([tmp_path])
+    assert {r.path.name: r.row["pde"] for r in runs} == dict.fromkeys(
+        ("old", "new", "crashed"), "advection"
+    )
+    assert [(pde, len(members)) for (pde, _), members in _groups(runs).items()] == [
+        ("advection", 2)
+    ]

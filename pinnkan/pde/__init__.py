@@ -21,26 +21,27 @@ FAMILIES: dict[str, type[PDEFamily]] = {
 }
 
 
-# families renamed since files were written: old name -> current (files keep the old one)
-RENAMED = {"hyperbolic": "advection"}
+# other names of a family -> its name. "hyperbolic" is the mission's name for the first-order
+# hyperbolic family (advection; wave is the second-order one), and what files written before
+# the family took its class's name record; runs record the family's own name.
+ALIASES = {"hyperbolic": "advection"}
 
 
 def current_name(name: str) -> str:
-    """A family's current name, also for a file written under an old one."""
-    return RENAMED.get(name, name)
+    """A family's own name, also for one of its aliases or a file written under one."""
+    return ALIASES.get(name, name)
 
 
 def build_pde(
     name: str, params: dict[str, Any] | None = None, weights: dict[str, float] | None = None
 ) -> PDEFamily:
-    """The member of family `name` with the given parameters (missing ones: the source
-    member's, `defaults`) and loss weights (missing ones: `DEFAULT_WEIGHTS`)."""
-    if name not in FAMILIES:
-        renamed = f" (renamed: pde={RENAMED[name]})" if name in RENAMED else ""
-        raise PinnkanError(
-            f"unknown pde {name!r}{renamed}; choose one of: {', '.join(sorted(FAMILIES))}"
-        )
-    return FAMILIES[name](weights=weights, **dict(params or {}))
+    """The member of family `name` (or an alias of it) with the given parameters (missing ones:
+    the source member's, `defaults`) and loss weights (missing ones: `DEFAULT_WEIGHTS`)."""
+    family = FAMILIES.get(current_name(name))
+    if family is None:
+        known = ", ".join(sorted([*FAMILIES, *ALIASES]))
+        raise PinnkanError(f"unknown pde {name!r}; choose one of: {known}")
+    return family(weights=weights, **dict(params or {}))
 
 
-__all__ = ["FAMILIES", "RENAMED", "Condition", "PDEFamily", "build_pde", "current_name"]
+__all__ = ["ALIASES", "FAMILIES", "Condition", "PDEFamily", "build_pde", "current_name"]

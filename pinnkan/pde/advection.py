@@ -1,5 +1,5 @@
-"""Hyperbolic family (advection): u_t + β u_x = 0 on (0, 2π)×(0,1], periodic in x,
-u(x,0) = sin(x); u* = sin(x − βt)."""
+"""First-order hyperbolic family (advection; also `pde=hyperbolic`): u_t + β u_x = 0 on
+(0, 2π)×(0,1], periodic in x, u(x,0) = sin(x); u* = sin(x − βt)."""
 
 from __future__ import annotations
 

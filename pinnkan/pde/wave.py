@@ -1,5 +1,6 @@
-"""Wave equation: u_tt = c² u_xx on (0,1)×(0,1], u = 0 at x = 0, 1, u(x,0) = sin(πx) +
-½ sin(3πx), u_t(x,0) = 0; u* = sin(πx)cos(cπt) + ½ sin(3πx)cos(3cπt)."""
+"""Wave equation, the second-order hyperbolic family: u_tt = c² u_xx on (0,1)×(0,1], u = 0 at
+x = 0, 1, u(x,0) = sin(πx) + ½ sin(3πx), u_t(x,0) = 0;
+u* = sin(πx)cos(cπt) + ½ sin(3πx)cos(3cπt)."""
 
 from __future__ import annotations
 

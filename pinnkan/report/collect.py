@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from pinnkan.errors import PinnkanError
+from pinnkan.pde import current_name
 from pinnkan.results import RESULTS_FILE, results_problem
 from pinnkan.sweep import failure_message
 
@@ -102,7 +103,7 @@ def _from_config(row: dict[str, Any], cfg: dict[str, Any]) -> None:
     pde = cfg.get("pde") or {}
     adapter = cfg.get("adapter") or {}
     row["stage"] = stage
-    row["pde"] = row["pde"] or str(pde.get("name", ""))
+    row["pde"] = row["pde"] or current_name(str(pde.get("name", "")))
     if not row["target"]:
         params = pde.get("target" if stage == "transfer" else "source")
         row["target"] = json.dumps(params, sort_keys=True) if params else ""
@@ -143,7 +144,7 @@ def read_run(run_dir: Path) -> Run:
             attrs = {k: f.attrs[k] for k in f.attrs}
             row["status"] = _text(attrs.get("status", "ok"))
             row["stage"] = _text(attrs["stage"])
-            row["pde"] = _text(attrs["pde"])
+            row["pde"] = current_name(_text(attrs["pde"]))  # one family, one name
             row["target"] = json.dumps(json.loads(_text(attrs["pde_params"])), sort_keys=True)
             row["seed"] = int(attrs["seed"])
             _from_config(row, _load_yaml(_text(attrs.get("config", ""))))
