@@ -29,6 +29,7 @@ from pinnkan.training import (
     Diverged,
     History,
     Interrupted,
+    Loop,
     OutOfMemory,
     TrainState,
     train,
@@ -56,10 +57,12 @@ def fit(
     resume: tuple[dict, TrainState] | None,
     state_meta: dict[str, Any],
     report: tuple[str, dict[str, Any], dict[str, Any]],
+    loop: Loop | None = None,
 ) -> History:
     """Train with checkpoints, resume and clean stops; on a stop write the partial results.
 
-    `report` = (stage, extra metrics, attrs): what `build_result` needs for them."""
+    `report` = (stage, extra metrics, attrs): what `build_result` needs for them; `loop`
+    replaces the optimizer's loop (`pinnkan.training.train`)."""
     stage, extra, attrs = report
     cfg, model, pde, setup, run_dir = run.cfg, run.model, run.pde, run.setup, run.run_dir
     config_yaml, gen, loss_fn = run.config_yaml, run.gen, run.loss_fn
@@ -95,6 +98,7 @@ def fit(
                 resume=resume[1] if resume else None,
                 checkpoint=checkpoint,
                 stop=stop,
+                loop=loop,
             )
         except Interrupted as exc:
             write_partial(exc.history, "interrupted", {"steps_done": exc.step})

@@ -34,6 +34,7 @@ from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import StageRun, fit
 from pinnkan.kan import KAN
+from pinnkan.lstsq import refuse_unsupported, train_lstsq
 from pinnkan.outcome import build_result, finish
 from pinnkan.pde import PDEFamily
 from pinnkan.results import RunResult
@@ -104,6 +105,11 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
     acfg.validate(len(model.layers))
+    loop = None
+    if acfg.name == "lstsq":  # one solve is the whole training
+        refuse_unsupported(pde, setup.train)
+        setup = replace(setup, train=replace(setup.train, steps=1, lbfgs_steps=0))
+        loop = train_lstsq
     loss_fn = loss_from_setup(pde, setup)
     acquire(run_dir)  # the config is valid: from here on this run writes into run_dir
     resume = load_resume(cfg, run_dir, "transfer")
@@ -141,6 +147,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         n_full,
     )
     attrs = {
+        **({"optimizer": "lstsq"} if loop is not None else {}),
         "adapter": acfg.name,
         "cr": float(acfg.cr),
         "lr_strategy": acfg.lr_strategy,
@@ -163,7 +170,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     state_meta["start"] = started
     run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml)
     report = ("transfer", extra, attrs)
-    hist = fit(run, groups, f"transfer[{acfg.name}]", resume, state_meta, report)
+    hist = fit(run, groups, f"transfer[{acfg.name}]", resume, state_meta, report, loop)
     make_dir(run_dir)
     spec_meta = {
         "pde": pde.name,
@@ -178,7 +185,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         for i, layer in enumerate(model.layers)
         if layer.adapter is not None
     }
-    if lotra:
+    if lotra or acfg.name == "lstsq":  # lstsq: the solved last layer alone (A, bias)
         save_adapter(
             model,
             run_dir / ADAPTER_FILE,

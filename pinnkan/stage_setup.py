@@ -20,6 +20,7 @@ from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN, LAYER_KINDS
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.loss import PinnLoss
+from pinnkan.lstsq import refuse_unsupported
 from pinnkan.memory import check_fits, estimate_step
 from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
@@ -57,13 +58,15 @@ def _not_null(value: Any, name: str) -> Any:
 def resolve_setup(cfg: RunConfig) -> Setup:
     """Validate the stage-independent part of the config (precision, device, budget, seed).
 
-    `precision: auto` is float64 for optim=lm (second-order steps need it) and float32 for
-    Adam; `train.steps: null` takes the optimizer's default for the stage (`optim.steps`), and
-    `optim.lr` may be per stage too ({pretrain: .., transfer: ..})."""
+    `precision: auto` is float64 for optim=lm (second-order steps need it) and for a transfer
+    with adapter=lstsq (a least-squares solve), float32 for Adam; `train.steps: null` takes the
+    optimizer's default for the stage (`optim.steps`), and `optim.lr` may be per stage too
+    ({pretrain: .., transfer: ..})."""
     t, o = cfg.train, cfg.optim
     precision = cfg.precision
     if precision == "auto":
-        precision = "float64" if o.name == "lm" else "float32"
+        solve = cfg.stage == "transfer" and cfg.adapter.name == "lstsq"
+        precision = "float64" if o.name == "lm" or solve else "float32"
     precision = as_choice(precision, "precision", tuple(PRECISIONS))
     device = str(cfg.device)
     if device == "auto":
@@ -126,6 +129,8 @@ def validate_config(cfg: RunConfig) -> Setup:
     periodic_axes(periodic, pde)
     if cfg.stage == "transfer":
         replace(cfg.adapter, cr=cfg.cr).validate(len(hidden) + 1)
+        if cfg.adapter.name == "lstsq":
+            refuse_unsupported(pde, setup.train)
     return setup
 
 

@@ -177,6 +177,8 @@ class History:
     # train.causal > 0: the smallest slice weight in use, and the share of slices settled
     causal_weight_min: list[float] = field(default_factory=list)
     causal_front: list[float] = field(default_factory=list)
+    # adapter=lstsq: the loss on the solve's points before it (its one entry)
+    loss_before: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[Any]]:
         out = {
@@ -185,7 +187,7 @@ class History:
             "loss": self.loss,
             "rel_l2": self.rel_l2,
         }
-        for key in ("heldout_loss", "causal_weight_min", "causal_front"):
+        for key in ("heldout_loss", "causal_weight_min", "causal_front", "loss_before"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out
@@ -312,6 +314,10 @@ class _Run:
         return Diverged(step, value, lr, self.hist, hint)
 
 
+# a loop that replaces the optimizer's (`train`'s `loop`): (run, loss_fn) -> its history
+Loop = Callable[[_Run, PinnLoss], History]
+
+
 def train(
     model: KAN,
     loss_fn: PinnLoss,
@@ -324,6 +330,7 @@ def train(
     resume: TrainState | None = None,
     checkpoint: Callable[[TrainState], None] | None = None,
     stop: Callable[[], int | None] | None = None,
+    loop: Loop | None = None,
 ) -> History:
     """Train the parameters of `groups` with cfg.optimizer: Adam for cfg.steps (lr decaying to
     lr·lr_decay) then optional L-BFGS, or Levenberg–Marquardt (`train_lm`; lr is unused).
@@ -335,7 +342,8 @@ def train(
     L-BFGS raises `Interrupted` without a new state: resuming replays L-BFGS from the last
     Adam-phase state (same numbers, some repeated work). cfg.max_seconds ends either loop early.
     `loss_fn` must carry cfg's causal weighting (`PinnLoss(pde, engine, cfg.causal,
-    cfg.causal_slices)`); the loops refresh its weights.
+    cfg.causal_slices)`); the loops refresh its weights. `loop(run, loss_fn)` replaces the
+    optimizer's loop (adapter=lstsq: `pinnkan.lstsq.train_lstsq`, one solve in cfg.steps = 1).
     """
     # the loops import this module (state, history, errors): imported here, not at the top
     from pinnkan.first_order import train_first_order
@@ -352,7 +360,9 @@ def train(
     run = _Run(
         model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop, loss_fn.causal_summary
     )
-    if cfg.optimizer == "lm":
+    if loop is not None:
+        hist = loop(run, loss_fn)
+    elif cfg.optimizer == "lm":
         hist = train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume)
     else:
         hist = train_first_order(run, loss_fn, groups, resume)

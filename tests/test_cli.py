@@ -343,6 +343,11 @@ BAD: dict[str, Case] = {
     "unknown-pde": (["pretrain", "pde=nope"], None, "unknown pde"),
     "unknown-model": (["pretrain", "model=nope"], None, "unknown model"),
     "unknown-adapter": (["transfer", "adapter=nope"], None, "unknown adapter"),
+    "lstsq-nonlinear": (
+        ["transfer", "adapter=lstsq", "pde=burgers"],
+        None,
+        "adapter=lstsq needs a linear PDE family",
+    ),
     "cr-zero": (["transfer", "cr=0"], None, "cr=0"),
     "cr-above-one": (["transfer", "cr=1.5"], None, "cr=1.5"),
     "cr-negative": (["transfer", "cr=-0.1"], None, "cr=-0.1"),

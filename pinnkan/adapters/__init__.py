@@ -1,10 +1,14 @@
-"""How a network is adapted to a target PDE: LoTRA, full fine-tuning, scratch, or slim KAN.
+"""How a network is adapted to a target PDE: LoTRA, full fine-tuning, scratch, slim KAN, or a
+least-squares solve of the last layer.
 
 - `lotra`: A frozen, a TuckerUpdate per layer (or per-layer `full` / `frozen`);
 - `full`: every A trainable from the pretrained values;
 - `scratch`: a freshly initialised network, all trainable (no source needed);
 - `slim`: A = 0 frozen, Tucker factors trained from a random start with the statistics of the
-  layer kind's own init (`TuckerUpdate.initialise_like`; no source needed).
+  layer kind's own init (`TuckerUpdate.initialise_like`; no source needed);
+- `lstsq`: every layer frozen at the source's values but the last one's A and bias (the
+  parameters the network's output is linear in; a rational layer's denominators stay frozen),
+  which one linear least-squares solve sets (`pinnkan.lstsq`; linear PDE families only).
 
 A layer's extra parameters (`layer_extra_parameters`: rational denominators, MLP biases) are
 trainable under full / scratch and in layers a lotra run fine-tunes in full; otherwise (lotra,
@@ -47,7 +51,7 @@ from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN
 from pinnkan.layers.base import layer_extra_parameters
 
-ADAPTERS = ("lotra", "full", "scratch", "slim")
+ADAPTERS = ("lotra", "full", "scratch", "slim", "lstsq")
 LAYER_MODES = ("lotra", "full", "frozen")
 MAX_MULTIPLIER = 1e4  # with optim.lr <= 10 keeps every group's lr far from float32 overflow
 LR_STRATEGIES = ("theory", "uniform")
@@ -77,6 +81,11 @@ class AdapterConfig:
                 f"unknown adapter {self.name!r}; choose one of: {', '.join(ADAPTERS)}"
             )
         self.cr = check_cr(self.cr)
+        if self.name == "lstsq" and self.layers is not None:
+            raise PinnkanError(
+                "adapter.layers has no meaning for adapter=lstsq (it solves the last layer); "
+                "leave it null"
+            )
         if self.name == "slim":
             self.init = SLIM_INIT  # no pretrained network, so no gradient direction to use
         elif self.init not in INITS:
@@ -128,7 +137,7 @@ class AdapterConfig:
 
 def needs_source(name: str) -> bool:
     """Whether the adapter starts from a pretrained network."""
-    return name in ("lotra", "full")
+    return name in ("lotra", "full", "lstsq")
 
 
 def layer_shape(model: KAN, layer: int) -> tuple[int, int, int]:
@@ -159,6 +168,15 @@ def prepare(
     if cfg.name in ("full", "scratch"):
         for layer in model.layers:
             set_trainable(layer, True)
+        return
+    if cfg.name == "lstsq":
+        for layer in model.layers:
+            set_trainable(layer, False)
+        last = model.layers[-1]
+        last.A.requires_grad_(True)
+        bias = getattr(last, "bias", None)  # enters the output linearly, as A does
+        if bias is not None:
+            bias.requires_grad_(True)
         return
     modes = cfg.layers or ["lotra"] * n_layers
     init = cfg.init

@@ -2,12 +2,13 @@
 attaches a saved one to a live base model, `merge` folds every ΔA into A.
 
 An adapter file holds the Tucker factors of every adapted layer ("layers.{i}.G", ".U1", ".U2",
-".U3"), the parameters of layers fine-tuned in full ("layers.{i}.A" and the layer's extra
-parameters), and the identity of the base it was trained on: PDE family and parameters,
-network spec, precision, adapter name, cr, ranks, `base_hash` (sha256 of the frozen base's
-layer tensors) and `base_source` (its model file). An update means nothing on another base,
-so `load_adapter` refuses one in a single line. This module is the only reader and writer of
-adapter files.
+".U3"), the parameters trained in full beside a frozen base ("layers.{i}.A" and the layer's
+extra parameters that train: layers a lotra run fine-tunes in full, or the last layer's A and
+bias that adapter=lstsq solves), and the identity of the base it was trained on: PDE family
+and parameters, network spec, precision, adapter name, cr, ranks, `base_hash` (sha256 of the
+frozen base's layer tensors) and `base_source` (its model file). An update means nothing on
+another base, so `load_adapter` refuses one in a single line. This module is the only reader
+and writer of adapter files.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def save_adapter(model: KAN, path: Path, meta: dict[str, Any]) -> None:
     spec, precision and ranks are taken from the model.
     """
     adapted = {i: ly.adapter for i, ly in enumerate(model.layers) if ly.adapter is not None}
-    if not adapted:
+    trainable = [p.requires_grad for n, p in model.named_parameters() if ".adapter." not in n]
+    if not adapted and (all(trainable) or not any(trainable)):
+        # without Tucker factors a file is an adapter only beside a frozen part of the base
+        # (adapter=lstsq: every layer but the last); all trainable, it is the whole model
         raise ValueError("the model has no adapters to save (attach them with apply)")
     tensors = {f"layers.{i}.{c}": getattr(u, c) for i, u in adapted.items() for c in FACTORS}
     # layers fine-tuned in full travel whole (A and extra parameters): the file rebuilds them

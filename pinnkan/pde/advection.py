@@ -15,6 +15,7 @@ class Advection(PDEFamily):
     coords = ("x", "t")
     domain = ((0.0, 2.0 * PI), (0.0, 1.0))
     periodic_axes = (0,)  # x
+    linear = True
     defaults = {"beta": 1.0}
     target_params = {"beta": 2.0}
 

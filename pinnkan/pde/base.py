@@ -58,6 +58,10 @@ class PDEFamily:
     # coordinates in which the solution is periodic over the box (hi - lo): the network embeds
     # them as cos / sin (model.periodic, pinnkan.kan.KAN), which makes u exactly periodic there
     periodic_axes: ClassVar[tuple[int, ...]] = ()
+    # whether the residual and every condition are affine in u and its derivatives (then the
+    # loss is quadratic in the last layer's coefficients: adapter=lstsq solves it exactly);
+    # a family not declared linear is treated as nonlinear
+    linear: ClassVar[bool] = False
 
     def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))

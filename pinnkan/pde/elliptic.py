@@ -13,6 +13,7 @@ class Elliptic(PDEFamily):
     name = "elliptic"
     coords = ("x", "y")
     domain = ((0.0, 1.0), (0.0, 1.0))
+    linear = True
     defaults = {"lam": 0.0, "mu": 1.0}
     target_params = {"lam": 0.0, "mu": 1.5}
     lower_bounds = {"mu": 0.0}

@@ -23,6 +23,7 @@ class Heat2D(PDEFamily):
     name = "heat2d"
     coords = ("x", "y", "t")
     domain = ((0.0, 1.0), (0.0, 1.0), (0.0, 1.0))
+    linear = True
     defaults = {"nu": 0.05}
     target_params = {"nu": 0.1}
     lower_bounds = {"nu": 0.0}

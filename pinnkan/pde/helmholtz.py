@@ -61,6 +61,7 @@ class Helmholtz(PDEFamily):
     name = "helmholtz"
     coords = ("x", "y")
     domain = ((0.0, 1.0), (0.0, 1.0))
+    linear = True
     defaults = {"k": 2.0}
     target_params = {"k": 3.0}
 

@@ -14,6 +14,7 @@ class Parabolic(PDEFamily):
     name = "parabolic"
     coords = ("x", "t")
     domain = ((0.0, 1.0), (0.0, 1.0))
+    linear = True
     defaults = {"nu": 0.1}
     target_params = {"nu": 0.2}
     lower_bounds = {"nu": 0.0}

@@ -15,6 +15,7 @@ class Wave(PDEFamily):
     name = "wave"
     coords = ("x", "t")
     domain = ((0.0, 1.0), (0.0, 1.0))
+    linear = True
     defaults = {"c": 1.0}
     target_params = {"c": 1.5}
     lower_bounds = {"c": 0.0}
