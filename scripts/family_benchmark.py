@@ -1,0 +1,310 @@
+"""What a user of a sweep pays: one pretrain plus 10 members of a family, by strategy.
+
+For a family, a seed and each strategy, one at a time, as a user runs them:
+`pinnkan pretrain pde=<family> seed=<s>` once, then per strategy one multirun
+`pinnkan transfer -m pde=<family> source=<pretrain> pde.target.<p>=<10 values> <strategy's
+overrides>` (scratch needs no pretrain). Every run stops by its own signal (`train.tol`, or LM
+converged, or the step budget); each member's rel. L2 is then read from its results.h5 and
+checked against the target (1e-4; 1e-3 on wave). The raw data of one (family, strategy, seed)
+is one JSON in docs/family/: every member's error, training and wall seconds, stop reason,
+steps and stored bytes, the pretrain's, the exact commands, commit, date and machine.
+
+    python scripts/family_benchmark.py --families elliptic --seeds 0
+    python scripts/family_benchmark.py --families elliptic --strategies scratch,nearest
+    python scripts/family_benchmark.py --tables   # docs/family_benchmark.md from the JSONs
+    python scripts/family_benchmark.py --check    # exit 1 if the page's table differs
+
+Totals: training seconds summed over the members (and the pretrain, for strategies that use
+it); the saving is scratch's total over the strategy's, per seed, then the median over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = 1
+OUT = ROOT / "docs" / "family"
+DOC = ROOT / "docs" / "family_benchmark.md"
+TABLE = ("<!-- generated:family-table -->", "<!-- /generated:family-table -->")
+# family: (parameter, source value, last target, target rel. L2)
+FAMILIES: dict[str, tuple[str, float, float, float]] = {
+    "elliptic": ("mu", 1.0, 2.0, 1e-4),
+    "parabolic": ("nu", 0.1, 0.4, 1e-4),
+    "advection": ("beta", 1.0, 5.0, 1e-4),
+    "wave": ("c", 1.0, 1.5, 1e-3),
+    "helmholtz": ("k", 2.0, 3.5, 1e-4),
+}
+N_MEMBERS = 10
+# strategy: (overrides of the transfer sweep, uses the pretrain)
+STRATEGIES: dict[str, tuple[list[str], bool]] = {
+    "scratch": (["adapter=scratch"], False),
+    "lotra_source": ([], True),  # the defaults: LoTRA cr 0.5, each member from the source
+    "lotra_source_cr0.25": (["cr=0.25"], True),
+    "full_source": (["adapter=full"], True),
+    "nearest": (["transfer.start=nearest"], True),  # LoTRA cr 0.5 from the nearest member
+    "nearest_secant": (["transfer.start=nearest", "transfer.predictor=secant"], True),
+    "full_nearest": (["adapter=full", "transfer.start=nearest"], True),
+}
+
+
+def _hb() -> Any:
+    """scripts/hard_benchmarks.py: provenance, child processes (one definition of each)."""
+    spec = importlib.util.spec_from_file_location(
+        "hard_benchmarks", ROOT / "scripts" / "hard_benchmarks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def targets(family: str) -> list[float]:
+    """The 10 evenly spaced targets after the source, the last at the range's end."""
+    _, lo, hi, _ = FAMILIES[family]
+    return [round(lo + (hi - lo) * k / N_MEMBERS, 10) for k in range(1, N_MEMBERS + 1)]
+
+
+EXTRA: list[str] = []  # --extra: overrides added to every command (e.g. a smoke test's)
+
+
+def base_args(threads: int, root: Path, seed: int, family: str) -> list[str]:
+    return [
+        *EXTRA,
+        f"pde={family}",
+        f"seed={seed}",
+        f"threads={threads}",
+        f"outputs_root={root}",
+        "train.progress=log",
+    ]
+
+
+def read_member(run_dir: Path) -> dict[str, Any]:
+    """One run's record from its results.h5 (and its stored files' sizes)."""
+    import h5py
+
+    rec: dict[str, Any] = {"run_dir": run_dir.name}
+    results = run_dir / "results.h5"
+    if not results.is_file():
+        failed = run_dir / "failed.txt"
+        rec["status"] = "failed"
+        rec["error"] = failed.read_text()[:500] if failed.is_file() else "no results.h5"
+        return rec
+    with h5py.File(results, "r") as f:
+        attrs, metrics = dict(f.attrs), dict(f["metrics"].attrs)
+    rec.update(
+        status=str(attrs.get("status")),
+        pde_params=json.loads(attrs.get("pde_params", "{}")),
+        rel_l2=float(metrics["rel_l2"]) if "rel_l2" in metrics else None,
+        train_seconds=float(metrics.get("train_seconds", 0.0)),
+        steps_done=int(metrics.get("steps_done", 0)),
+        stop_reason=str(attrs.get("stop_reason")),
+        relative_loss=float(attrs.get("relative_loss", float("nan"))),
+        start=json.loads(attrs["start"]) if "start" in attrs else None,
+        n_trainable=int(metrics.get("n_trainable", 0)),
+    )
+    adapter = run_dir / "adapter.safetensors"
+    model = run_dir / "model.safetensors"
+    rec["bytes_stored"] = (
+        (adapter if adapter.is_file() else model).stat().st_size if model.is_file() else None
+    )
+    return rec
+
+
+def run_strategy(
+    hb: Any, family: str, strategy: str, seed: int, root: Path, threads: int, pretrain: dict | None
+) -> dict[str, Any]:
+    """One transfer multirun over the family's 10 targets; its raw-data record."""
+    param, _, _, goal = FAMILIES[family]
+    overrides, uses_source = STRATEGIES[strategy]
+    sweep = root / f"{strategy}"
+    values = ",".join(f"{v:g}" for v in targets(family))
+    cmd = [
+        sys.executable,
+        "-m",
+        "pinnkan.cli",
+        "transfer",
+        "-m",
+        *base_args(threads, root, seed, family),
+        f"pde.target.{param}={values}",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    if uses_source:
+        cmd.append(f"source={pretrain['run_path']}")
+    t0 = time.perf_counter()
+    rc, out, err = hb.run_child(cmd, hb.child_env(threads), None)
+    wall = time.perf_counter() - t0
+    jobs = (
+        sorted(
+            (d for d in sweep.iterdir() if d.is_dir() and d.name[0].isdigit()),
+            key=lambda d: int(d.name.split("_", 1)[0]),
+        )
+        if sweep.is_dir()
+        else []
+    )
+    members = [read_member(d) for d in jobs]
+    for m in members:
+        m["reached"] = m.get("rel_l2") is not None and m["rel_l2"] <= goal
+    return {
+        "schema": SCHEMA,
+        "family": family,
+        "strategy": strategy,
+        "seed": seed,
+        "goal_rel_l2": goal,
+        "command": " ".join(cmd[2:]),
+        "returncode": rc,
+        "stderr_tail": err[-3000:] if rc else "",
+        "wall_seconds": wall,
+        "pretrain": pretrain if uses_source else None,
+        "members": members,
+        **hb.provenance(threads),
+    }
+
+
+def run_pretrain(hb: Any, family: str, seed: int, root: Path, threads: int) -> dict[str, Any]:
+    run_dir = root / "pretrain"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pinnkan.cli",
+        "pretrain",
+        *base_args(threads, root, seed, family),
+        f"hydra.run.dir={run_dir}",
+    ]
+    t0 = time.perf_counter()
+    rc, out, err = hb.run_child(cmd, hb.child_env(threads), None)
+    if rc:
+        raise SystemExit(f"pretrain failed: {' '.join(cmd)}\n{err[-2000:]}")
+    rec = read_member(run_dir)
+    rec.update(
+        command=" ".join(cmd[2:]), wall_seconds=time.perf_counter() - t0, run_path=str(run_dir)
+    )
+    return rec
+
+
+def run_all(args: argparse.Namespace) -> None:
+    hb = _hb()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for family in args.families:
+        for seed in args.seeds:
+            root = args.work / f"{family}_seed{seed}"
+            pretrain = None
+            for strategy in args.strategies:
+                if STRATEGIES[strategy][1] and pretrain is None:
+                    pretrain = run_pretrain(hb, family, seed, root, args.threads)
+                rec = run_strategy(hb, family, strategy, seed, root, args.threads, pretrain)
+                path = args.out / f"{family}_{strategy}_seed{seed}.json"
+                path.write_text(json.dumps(rec, indent=1, default=str) + "\n")
+                print(f"{path.name}: {summary_line(rec)}", flush=True)
+
+
+# --- tables ----------------------------------------------------------------------------------
+def totals(rec: dict[str, Any]) -> dict[str, Any]:
+    """Training seconds of the members (+ the pretrain where used), wall seconds, all reached."""
+    members = rec["members"]
+    train = sum(m.get("train_seconds", 0.0) for m in members)
+    pre = rec["pretrain"]["train_seconds"] if rec.get("pretrain") else 0.0
+    pre_wall = rec["pretrain"]["wall_seconds"] if rec.get("pretrain") else 0.0
+    errors = [m.get("rel_l2") for m in members]
+    return {
+        "train": train + pre,
+        "wall": rec["wall_seconds"] + pre_wall,
+        "reached": sum(bool(m.get("reached")) for m in members),
+        "n": len(members),
+        "worst": max((e for e in errors if e is not None), default=None),
+        "bytes": statistics.median(
+            [m["bytes_stored"] for m in members if m.get("bytes_stored")] or [0]
+        ),
+    }
+
+
+def summary_line(rec: dict[str, Any]) -> str:
+    t = totals(rec)
+    worst = f"{t['worst']:.1e}" if t["worst"] is not None else "-"
+    return f"{t['reached']}/{t['n']} reached, worst {worst}, {t['train']:.0f} s training"
+
+
+def load(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| family | strategy | seeds | members at goal | worst rel. L2 "
+        "| training s (pretrain incl.) | saving vs scratch | wall s | bytes / member |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        by.setdefault((r["family"], r["strategy"]), []).append(r)
+    for family in FAMILIES:
+        scratch = {r["seed"]: totals(r)["train"] for r in by.get((family, "scratch"), [])}
+        for strategy in STRATEGIES:
+            group = sorted(by.get((family, strategy), []), key=lambda r: r["seed"])
+            if not group:
+                continue
+            ts = [totals(r) for r in group]
+            savings = [
+                scratch[r["seed"]] / t["train"]
+                for r, t in zip(group, ts)
+                if r["seed"] in scratch and t["train"]
+            ]
+            med = statistics.median
+            seeds = ",".join(str(r["seed"]) for r in group)
+            reached = "; ".join(f"{t['reached']}/{t['n']}" for t in ts)
+            worst = max((t["worst"] for t in ts if t["worst"] is not None), default=None)
+            saving = (
+                f"{med(savings):.2f}× ({min(savings):.2f}–{max(savings):.2f})" if savings else "-"
+            )
+            lines.append(
+                f"| {family} | {strategy} | {seeds} | {reached} | "
+                f"{worst:.1e} | {med([t['train'] for t in ts]):.0f} | {saving} | "
+                f"{med([t['wall'] for t in ts]):.0f} | {med([t['bytes'] for t in ts]):.0f} |"
+                if worst is not None
+                else f"| {family} | {strategy} | - | {reached} | - | - | - | - | - |"
+            )
+    return "\n".join(lines)
+
+
+def regenerated(doc: Path, out: Path) -> str:
+    text = doc.read_text()
+    start, end = TABLE
+    i, j = text.index(start) + len(start), text.index(end)
+    return text[:i] + "\n" + table(load(out)) + "\n" + text[j:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--families", type=lambda s: s.split(","), default=list(FAMILIES))
+    p.add_argument("--strategies", type=lambda s: s.split(","), default=list(STRATEGIES))
+    p.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", type=Path, default=ROOT / "outputs" / "family_benchmark")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--tables", action="store_true")
+    p.add_argument("--check", action="store_true")
+    p.add_argument("--extra", nargs="*", default=[], help="overrides for every run (smoke tests)")
+    args = p.parse_args(argv)
+    EXTRA[:] = args.extra
+    unknown = [s for s in args.strategies if s not in STRATEGIES]
+    unknown += [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        p.error(f"unknown: {', '.join(unknown)}")
+    if args.tables:
+        DOC.write_text(regenerated(DOC, args.out))
+        return 0
+    if args.check:
+        return int(DOC.read_text() != regenerated(DOC, args.out))
+    run_all(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""scripts/family_benchmark.py and scripts/tolerance_calibration.py: the tables come from the
+raw JSONs (the committed pages match their data), savings are computed per seed from totals
+that include the pretrain, and the tolerance table reads the first crossing of each tol."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fb() -> Any:
+    return _load("family_benchmark")
+
+
+def _rec(strategy: str, seed: int, seconds: list[float], errors: list[float], pre: float | None):
+    members = [
+        {"train_seconds": s, "rel_l2": e, "reached": e <= 1e-4, "bytes_stored": 100}
+        for s, e in zip(seconds, errors)
+    ]
+    return {
+        "family": "elliptic",
+        "strategy": strategy,
+        "seed": seed,
+        "wall_seconds": sum(seconds) + 5,
+        "pretrain": None if pre is None else {"train_seconds": pre, "wall_seconds": pre + 1},
+        "members": members,
+    }
+
+
+def test_targets_are_ten_steps_to_the_end_of_the_range(fb: Any) -> None:
+    assert fb.targets("elliptic") == [round(1 + 0.1 * k, 10) for k in range(1, 11)]
+    assert fb.targets("wave")[-1] == 1.5
+
+
+def test_saving_counts_the_pretrain_and_is_per_seed(fb: Any) -> None:
+    runs = [
+        _rec("scratch", 0, [10.0] * 10, [5e-5] * 10, None),
+        _rec("nearest", 0, [1.0] * 10, [5e-5] * 9 + [2e-4], 10.0),
+    ]
+    t = fb.totals(runs[1])
+    assert t["train"] == 20.0 and t["reached"] == 9 and t["worst"] == 2e-4
+    table = fb.table(runs)
+    row = next(line for line in table.splitlines() if "| nearest |" in line)
+    assert "9/10" in row and "5.00×" in row  # 100 s against 10 + 10 s
+
+
+def test_committed_family_page_matches_its_data(fb: Any) -> None:
+    if not fb.DOC.is_file() or not list(fb.OUT.glob("*.json")):
+        pytest.skip("no family benchmark data committed")
+    assert fb.DOC.read_text() == fb.regenerated(fb.DOC, fb.OUT)
+
+
+def test_tolerance_table_reads_the_first_crossing() -> None:
+    tc = _load("tolerance_calibration")
+    rec = {
+        "history": {"step": [10, 20, 30], "seconds": [1.0, 2.0, 3.0], "rel_l2": [1e-2, 1e-4, 1e-5]},
+        "relative_heldout": [1e-5, 1e-7, 1e-9],
+    }
+    assert tc.stop_at(rec, 1e-6) == (1e-4, 2.0, 20)
+    assert tc.stop_at(rec, 1e-10) is None
+
+
+def test_committed_tolerance_page_matches_its_data() -> None:
+    tc = _load("tolerance_calibration")
+    if not list(tc.OUT.glob("*.json")):
+        pytest.skip("no calibration data committed")
+    text = tc.DOC.read_text()
+    i, j = text.index(tc.TABLE[0]) + len(tc.TABLE[0]), text.index(tc.TABLE[1])
+    assert text[i:j] == "\n" + tc.table(tc.OUT) + "\n"
