@@ -87,10 +87,10 @@ def record(family: str, stage: str, run_dir: Path, cmd: list[str]) -> dict[str, 
     }
 
 
-def run_all(work: Path, out: Path) -> None:
+def run_all(work: Path, out: Path, families: list[str]) -> None:
     hb = _hb()
     out.mkdir(parents=True, exist_ok=True)
-    for family in FAMILIES:
+    for family in families:
         for stage, cmd in commands(family, work).items():
             run_dir = Path(cmd[-1].split("=", 1)[1])
             if not (run_dir / "results.h5").is_file():
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "outputs" / "tolerance_calibration")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--families", type=lambda v: v.split(","), default=list(FAMILIES))
     p.add_argument("--tables", action="store_true")
     args = p.parse_args(argv)
     if args.tables:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         i, j = text.index(TABLE[0]) + len(TABLE[0]), text.index(TABLE[1])
         DOC.write_text(text[:i] + "\n" + table(args.out) + "\n" + text[j:])
         return 0
-    run_all(args.work, args.out)
+    run_all(args.work, args.out, args.families)
     return 0
 
 
