@@ -25,6 +25,7 @@ from torch import Tensor
 
 from pinnkan.adapters.files import FACTORS, adapter_file, check_base, read_adapter
 from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
+from pinnkan.config_checks import as_int
 from pinnkan.errors import PinnkanError
 from pinnkan.kan import KAN
 from pinnkan.options import TransferOptions
@@ -72,6 +73,8 @@ def validate(opts: TransferOptions) -> None:
         )
     if not (isinstance(opts.wait_seconds, int | float) and opts.wait_seconds >= 0):
         raise PinnkanError(f"transfer.wait_seconds={opts.wait_seconds!r} must be >= 0")
+    opts.homotopy = as_int(opts.homotopy, "transfer.homotopy", 1, 10_000)
+    opts.leg_steps = as_int(opts.leg_steps, "transfer.leg_steps", 1)
 
 
 def job_number(run_dir: Path) -> int | None:

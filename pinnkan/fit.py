@@ -17,6 +17,7 @@ from pinnkan.checkpoint import (
 from pinnkan.config import RunConfig
 from pinnkan.errors import PinnkanError
 from pinnkan.evaluation import Evaluator
+from pinnkan.homotopy import HomotopyPath
 from pinnkan.interrupts import StopRequest
 from pinnkan.kan import KAN
 from pinnkan.loss import PinnLoss
@@ -48,6 +49,7 @@ class StageRun:
     gen: torch.Generator
     run_dir: Path
     config_yaml: str = ""
+    path: HomotopyPath | None = None  # transfer.homotopy: the member moves leg by leg
 
 
 def fit(
@@ -99,6 +101,7 @@ def fit(
                 checkpoint=checkpoint,
                 stop=stop,
                 loop=loop,
+                path=run.path,
             )
         except Interrupted as exc:
             write_partial(exc.history, "interrupted", {"steps_done": exc.step})

@@ -23,13 +23,18 @@ from pinnkan.sampling import draw_by_residual, pde_residual
 from pinnkan.training import is_out_of_memory
 
 if TYPE_CHECKING:
+    from pinnkan.homotopy import HomotopyPath
     from pinnkan.training import History, TrainState, _Run
 
 log = logging.getLogger("pinnkan")
 
 
 def train_lm(
-    run: _Run, loss_fn: PinnLoss, params: list[torch.nn.Parameter], resume: TrainState | None
+    run: _Run,
+    loss_fn: PinnLoss,
+    params: list[torch.nn.Parameter],
+    resume: TrainState | None,
+    path: HomotopyPath | None = None,
 ) -> History:
     """Levenberg–Marquardt on the residual vector (`pinnkan.jacobian`) for up to cfg.steps
     trial steps, on a fixed Sobol collocation set (new points every cfg.lm.resample_every
@@ -39,6 +44,8 @@ def train_lm(
     the run ends early, cleanly, when the damping exceeds cfg.lm.damping_max (no step lowers the
     loss: converged or stalled). The loss on a second, held-out point set is recorded with
     every evaluation (history `heldout_loss`), showing whether the residual is overfitted.
+    With a homotopy `path` the loss is that of the path's current member, which moves towards
+    `loss_fn`'s (the target) leg by leg (`pinnkan.homotopy`); the points stay.
     """
     model, cfg, gen = run.model, run.cfg, run.gen
     device, dtype = model.lo.device, model.lo.dtype
@@ -51,6 +58,12 @@ def train_lm(
     if resume is not None:
         window = int(resume.optimizer.get("window", 1))
         in_window = int(resume.optimizer.get("in_window", 0))
+    if path is not None:  # homotopy: the loss of the path's current member
+        if resume is not None:
+            path.load_state_dict(resume.optimizer["homotopy"])
+        else:
+            path.start()
+        loss_fn = path.loss()
 
     def new_batch(adaptive: bool = False, whole: bool = False) -> dict[str, Tensor]:
         """Sobol points; `adaptive` (optim.sampling=rad): the interior drawn from a pool by
@@ -85,13 +98,19 @@ def train_lm(
         with loss_fn.uniform():  # the tolerance reads the plain loss, not the causal one
             return loss_at(points)
 
-    # train.tol is relative to the loss u = 0 has on the held-out points (absolute where 0)
-    zero_heldout = loss_fn.zero_loss(heldout) if cfg.tol else 0.0
-    zero_scale = zero_heldout if zero_heldout > 0 else 1.0
+    def zero_scales() -> tuple[float, float]:
+        """train.tol is relative to the loss u = 0 has on the held-out points (absolute where
+        that is 0): (that loss, the scale)."""
+        zero = loss_fn.zero_loss(heldout) if cfg.tol else 0.0
+        return zero, zero if zero > 0 else 1.0
+
+    zero_heldout, zero_scale = zero_scales()
 
     def state(step: int) -> Callable[[], TrainState]:
         extra = {"lm": lm.state_dict(), "batch": batch, "heldout": heldout, "accepted": accepted}
         extra |= {"window": window, "in_window": in_window}
+        if path is not None:
+            extra["homotopy"] = path.state_dict()
         return lambda: run.state(step, extra, {})
 
     loss = math.nan
@@ -148,6 +167,15 @@ def train_lm(
             and loss <= cfg.tol * zero_scale
             and run.within_tol(uniform_loss(heldout), zero_heldout)
         )
+        if path is not None and not path.at_target:
+            path.in_leg += int(kept)
+            if path.leg_over(met, lm.exhausted):  # the next leg: same points, new member
+                path.advance(met, lm.exhausted)
+                loss_fn = path.loss()
+                zero_heldout, zero_scale = zero_scales()
+                lm.restart()
+                log.info("%s: step %d, homotopy at s = %.4g", run.progress.desc, step, path.s)
+            met = False  # the tolerance ends the run only at the target
         run.elapsed += time.perf_counter() - t0
         done = lm.exhausted or run.out_of_time() or met
         run.record(step, loss, force=done, heldout=lambda: loss_at(heldout))

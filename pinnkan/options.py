@@ -76,6 +76,11 @@ class TransferOptions:
     start: str = "source"  # source | nearest (the nearest solved member beside it) | a run dir
     predictor: str = "none"  # none | secant (start=nearest) | the secant's second run
     wait_seconds: float = 3600.0  # start=nearest in a sweep: the longest wait for earlier jobs
+    # homotopy in one run (optim=lm): the member moves from the source's parameters to the
+    # target's in legs, the first 1/homotopy long; a leg not done (tol / converged) after
+    # leg_steps accepted steps is shortened (pinnkan.homotopy). 1: off, straight to the target
+    homotopy: int = 1
+    leg_steps: int = 50
 
 
 OPTIMIZERS: dict[str, type] = {"adam": AdamOptions, "gd": GDOptions, "lm": LMOptions}

@@ -4,6 +4,7 @@ adapts one to a target member of the family."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import replace
@@ -33,15 +34,19 @@ from pinnkan.config import RunConfig
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
 from pinnkan.fit import StageRun, fit
+from pinnkan.homotopy import HomotopyPath, point
 from pinnkan.kan import KAN
+from pinnkan.loss import PinnLoss
 from pinnkan.lstsq import refuse_unsupported, train_lstsq
 from pinnkan.outcome import build_result, finish
 from pinnkan.pde import PDEFamily
+from pinnkan.pde.config import member_from_config
 from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
 from pinnkan.runlock import acquire, locked_while_running
 from pinnkan.sources import check_compatible, source_checkpoint
 from pinnkan.stage_setup import (
+    Setup,
     as_run_config,
     build_model,
     check_memory,
@@ -164,11 +169,14 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         ),
     }
     attrs |= {"start": json.dumps(started)}  # where it started (pinnkan.continuation)
+    path = _homotopy(cfg, setup, source_meta)
+    if path is not None:
+        attrs |= {"homotopy": cfg.transfer.homotopy, "leg_steps": cfg.transfer.leg_steps}
     extra = {"n_full_finetune": n_full}
 
     state_meta = {"stage": "transfer", "source": str(source_path) if source_path else None}
     state_meta["start"] = started
-    run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml)
+    run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml, path)
     report = ("transfer", extra, attrs)
     hist = fit(run, groups, f"transfer[{acfg.name}]", resume, state_meta, report, loop)
     make_dir(run_dir)
@@ -253,3 +261,29 @@ def _start(
         f" (secant through {second.run_dir})" if second else "",
     )
     return {"start": opts.start, **record}
+
+
+def _homotopy(cfg: RunConfig, setup: Setup, source_meta: dict[str, Any]) -> HomotopyPath | None:
+    """The homotopy path of `transfer.homotopy` > 1: from the source's member (its file's
+    parameters, else pde.source) to the target, every point a member of the family."""
+    opts = cfg.transfer
+    if opts.homotopy <= 1:
+        return None
+    why = None
+    if setup.train.optimizer != "lm" or cfg.adapter.name == "lstsq":
+        why = "it needs optim=lm (its legs end on LM's signals)"
+    elif cfg.pde.reference.target or cfg.pde.reference.source:
+        why = "the members along the path need the family's own data, not a reference file's"
+    elif setup.train.time_windows > 1:
+        why = "use one of train.time_windows and transfer.homotopy"
+    if why:
+        raise PinnkanError(f"transfer.homotopy={opts.homotopy}: {why}")
+    start = dict(source_meta.get("pde_params") or cfg.pde.source)
+    pde_dict = dataclasses.asdict(cfg.pde)
+    target = dict(pde_from_config(cfg, "target").params)
+
+    def make_loss(s: float) -> PinnLoss:
+        member = member_from_config({**pde_dict, "target": point(start, target, s)}, "target")
+        return loss_from_setup(member, setup)
+
+    return HomotopyPath(make_loss, opts.homotopy, opts.leg_steps)

@@ -17,6 +17,7 @@ from pinnkan.config_checks import as_choice, as_float, as_int
 from pinnkan.derivatives import ENGINES
 from pinnkan.errors import PinnkanError
 from pinnkan.evaluation import Evaluator
+from pinnkan.homotopy import HomotopyPath
 from pinnkan.kan import KAN
 from pinnkan.levenberg_marquardt import LMConfig
 from pinnkan.loss import PinnLoss
@@ -331,6 +332,7 @@ def train(
     checkpoint: Callable[[TrainState], None] | None = None,
     stop: Callable[[], int | None] | None = None,
     loop: Loop | None = None,
+    path: HomotopyPath | None = None,
 ) -> History:
     """Train the parameters of `groups` with cfg.optimizer: Adam for cfg.steps (lr decaying to
     lr·lr_decay) then optional L-BFGS, or Levenberg–Marquardt (`train_lm`; lr is unused).
@@ -344,12 +346,16 @@ def train(
     `loss_fn` must carry cfg's causal weighting (`PinnLoss(pde, engine, cfg.causal,
     cfg.causal_slices)`); the loops refresh its weights. `loop(run, loss_fn)` replaces the
     optimizer's loop (adapter=lstsq: `pinnkan.lstsq.train_lstsq`, one solve in cfg.steps = 1).
+    `path` (optim=lm only): a homotopy from the source's member to `loss_fn`'s, leg by leg
+    (`pinnkan.homotopy`).
     """
     # the loops import this module (state, history, errors): imported here, not at the top
     from pinnkan.first_order import train_first_order
     from pinnkan.lm_loop import train_lm
 
     cfg.validate()
+    if path is not None and (cfg.optimizer != "lm" or loop is not None):
+        raise PinnkanError("transfer.homotopy needs optim=lm (its legs end on LM's signals)")
     own = (loss_fn.causal.eps, loss_fn.causal.slices) if loss_fn.causal else (0.0, None)
     if own != ((cfg.causal, cfg.causal_slices) if cfg.causal else (0.0, None)):
         raise PinnkanError(
@@ -363,7 +369,7 @@ def train(
     if loop is not None:
         hist = loop(run, loss_fn)
     elif cfg.optimizer == "lm":
-        hist = train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume)
+        hist = train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume, path)
     else:
         hist = train_first_order(run, loss_fn, groups, resume)
     # the loss is checked before each step, so only the last step can leave the network
