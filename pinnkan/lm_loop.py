@@ -98,13 +98,11 @@ def train_lm(
         with loss_fn.uniform():  # the tolerance reads the plain loss, not the causal one
             return loss_at(points)
 
-    def zero_scales() -> tuple[float, float]:
-        """train.tol is relative to the loss u = 0 has on the held-out points (absolute where
-        that is 0): (that loss, the scale)."""
-        zero = loss_fn.zero_loss(heldout) if cfg.tol else 0.0
-        return zero, zero if zero > 0 else 1.0
+    def zero_heldout_loss() -> float:
+        """The loss u = 0 has on the held-out points, which train.tol is relative to."""
+        return loss_fn.zero_loss(heldout) if cfg.tol else 0.0
 
-    zero_heldout, zero_scale = zero_scales()
+    zero_heldout = zero_heldout_loss()
 
     def state(step: int) -> Callable[[], TrainState]:
         extra = {"lm": lm.state_dict(), "batch": batch, "heldout": heldout, "accepted": accepted}
@@ -164,7 +162,7 @@ def train_lm(
         met = (
             kept
             and window == windows
-            and loss <= cfg.tol * zero_scale
+            and loss <= run.tol_bound(zero_heldout)
             and run.within_tol(uniform_loss(heldout), zero_heldout)
         )
         if path is not None and not path.at_target:
@@ -172,7 +170,7 @@ def train_lm(
             if path.leg_over(met, lm.exhausted):  # the next leg: same points, new member
                 path.advance(met, lm.exhausted)
                 loss_fn = path.loss()
-                zero_heldout, zero_scale = zero_scales()
+                zero_heldout = zero_heldout_loss()
                 lm.restart()
                 log.info("%s: step %d, homotopy at s = %.4g", run.progress.desc, step, path.s)
             met = False  # the tolerance ends the run only at the target

@@ -169,7 +169,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         ),
     }
     attrs |= {"start": json.dumps(started)}  # where it started (pinnkan.continuation)
-    path = _homotopy(cfg, setup, source_meta)
+    path = _homotopy(cfg, setup, pde, source_meta)
     if path is not None:
         attrs |= {"homotopy": cfg.transfer.homotopy, "leg_steps": cfg.transfer.leg_steps}
     extra = {"n_full_finetune": n_full}
@@ -263,27 +263,27 @@ def _start(
     return {"start": opts.start, **record}
 
 
-def _homotopy(cfg: RunConfig, setup: Setup, source_meta: dict[str, Any]) -> HomotopyPath | None:
+def _homotopy(
+    cfg: RunConfig, setup: Setup, target: PDEFamily, source_meta: dict[str, Any]
+) -> HomotopyPath | None:
     """The homotopy path of `transfer.homotopy` > 1: from the source's member (its file's
-    parameters, else pde.source) to the target, every point a member of the family."""
+    parameters, else pde.source) to the `target` member, every point a member of the family.
+    (`train` refuses a path without optim=lm.)"""
     opts = cfg.transfer
     if opts.homotopy <= 1:
         return None
     why = None
-    if setup.train.optimizer != "lm" or cfg.adapter.name == "lstsq":
-        why = "it needs optim=lm (its legs end on LM's signals)"
-    elif cfg.pde.reference.target or cfg.pde.reference.source:
+    if cfg.pde.reference.target or cfg.pde.reference.source:
         why = "the members along the path need the family's own data, not a reference file's"
     elif setup.train.time_windows > 1:
         why = "use one of train.time_windows and transfer.homotopy"
     if why:
         raise PinnkanError(f"transfer.homotopy={opts.homotopy}: {why}")
     start = dict(source_meta.get("pde_params") or cfg.pde.source)
-    pde_dict = dataclasses.asdict(cfg.pde)
-    target = dict(pde_from_config(cfg, "target").params)
+    pde_dict, end = dataclasses.asdict(cfg.pde), dict(target.params)
 
     def make_loss(s: float) -> PinnLoss:
-        member = member_from_config({**pde_dict, "target": point(start, target, s)}, "target")
+        member = member_from_config({**pde_dict, "target": point(start, end, s)}, "target")
         return loss_from_setup(member, setup)
 
     return HomotopyPath(make_loss, opts.homotopy, opts.leg_steps)

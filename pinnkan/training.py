@@ -301,14 +301,18 @@ class _Run:
     def out_of_time(self) -> bool:
         return bool(self.cfg.max_seconds) and self.elapsed >= self.cfg.max_seconds
 
+    def tol_bound(self, zero_loss: float) -> float:
+        """The loss train.tol allows: tol × `zero_loss`, the loss of u = 0 on the same points
+        (tol itself where that is 0)."""
+        return self.cfg.tol * (zero_loss if zero_loss > 0 else 1.0)
+
     def within_tol(self, loss: float, zero_loss: float) -> bool:
-        """Whether `loss` (on points not trained on) meets train.tol relative to `zero_loss`,
-        the loss of u = 0 on them (absolute where that is 0); records the ratio."""
+        """Whether `loss` (on points not trained on) meets train.tol relative to `zero_loss`
+        (`tol_bound`); records the ratio."""
         if not self.cfg.tol:
             return False
-        scale = zero_loss if zero_loss > 0 else 1.0
-        self.hist.relative_loss = loss / scale
-        return loss <= self.cfg.tol * scale
+        self.hist.relative_loss = loss / (zero_loss if zero_loss > 0 else 1.0)
+        return loss <= self.tol_bound(zero_loss)
 
     def diverged(self, step: int, value: float, lr: float, hint: str | None = None) -> Diverged:
         self.progress.close()
