@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from pinnkan.adapters.growth import RankGrowth, match_ranks
 from pinnkan.atomic import make_dir
 from pinnkan.checkpoint import (
     STATE_FILE,
@@ -50,6 +51,7 @@ class StageRun:
     run_dir: Path
     config_yaml: str = ""
     path: HomotopyPath | None = None  # transfer.homotopy: the member moves leg by leg
+    growth: RankGrowth | None = None  # adapter.grow_to: LoTRA ranks that rise on a stall
 
 
 def fit(
@@ -80,6 +82,8 @@ def fit(
     evaluator = Evaluator(pts.to(setup.device), ref)
     meta = {**state_meta, "fingerprint": config_fingerprint(cfg.as_dict())}
     saved_step = resume[1].step if resume else None
+    if run.growth is not None and resume is not None:
+        match_ranks(model, resume[1].model)  # the ranks the run had grown to
 
     def checkpoint(state: TrainState) -> None:
         nonlocal saved_step
@@ -102,6 +106,7 @@ def fit(
                 stop=stop,
                 loop=loop,
                 path=run.path,
+                growth=run.growth,
             )
         except Interrupted as exc:
             write_partial(exc.history, "interrupted", {"steps_done": exc.step})

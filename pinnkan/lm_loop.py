@@ -23,6 +23,7 @@ from pinnkan.sampling import draw_by_residual, pde_residual
 from pinnkan.training import is_out_of_memory
 
 if TYPE_CHECKING:
+    from pinnkan.adapters.growth import RankGrowth
     from pinnkan.homotopy import HomotopyPath
     from pinnkan.training import History, TrainState, _Run
 
@@ -35,6 +36,7 @@ def train_lm(
     params: list[torch.nn.Parameter],
     resume: TrainState | None,
     path: HomotopyPath | None = None,
+    growth: RankGrowth | None = None,
 ) -> History:
     """Levenberg–Marquardt on the residual vector (`pinnkan.jacobian`) for up to cfg.steps
     trial steps, on a fixed Sobol collocation set (new points every cfg.lm.resample_every
@@ -45,12 +47,18 @@ def train_lm(
     loss: converged or stalled). The loss on a second, held-out point set is recorded with
     every evaluation (history `heldout_loss`), showing whether the residual is overfitted.
     With a homotopy `path` the loss is that of the path's current member, which moves towards
-    `loss_fn`'s (the target) leg by leg (`pinnkan.homotopy`); the points stay.
+    `loss_fn`'s (the target) leg by leg (`pinnkan.homotopy`); the points stay. With rank
+    `growth` the LoTRA ranks rise on a stall (`pinnkan.adapters.growth`) and `params` become
+    the grown factors.
     """
     model, cfg, gen = run.model, run.cfg, run.gen
     device, dtype = model.lo.device, model.lo.dtype
     lm = LevenbergMarquardt(cfg.lm)
 
+    if growth is not None:
+        if resume is not None:
+            growth.load_state_dict(resume.optimizer["growth"])
+        params = growth.parameters(model)  # at the ranks the run (resumed) has
     n_params = sum(p.numel() for p in params)
     rows = cfg.lm.chunk_rows(n_params)
     # time marching (train.time_windows = K): the interior covers the first window/K of t
@@ -109,6 +117,8 @@ def train_lm(
         extra |= {"window": window, "in_window": in_window}
         if path is not None:
             extra["homotopy"] = path.state_dict()
+        if growth is not None:
+            extra["growth"] = growth.state_dict()
         return lambda: run.state(step, extra, {})
 
     loss = math.nan
@@ -174,6 +184,21 @@ def train_lm(
                 lm.restart()
                 log.info("%s: step %d, homotopy at s = %.4g", run.progress.desc, step, path.s)
             met = False  # the tolerance ends the run only at the target
+        if growth is not None and growth.due(kept, loss, lm.exhausted, met):
+            if growth.grow(model, loss_fn, batch, step):
+                params = growth.parameters(model)  # ΔA kept: the loss is the same
+                n_params = sum(p.numel() for p in params)
+                rows = cfg.lm.chunk_rows(n_params)
+                primal = lm.form(loss_fn.n_rows(batch), n_params) == "primal"
+                pieces = rows if primal else max(cfg.n_interior, 1)
+                lm.restart(rescale=True)
+                log.info(
+                    "%s: step %d, ranks grown to cr %.4g (%d trainable)",
+                    run.progress.desc,
+                    step,
+                    growth.cr,
+                    n_params,
+                )
         run.elapsed += time.perf_counter() - t0
         done = lm.exhausted or run.out_of_time() or met
         run.record(step, loss, force=done, heldout=lambda: loss_at(heldout))

@@ -22,6 +22,7 @@ from pinnkan.adapters import (
     prepare,
     save_adapter,
 )
+from pinnkan.adapters.growth import RankGrowth
 from pinnkan.atomic import make_dir
 from pinnkan.checkpoint import (
     MODEL_FILE,
@@ -161,24 +162,31 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         "source_pde_params": json.dumps(source_meta.get("pde_params")) if source_meta else None,
         "model": model.kind,
         "widths": json.dumps(model.widths),
-        "layers": json.dumps(
-            [
-                {**r, "shape": list(r["shape"]), "ranks": list(r["ranks"]) if r["ranks"] else None}
-                for r in summary
-            ]
-        ),
+        "layers": _layers_attr(summary),
     }
     attrs |= {"start": json.dumps(started)}  # where it started (pinnkan.continuation)
     path = _homotopy(cfg, setup, pde, source_meta)
     if path is not None:
         attrs |= {"homotopy": cfg.transfer.homotopy, "leg_steps": cfg.transfer.leg_steps}
+    growth = None
+    if acfg.grow_to is not None:
+        if path is not None:
+            raise PinnkanError("use one of adapter.grow_to and transfer.homotopy")
+        lr = setup.train.lr
+        growth = RankGrowth(
+            lambda m: param_groups(m, acfg, lr), acfg.cr, acfg.grow_to, acfg.grow_patience
+        )
+        attrs |= {"grow_to": acfg.grow_to, "grow_patience": acfg.grow_patience}
     extra = {"n_full_finetune": n_full}
 
     state_meta = {"stage": "transfer", "source": str(source_path) if source_path else None}
     state_meta["start"] = started
-    run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml, path)
+    run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml, path, growth)
     report = ("transfer", extra, attrs)
     hist = fit(run, groups, f"transfer[{acfg.name}]", resume, state_meta, report, loop)
+    if growth is not None:  # the ranks it ended with, and when they grew
+        attrs |= {"layers": _layers_attr(adapter_summary(model))}
+        attrs |= {"grown": json.dumps(growth.events)}
     make_dir(run_dir)
     spec_meta = {
         "pde": pde.name,
@@ -220,6 +228,15 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     if acfg.name == "full":  # the low-rank evidence: singular values and HOSVD error of ΔA
         diagnose_run(run_dir)
     return result
+
+
+def _layers_attr(summary: list[dict[str, Any]]) -> str:
+    """results.h5's `layers`: each layer's shape, mode, ranks and trainable count (JSON)."""
+    rows = [
+        {**r, "shape": list(r["shape"]), "ranks": list(r["ranks"]) if r["ranks"] else None}
+        for r in summary
+    ]
+    return json.dumps(rows)
 
 
 def _start(

@@ -156,13 +156,16 @@ def check_memory(
     """Refuse (one line) a config whose training step cannot fit in the device's free memory
     (pinnkan.memory); `train.check_memory=false` skips it. With `adapter`, the estimate is
     for a copy of the model with those adapters attached (randomly initialised: the real init
-    from the loss gradient could itself run out of memory)."""
+    from the loss gradient could itself run out of memory), at the ranks of `grow_to` when the
+    ranks may grow."""
     if not setup.train.check_memory:
         return
     if adapter is not None:
         model = copy.deepcopy(model)
         init = "random" if adapter.init in ("grad", "hosvd") else adapter.init
-        prepare(model, replace(adapter, init=init), torch.Generator().manual_seed(0))
+        cr = adapter.grow_to if adapter.grow_to is not None else adapter.cr
+        largest = replace(adapter, init=init, cr=cr, grow_to=None)
+        prepare(model, largest, torch.Generator().manual_seed(0))
     check_fits(estimate_step(model, pde, setup.train), setup.device)
 
 

@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -24,6 +24,9 @@ from pinnkan.loss import PinnLoss
 from pinnkan.options import DEFAULT_OPTIMIZER, AdamOptions, TrainOptions, stage_value
 from pinnkan.options import OPTIMIZERS as OPTIMIZER_OPTIONS
 from pinnkan.progress import Progress
+
+if TYPE_CHECKING:
+    from pinnkan.adapters.growth import RankGrowth
 
 MAX_LR = 10.0  # no PINN trains with a larger Adam step; far below float32 overflow
 OPTIMIZERS = tuple(OPTIMIZER_OPTIONS)
@@ -337,6 +340,7 @@ def train(
     stop: Callable[[], int | None] | None = None,
     loop: Loop | None = None,
     path: HomotopyPath | None = None,
+    growth: RankGrowth | None = None,
 ) -> History:
     """Train the parameters of `groups` with cfg.optimizer: Adam for cfg.steps (lr decaying to
     lr·lr_decay) then optional L-BFGS, or Levenberg–Marquardt (`train_lm`; lr is unused).
@@ -351,7 +355,9 @@ def train(
     cfg.causal_slices)`); the loops refresh its weights. `loop(run, loss_fn)` replaces the
     optimizer's loop (adapter=lstsq: `pinnkan.lstsq.train_lstsq`, one solve in cfg.steps = 1).
     `path` (optim=lm only): a homotopy from the source's member to `loss_fn`'s, leg by leg
-    (`pinnkan.homotopy`).
+    (`pinnkan.homotopy`). `growth` (optim=lm only): LoTRA ranks that rise on a stall
+    (`pinnkan.adapters.growth`; a resumed run's model must have the ranks of its state:
+    `match_ranks`).
     """
     # the loops import this module (state, history, errors): imported here, not at the top
     from pinnkan.first_order import train_first_order
@@ -360,6 +366,8 @@ def train(
     cfg.validate()
     if path is not None and (cfg.optimizer != "lm" or loop is not None):
         raise PinnkanError("transfer.homotopy needs optim=lm (its legs end on LM's signals)")
+    if growth is not None and (cfg.optimizer != "lm" or loop is not None):
+        raise PinnkanError("adapter.grow_to needs optim=lm (it grows the ranks on LM's signals)")
     own = (loss_fn.causal.eps, loss_fn.causal.slices) if loss_fn.causal else (0.0, None)
     if own != ((cfg.causal, cfg.causal_slices) if cfg.causal else (0.0, None)):
         raise PinnkanError(
@@ -373,7 +381,8 @@ def train(
     if loop is not None:
         hist = loop(run, loss_fn)
     elif cfg.optimizer == "lm":
-        hist = train_lm(run, loss_fn, [p for g in groups for p in g["params"]], resume, path)
+        params = [p for g in groups for p in g["params"]]
+        hist = train_lm(run, loss_fn, params, resume, path, growth)
     else:
         hist = train_first_order(run, loss_fn, groups, resume)
     # the loss is checked before each step, so only the last step can leave the network

@@ -74,6 +74,10 @@ class AdapterConfig:
     # too slowly with Adam (docs/method.md has the measurement behind c_U1 = 16, c_U3 = 9)
     multipliers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MULTIPLIERS))
     layers: list[str] | None = None  # per-layer mode: lotra | full | frozen (default all lotra)
+    # rank growth (optim=lm; pinnkan.adapters.growth): the ranks start at cr's and double
+    # their cr on a stall (grow_patience accepted steps without the loss halving) up to grow_to
+    grow_to: float | None = None
+    grow_patience: int = 20
 
     def validate(self, n_layers: int) -> None:
         if self.name not in ADAPTERS:
@@ -120,6 +124,14 @@ class AdapterConfig:
                     )
                 for v in r:
                     as_int(v, "adapter.ranks[]", 1)
+        self.grow_patience = as_int(self.grow_patience, "adapter.grow_patience", 1)
+        if self.grow_to is not None:
+            self.grow_to = as_float(self.grow_to, "adapter.grow_to", self.cr, 1.0, lo_open=True)
+            if self.name not in ("lotra", "slim") or self.ranks is not None:
+                raise PinnkanError(
+                    "adapter.grow_to grows the Tucker ranks from cr's: it needs adapter=lotra "
+                    "or slim and no adapter.ranks"
+                )
         if self.layers is not None:
             if len(self.layers) != n_layers or any(m not in LAYER_MODES for m in self.layers):
                 raise PinnkanError(
