@@ -255,21 +255,24 @@ def summary(runs: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| {family_name(data)} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Adam against LM with the same adapter: best rel. L2 within the transfer budget, and "
-        "Adam's over LM's:",
+        "Adam against LM with the same adapter: best rel. L2 within the transfer budget, "
+        "Adam's over LM's, and where Adam's run ended (training seconds, steps):",
         "",
-        "| family | adapter | Adam | LM | Adam / LM |",
-        "|---|---|---|---|---|",
+        "| family | adapter | Adam | LM | Adam / LM | Adam ended at |",
+        "|---|---|---|---|---|---|",
     ]
     for data in runs.values():
         rows = {r["label"]: r for r in data["runs"]}
         budget = float(data["meta"]["transfer_seconds"])
         for adapter in ADAPTERS:
-            adam = best_by(rows[f"{adapter}, Adam"], budget)
+            row = rows[f"{adapter}, Adam"]
+            adam = best_by(row, budget)
             lm = best_by(rows[f"{adapter}, LM"], budget)
             ratio = _ratio(adam / lm) if adam is not None and lm else "–"
+            ended = f"{row['seconds'][-1]:.0f} s, {row['steps_done']} steps"
             lines.append(
-                f"| {family_name(data)} | {adapter} | {_fmt_e(adam)} | {_fmt_e(lm)} | {ratio} |"
+                f"| {family_name(data)} | {adapter} | {_fmt_e(adam)} | {_fmt_e(lm)} | {ratio} "
+                f"| {ended} |"
             )
     return "\n".join(lines)
 
