@@ -2,11 +2,12 @@
 and docs/*.md is what its script regenerates from the committed raw data, so a hand-edited
 table fails; every other table of numbers is named in docs/untraced.yaml with what is known of
 it, so a new hand-typed table fails; the default networks' sizes the docs give are the ones
-pinnkan builds."""
+pinnkan builds; the commands of docs/usage.md pass the CLI's pre-checks as written."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ import docblocks
 import pytest
 import torch
 
+from pinnkan.cli import check_overrides, config_dirs
 from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.stages.precheck import check_composes
 
 ROOT = docblocks.ROOT
 GENERATED = [d for d in docblocks.docs() if docblocks.names(d.read_text(), d)]
@@ -156,3 +159,45 @@ def test_models_md_gives_the_default_networks_and_their_sizes(row: list[str]) ->
     assert numbers[0] == sum(layer.A.numel() for layer in net.layers)
     total = numbers[-1] if "=" in count else sum(numbers)
     assert total == sum(p.numel() for p in net.parameters())
+
+
+# --- the commands of docs/usage.md -----------------------------------------------------------
+# files and runs the page's commands name as the user's own (placeholders, not pinnkan's)
+USER_FILES = ("fine_mu15.npz", "heat.h5")
+
+
+def _usage_commands() -> list[list[str]]:
+    """Every `pinnkan pretrain|transfer` line of docs/usage.md's bash blocks, with continuation
+    lines joined and the block's shell variables (D=..., COMMON="...") expanded."""
+    text = (ROOT / "docs" / "usage.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        env: dict[str, str] = {}
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if len(words) == 1 and re.fullmatch(r"\w+=.*", words[0]):
+                name, value = words[0].split("=", 1)
+                env[name] = value
+            elif words[:1] == ["pinnkan"] and words[1] in ("pretrain", "transfer"):
+                expanded = " ".join(words[1:])
+                for name, value in env.items():
+                    expanded = expanded.replace(f"${name}", value)
+                commands.append(expanded.split())
+    return commands
+
+
+@pytest.mark.parametrize("command", _usage_commands(), ids=lambda c: " ".join(c)[:60])
+def test_usage_commands_compose_as_written(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's own pre-checks pass on each command of docs/usage.md: its options exist and
+    every variant of a sweep composes (the first one also validates). Not a run: running the
+    page's blocks with tiny budgets takes many minutes of subprocesses."""
+    monkeypatch.chdir(tmp_path)
+    stage, args = command[0], command[1:]
+    assert check_overrides(stage, args) is None
+    problem = check_composes(stage, args, config_dirs(args))
+    if any(name in arg for name in USER_FILES for arg in args):
+        assert problem is not None and "reference file not found" in problem
+    else:
+        assert problem is None
