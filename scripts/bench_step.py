@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import docblocks
 import torch
 from torch import Tensor, nn
 
@@ -507,9 +508,7 @@ def write_section(path: Path, name: str, body: str) -> None:
     text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
         text += f"\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1] if END in rest else ""
-    path.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    path.write_text(docblocks.replace(text, (BEGIN, END), body, path))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ it); the saving is scratch's total over the strategy's, per seed, then the media
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -29,11 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import docblocks
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 1
 OUT = ROOT / "docs" / "family"
 DOC = ROOT / "docs" / "family_benchmark.md"
-TABLE = ("<!-- generated:family-table -->", "<!-- /generated:family-table -->")
+TABLE = docblocks.markers("family-table")
 # family: (parameter, source value, last target, target rel. L2)
 FAMILIES: dict[str, tuple[str, float, float, float]] = {
     "elliptic": ("mu", 1.0, 2.0, 1e-4),
@@ -56,16 +57,6 @@ STRATEGIES: dict[str, tuple[list[str], bool]] = {
     "grow_source": (["cr=0.25", "adapter.grow_to=1.0"], True),
     "grow_nearest": (["cr=0.25", "adapter.grow_to=1.0", "transfer.start=nearest"], True),
 }
-
-
-def _hb() -> Any:
-    """scripts/hard_benchmarks.py: provenance, child processes (one definition of each)."""
-    spec = importlib.util.spec_from_file_location(
-        "hard_benchmarks", ROOT / "scripts" / "hard_benchmarks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def targets(family: str) -> list[float]:
@@ -193,7 +184,7 @@ def run_pretrain(hb: Any, family: str, seed: int, root: Path, threads: int) -> d
 
 
 def run_all(args: argparse.Namespace) -> None:
-    hb = _hb()
+    hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
     args.out.mkdir(parents=True, exist_ok=True)
     for family in args.families:
         for seed in args.seeds:
@@ -277,10 +268,12 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 
 def regenerated(doc: Path, out: Path) -> str:
-    text = doc.read_text()
-    start, end = TABLE
-    i, j = text.index(start) + len(start), text.index(end)
-    return text[:i] + "\n" + table(load(out)) + "\n" + text[j:]
+    return docblocks.replace(doc.read_text(), TABLE, table(load(out)), doc)
+
+
+def block(name: str, doc: Path) -> str:
+    """The family-table block's body from the committed JSONs (scripts/docblocks.py)."""
+    return table(load(OUT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         DOC.write_text(regenerated(DOC, args.out))
         return 0
     if args.check:
-        return int(DOC.read_text() != regenerated(DOC, args.out))
+        return docblocks.check(DOC, regenerated(DOC, args.out))
     run_all(args)
     return 0
 

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docblocks
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 1  # the raw-data JSON layout (see run_record)
 PROBLEMS = (
@@ -63,8 +65,8 @@ PUBLISHED = {
     "elliptic_floor": (6e-8, "energy natural gradient (Müller & Zeinhofer 2023)", "GPU, float64"),
 }
 PEER_SUFFIX = "_deepxde"
-TABLE = ("<!-- generated:hard-table -->", "<!-- /generated:hard-table -->")
-REFS = ("<!-- generated:hard-references -->", "<!-- /generated:hard-references -->")
+TABLE = docblocks.markers("hard-table")
+REFS = docblocks.markers("hard-references")
 DOC = ROOT / "docs" / "hard_benchmarks.md"
 IMG = ROOT / "docs" / "img" / "hard_curves.png"
 OUT = ROOT / "docs" / "hard"
@@ -477,23 +479,22 @@ def references_block(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, markers: tuple[str, str], body: str, doc: Path) -> str:
-    start, end = markers
-    if start not in text or end not in text:
-        raise SystemExit(f"{doc} lacks the markers {start} ... {end}; add them where it belongs")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{body}\n{end}{tail}"
-
-
 def regenerated(doc: Path, out: Path, img: Path) -> str:
     """The page with its generated blocks rebuilt from the JSONs in `out`."""
     text = doc.read_text()
-    text = replace_block(text, TABLE, table_block(load_runs(out), doc, img), doc)
+    text = docblocks.replace(text, TABLE, table_block(load_runs(out), doc, img), doc)
     refs = out / "references.json"
     if refs.is_file() and REFS[0] in text:
-        text = replace_block(text, REFS, references_block(json.loads(refs.read_text())), doc)
+        text = docblocks.replace(text, REFS, references_block(json.loads(refs.read_text())), doc)
     return text
+
+
+def block(name: str, doc: Path) -> str:
+    """The body of the generated block `name` (hard-table, hard-references) of `doc` from the
+    committed raw data in docs/hard/ (scripts/docblocks.py)."""
+    if name == "hard-references":
+        return references_block(json.loads((OUT / "references.json").read_text()))
+    return table_block(load_runs(OUT), doc, IMG)
 
 
 def write_tables(doc: Path, out: Path, img: Path) -> None:
@@ -504,14 +505,11 @@ def write_tables(doc: Path, out: Path, img: Path) -> None:
 
 def check_tables(doc: Path, out: Path, img: Path) -> int:
     """0 when the page's generated blocks are what the JSONs give, else 1 (and a diff)."""
-    import difflib
-
-    text, fresh = doc.read_text(), regenerated(doc, out, img)
-    if text == fresh:
+    diff = docblocks.differences(doc.read_text(), regenerated(doc, out, img), doc)
+    if not diff:
         print(f"{doc}: generated blocks match {out}")
         return 0
-    diff = difflib.unified_diff(text.splitlines(), fresh.splitlines(), "committed", "regenerated")
-    print("\n".join(list(diff)[:60]))
+    print(diff)
     print(f"{doc}: a generated block differs from {out}; run --tables (never edit it by hand)")
     return 1
 
@@ -648,7 +646,7 @@ def check_references(out: Path, doc: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "references.json").write_text(json.dumps(data, indent=1) + "\n")
     if doc.is_file() and REFS[0] in doc.read_text():
-        doc.write_text(replace_block(doc.read_text(), REFS, references_block(data), doc))
+        doc.write_text(docblocks.replace(doc.read_text(), REFS, references_block(data), doc))
     print(references_block(data))
 
 

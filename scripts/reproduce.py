@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docblocks
 import h5py
 import numpy as np
 import torch
@@ -645,7 +646,7 @@ def spectra_plot(runs: list[Result], img: Path) -> None:
     plt.close(fig)
 
 
-MARK = re.compile(r"(<!-- reproduce:tables -->\n).*?(<!-- /reproduce:tables -->)", re.S)
+MARK = ("<!-- reproduce:tables -->", "<!-- /reproduce:tables -->")
 
 
 def write_tables(root: Path, target: Path, img: Path | None) -> None:
@@ -704,10 +705,8 @@ def write_tables(root: Path, target: Path, img: Path | None) -> None:
             parts += [title, ""]
         parts += [*make(), ""]
     text = target.read_text(encoding="utf-8")
-    if not MARK.search(text):
-        raise SystemExit(f"{target} has no <!-- reproduce:tables --> block")
-    body = "\n".join(parts).rstrip("\n") + "\n"
-    target.write_text(MARK.sub(lambda m: m.group(1) + body + m.group(2), text), encoding="utf-8")
+    body = "\n".join(parts).rstrip("\n")
+    target.write_text(docblocks.replace(text, MARK, body, target), encoding="utf-8")
     if img is not None:
         plots(runs, img)
         spectra_plot(runs, img)

@@ -4,12 +4,14 @@ For each family, one process runs every variant one after the other (never two a
 pretrain with Adam (3000 steps) and with 1000 Adam steps then L-BFGS (width 32, Adam's best),
 and LM (the default width 16); then, from the LM source,
 transfers with LoTRA cr 0.5 and 0.25, full fine-tuning and scratch, each with Adam and LM.
-Writes docs/tta/<family>.json, docs/img/tta_<family>.png and the section of docs/benchmarks.md
-between the `tta` markers (time to 1e-2 ... 1e-5, best error at fixed times).
+Writes docs/tta/<family>.json, docs/img/tta_<family>.png and, from the JSONs alone, two
+generated blocks of docs/benchmarks.md: `tta` (per family: time to 1e-2 ... 1e-5, best error at
+fixed times) and `tta-summary` (LM transfers' time to 1e-3 against scratch; Adam against LM).
 
     python scripts/time_to_accuracy.py                       # all four families (about 1 h)
     python scripts/time_to_accuracy.py --families elliptic --pretrain-seconds 60
     python scripts/time_to_accuracy.py --tables-only          # rewrite the docs from the JSONs
+    python scripts/time_to_accuracy.py --check                # exit 1 if the page's blocks differ
 
 Training seconds exclude evaluation (history/seconds); this machine's speed drifts, so compare
 curves within one family's run, not across runs.
@@ -25,10 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import docblocks
+
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("elliptic", "parabolic", "advection", "wave")
 THRESHOLDS = (1e-2, 1e-3, 1e-4, 1e-5)
-START, END = "<!-- tta:start -->", "<!-- tta:end -->"
+DATA = ROOT / "docs" / "tta"
+DOC = ROOT / "docs" / "benchmarks.md"
+SUMMARY_LEVEL = 1e-3  # the tta-summary block's error level
+ADAPTERS = ("LoTRA cr 0.5", "LoTRA cr 0.25", "full", "scratch")  # transfer labels before ", LM"
 
 
 def variants(pretrain_s: float, transfer_s: float) -> list[tuple[str, str, dict[str, Any]]]:
@@ -155,11 +162,18 @@ def _fmt_e(v: float | None) -> str:
     return "–" if v is None else f"{v:.1e}"
 
 
+def family_name(data: dict[str, Any]) -> str:
+    """The family's own name, also for a run recorded under an alias (hyperbolic: advection)."""
+    from pinnkan.pde import current_name
+
+    return current_name(data["meta"]["family"])
+
+
 def table(data: dict[str, Any]) -> str:
     m = data["meta"]
     marks = sorted({60.0, 120.0, float(m["pretrain_seconds"])})
     lines = [
-        f"#### {m['family']} (budget {m['pretrain_seconds']:.0f} s pretrain, "
+        f"#### {family_name(data)} (budget {m['pretrain_seconds']:.0f} s pretrain, "
         f"{m['transfer_seconds']:.0f} s transfer; torch {m['torch']}, {m['threads']} threads)",
         "",
         "| stage | variant | trainable | "
@@ -191,7 +205,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
                 continue
             style = "-" if row["label"].endswith("LM") or row["label"] == "LM" else "--"
             ax.semilogy(row["seconds"], row["rel_l2"], style, label=row["label"])
-        ax.set_title(f"{data['meta']['family']}: {stage}")
+        ax.set_title(f"{family_name(data)}: {stage}")
         ax.set_xlabel("training seconds")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
@@ -201,34 +215,104 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_docs(families: list[str]) -> None:
-    parts = []
-    for family in families:
-        path = ROOT / "docs" / "tta" / f"{family}.json"
-        if not path.is_file():
-            continue
-        data = json.loads(path.read_text())
-        plot(data, ROOT / "docs" / "img" / f"tta_{family}.png")
-        parts.append(table(data) + f"\n\n![{family}](img/tta_{family}.png)\n")
-    doc = ROOT / "docs" / "benchmarks.md"
+def load(families: list[str] | tuple[str, ...] = FAMILIES) -> dict[str, dict[str, Any]]:
+    """The committed raw curves, docs/tta/<family>.json, of the families that have one."""
+    paths = {f: DATA / f"{f}.json" for f in families}
+    return {f: json.loads(p.read_text()) for f, p in paths.items() if p.is_file()}
+
+
+def _ratio(v: float) -> str:
+    return f"{v:.0f}×" if v >= 100 else f"{v:.1f}×"
+
+
+def summary(runs: dict[str, dict[str, Any]]) -> str:
+    """Two tables from the curves: each LM transfer's seconds to SUMMARY_LEVEL and scratch's
+    over it (from the unrounded times); Adam's best error within the transfer budget against
+    LM's for the same adapter."""
+    level = f"{SUMMARY_LEVEL:.0e}".replace("e-0", "e-")
+    lines = [
+        f"Seconds to rel. L2 {level} with LM, and in brackets the saving: scratch's seconds over "
+        'the variant\'s (both unrounded); "–": not reached, with the best error within the '
+        "budget:",
+        "",
+        "| family | " + " | ".join(ADAPTERS) + " |",
+        "|" + "---|" * (1 + len(ADAPTERS)),
+    ]
+    for data in runs.values():
+        rows = {r["label"]: r for r in data["runs"]}
+        budget = float(data["meta"]["transfer_seconds"])
+        base = time_to(rows["scratch, LM"], SUMMARY_LEVEL)
+        cells = []
+        for adapter in ADAPTERS:
+            row = rows[f"{adapter}, LM"]
+            t = time_to(row, SUMMARY_LEVEL)
+            if t is None:
+                cells.append(f"– ({_fmt_e(best_by(row, budget))} by {budget:.0f} s)")
+            elif adapter == "scratch" or base is None:
+                cells.append(f"{_fmt_t(t)} s")
+            else:
+                cells.append(f"{_fmt_t(t)} s ({_ratio(base / t)})")
+        lines.append(f"| {family_name(data)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Adam against LM with the same adapter: best rel. L2 within the transfer budget, "
+        "Adam's over LM's, and where Adam's run ended (training seconds, steps):",
+        "",
+        "| family | adapter | Adam | LM | Adam / LM | Adam ended at |",
+        "|---|---|---|---|---|---|",
+    ]
+    for data in runs.values():
+        rows = {r["label"]: r for r in data["runs"]}
+        budget = float(data["meta"]["transfer_seconds"])
+        for adapter in ADAPTERS:
+            row = rows[f"{adapter}, Adam"]
+            adam = best_by(row, budget)
+            lm = best_by(rows[f"{adapter}, LM"], budget)
+            ratio = _ratio(adam / lm) if adam is not None and lm else "–"
+            ended = f"{row['seconds'][-1]:.0f} s, {row['steps_done']} steps"
+            lines.append(
+                f"| {family_name(data)} | {adapter} | {_fmt_e(adam)} | {_fmt_e(lm)} | {ratio} "
+                f"| {ended} |"
+            )
+    return "\n".join(lines)
+
+
+def block(name: str, doc: Path) -> str:
+    """The body of the generated block `name` (tta, tta-summary) from the committed JSONs
+    (scripts/docblocks.py); no plot is written."""
+    runs = load()
+    if name == "tta-summary":
+        return summary(runs)
+    parts = [table(data) + f"\n\n![{f}](img/tta_{f}.png)\n" for f, data in runs.items()]
+    return "\n".join(parts)
+
+
+def regenerated(doc: Path = DOC) -> str:
     text = doc.read_text()
-    body = f"{START}\n" + "\n".join(parts) + f"\n{END}"
-    if START in text:
-        text = text[: text.index(START)] + body + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    doc.write_text(text)
+    for name in ("tta-summary", "tta"):
+        text = docblocks.replace(text, name, block(name, doc), doc)
+    return text
 
 
-def main() -> None:
+def write_docs() -> None:
+    """The plots and both blocks of docs/benchmarks.md from the JSONs."""
+    for family, data in load().items():
+        plot(data, ROOT / "docs" / "img" / f"tta_{family}.png")
+    DOC.write_text(regenerated(DOC))
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     ap.add_argument("--pretrain-seconds", type=float, default=120.0)
     ap.add_argument("--transfer-seconds", type=float, default=60.0)
     ap.add_argument("--tables-only", action="store_true", help="rewrite docs from the JSONs")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the page's blocks differ")
     ap.add_argument("--family-run", help=argparse.SUPPRESS)  # the child process' family
-    args = ap.parse_args()
-    out_dir = ROOT / "docs" / "tta"
+    args = ap.parse_args(argv)
+    if args.check:
+        return docblocks.check(DOC, regenerated(DOC))
+    out_dir = DATA
     out_dir.mkdir(parents=True, exist_ok=True)
     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
     if args.family_run:
@@ -238,7 +322,7 @@ def main() -> None:
             args.transfer_seconds,
             out_dir / f"{args.family_run}.json",
         )
-        return
+        return 0
     if not args.tables_only:
         for family in args.families:  # one process per family, one at a time
             cmd = [
@@ -252,8 +336,9 @@ def main() -> None:
                 str(args.transfer_seconds),
             ]
             subprocess.run(cmd, check=True)
-    write_docs(list(FAMILIES))
+    write_docs()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

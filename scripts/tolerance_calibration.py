@@ -6,6 +6,7 @@ Per family: the default pretrain and `transfer cr=0.25` on its default target, w
 
     python scripts/tolerance_calibration.py                 # runs (or reuses) them, writes JSON
     python scripts/tolerance_calibration.py --tables        # docs/tolerance.md's table
+    python scripts/tolerance_calibration.py --check         # exit 1 if the page's table differs
 
 The relative held-out loss is the run's `history/heldout_loss` over the loss u = 0 has on a
 large Sobol set of the same member (16384 interior points, 4096 per condition): the run's own
@@ -17,26 +18,19 @@ itself tests every accepted step, so the table's stop is at most 10 steps late.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import docblocks
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "tolerance"
 DOC = ROOT / "docs" / "tolerance.md"
-TABLE = ("<!-- generated:tolerance-table -->", "<!-- /generated:tolerance-table -->")
+TABLE = docblocks.markers("tolerance-table")
 FAMILIES = ("elliptic", "parabolic", "advection", "wave")
 CANDIDATES = (1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
-
-
-def _hb() -> Any:
-    path = ROOT / "scripts" / "hard_benchmarks.py"
-    spec = importlib.util.spec_from_file_location("hard_benchmarks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def commands(family: str, work: Path) -> dict[str, list[str]]:
@@ -88,7 +82,7 @@ def record(family: str, stage: str, run_dir: Path, cmd: list[str]) -> dict[str, 
 
 
 def run_all(work: Path, out: Path, families: list[str]) -> None:
-    hb = _hb()
+    hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
     out.mkdir(parents=True, exist_ok=True)
     for family in families:
         for stage, cmd in commands(family, work).items():
@@ -130,18 +124,28 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def block(name: str, doc: Path) -> str:
+    """The tolerance-table block's body from the committed JSONs (scripts/docblocks.py)."""
+    return table(OUT)
+
+
+def regenerated(doc: Path, out: Path) -> str:
+    return docblocks.replace(doc.read_text(), TABLE, table(out), doc)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=ROOT / "outputs" / "tolerance_calibration")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--families", type=lambda v: v.split(","), default=list(FAMILIES))
     p.add_argument("--tables", action="store_true")
+    p.add_argument("--check", action="store_true")
     args = p.parse_args(argv)
     if args.tables:
-        text = DOC.read_text()
-        i, j = text.index(TABLE[0]) + len(TABLE[0]), text.index(TABLE[1])
-        DOC.write_text(text[:i] + "\n" + table(args.out) + "\n" + text[j:])
+        DOC.write_text(regenerated(DOC, args.out))
         return 0
+    if args.check:
+        return docblocks.check(DOC, regenerated(DOC, args.out))
     run_all(args.work, args.out, args.families)
     return 0
 

@@ -1,0 +1,264 @@
+"""Generated blocks of the docs: one definition of their markers, replacement and check.
+
+A block of README.md or docs/*.md between `<!-- generated:NAME -->` and
+`<!-- /generated:NAME -->` is written by one script (OWNERS) from raw data committed beside the
+page; the script's `block(name, doc)` returns the block's body from that data alone. Nobody
+edits a block by hand: tests/test_docs.py regenerates every block and fails when the page
+differs.
+
+Every other table with a number in it (outside code fences) is hand-written: each is named in
+the ledger docs/untraced.yaml (page, header row, how many tables have that header there) with
+what is known of it: `stale` (measured, and known to predate the current defaults), `untraced`
+(measured, no raw data committed) or `not-measured` (definitions, options, computed counts).
+A table in neither place fails the check.
+
+    python scripts/docblocks.py            # exit 1 if a block differs from its data, or a
+                                           # hand-written table of numbers is not in the ledger
+    python scripts/docblocks.py --write    # rewrite every block from its data (no plots)
+    python scripts/docblocks.py --docs docs/tolerance.md   # only these pages
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# block name -> the script (scripts/<owner>.py) whose block(name, doc) writes it
+OWNERS = {
+    "family-table": "family_benchmark",
+    "tolerance-table": "tolerance_calibration",
+    "hard-table": "hard_benchmarks",
+    "hard-references": "hard_benchmarks",
+    "tta": "time_to_accuracy",
+    "tta-summary": "time_to_accuracy",
+}
+MARKER = re.compile(r"<!-- (/?)generated:([\w.-]+) -->")
+LEDGER = ROOT / "docs" / "untraced.yaml"
+STATUSES = ("stale", "untraced", "not-measured")
+_DELIMITER = re.compile(r"\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+
+
+def docs() -> list[Path]:
+    """The pages whose blocks are checked: README.md and docs/*.md."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
+
+
+def names(text: str, where: object = "the page") -> list[str]:
+    """The names of the page's generated blocks in order; an unclosed, unopened or nested
+    marker is an error (SystemExit naming it)."""
+    found, open_name = [], None
+    for m in MARKER.finditer(text):
+        closing, name = bool(m.group(1)), m.group(2)
+        if not closing and open_name is None:
+            open_name = name
+        elif closing and open_name == name:
+            found.append(name)
+            open_name = None
+        else:
+            raise SystemExit(f"{where}: unbalanced generated-block marker {m.group(0)}")
+    if open_name is not None:
+        raise SystemExit(f"{where}: <!-- generated:{open_name} --> is never closed")
+    return found
+
+
+def spans(text: str) -> list[tuple[int, int]]:
+    """Character ranges [start marker, end of end marker) of every generated block."""
+    out, start = [], None
+    for m in MARKER.finditer(text):
+        if m.group(1):
+            out.append((start, m.end()))
+        else:
+            start = m.start()
+    return out
+
+
+def replace(text: str, markers_or_name: tuple[str, str] | str, body: str, where: object) -> str:
+    """`text` with the block between the markers (the first pair) replaced by `body`, one
+    newline after the start marker and one before the end marker."""
+    pair = markers(markers_or_name) if isinstance(markers_or_name, str) else markers_or_name
+    start, end = pair
+    if start not in text or end not in text.split(start, 1)[1]:
+        raise SystemExit(f"{where} lacks the markers {start} ... {end}; add them where it belongs")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+@cache
+def owner(script: str) -> ModuleType:
+    """scripts/<script>.py as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def regenerated(doc: Path, text: str | None = None) -> str:
+    """The page (or `text` read as that page) with every generated block rebuilt by its owner
+    from the committed data."""
+    text = doc.read_text() if text is None else text
+    for name in names(text, doc):
+        if name not in OWNERS:
+            raise SystemExit(f"{doc}: no script writes <!-- generated:{name} --> (OWNERS)")
+        text = replace(text, name, owner(OWNERS[name]).block(name, doc), doc)
+    return text
+
+
+def differences(text: str, fresh: str, doc: object, lines: int = 60) -> str:
+    """A unified diff of the committed page against the regenerated one ('' when equal)."""
+    if text == fresh:
+        return ""
+    diff = difflib.unified_diff(
+        text.splitlines(), fresh.splitlines(), f"{doc} (committed)", f"{doc} (regenerated)"
+    )
+    return "\n".join(list(diff)[:lines])
+
+
+def check(doc: Path, fresh: str) -> int:
+    """0 when the page equals `fresh`, else 1 after printing the diff."""
+    diff = differences(doc.read_text(), fresh, doc)
+    if not diff:
+        return 0
+    print(diff)
+    print(f"{doc}: a generated block differs from its data; regenerate it (never edit it by hand)")
+    return 1
+
+
+@dataclass(frozen=True)
+class Table:
+    """A Markdown table of a page: its header row (stripped), first line (1-based), body rows."""
+
+    header: str
+    line: int
+    rows: tuple[str, ...]
+
+    @property
+    def has_numbers(self) -> bool:
+        return any(re.search(r"\d", row) for row in self.rows)
+
+
+def hand_tables(text: str) -> list[Table]:
+    """The page's tables outside generated blocks and code fences."""
+    inside = spans(text)
+    lines = text.splitlines()
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    found, fence, i = [], False, 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if line.startswith(("```", "~~~")):
+            fence = not fence
+        generated = any(a <= offsets[i] < b for a, b in inside)
+        if (
+            not fence
+            and not generated
+            and line.startswith("|")
+            and i + 1 < len(lines)
+            and _DELIMITER.fullmatch(lines[i + 1])
+        ):
+            j = i + 2
+            while j < len(lines) and lines[j].strip().startswith("|"):
+                j += 1
+            found.append(Table(line, i + 1, tuple(r.strip() for r in lines[i + 2 : j])))
+            i = j
+            continue
+        i += 1
+    return found
+
+
+def ledger(path: Path = LEDGER) -> list[dict[str, Any]]:
+    """The entries of docs/untraced.yaml: each names a page (`doc`), the header rows of its
+    tables (`tables`, a header once per table that has it) and says `status`, `measured` (the
+    commit and date, or what is known) and `why`."""
+    import yaml
+
+    entries = yaml.safe_load(path.read_text()) or []
+    for e in entries:
+        missing = {"doc", "tables", "status", "measured", "why"} - set(e)
+        if missing or e["status"] not in STATUSES or not isinstance(e["tables"], list):
+            raise SystemExit(
+                f"{path}: the entry of {e.get('doc')} needs {sorted(missing) or 'its fields'}, "
+                f"a list of table headers and a status of {STATUSES}"
+            )
+    return entries
+
+
+def ledger_problems(
+    pages: dict[str, str], entries: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """What is wrong between the pages' hand-written tables with numbers and the ledger: a table
+    it does not name, a header it names more or fewer times than the page has it, an entry for
+    a table that is gone."""
+    entries = ledger() if entries is None else entries
+    listed: dict[tuple[str, str], int] = {}
+    for e in entries:
+        for header in e["tables"]:
+            key = (e["doc"], header.strip())
+            listed[key] = listed.get(key, 0) + 1
+    found: dict[tuple[str, str], list[Table]] = {}
+    for doc, text in pages.items():
+        for t in hand_tables(text):
+            if t.has_numbers:
+                found.setdefault((doc, t.header), []).append(t)
+    where = LEDGER.relative_to(ROOT)
+    problems = []
+    for key, tables in found.items():
+        if key not in listed:
+            problems.append(
+                f"{key[0]}:{tables[0].line}: a hand-written table of numbers that {where} does "
+                f"not name (generate it from committed data, or add it there with what is known "
+                f"of it): {key[1][:90]}"
+            )
+        elif listed[key] != len(tables):
+            problems.append(
+                f"{key[0]}: {len(tables)} tables with the header {key[1][:60]!r}, {where} names "
+                f"{listed[key]}"
+            )
+    for key in listed.keys() - found.keys():
+        if key[0] in pages:
+            problems.append(f"{where}: no table {key[1][:60]!r} in {key[0]}")
+    return problems
+
+
+def pages(paths: list[Path] | None = None) -> dict[str, str]:
+    """{page relative to the repository: its text} of README.md and docs/*.md (or `paths`)."""
+    return {str(p.resolve().relative_to(ROOT)): p.read_text() for p in paths or docs()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="rewrite the blocks from their data")
+    ap.add_argument("--docs", nargs="*", type=Path, default=None, help="pages (default: all)")
+    args = ap.parse_args(argv)
+    status = 0
+    for doc in args.docs or docs():
+        fresh = regenerated(doc)
+        if args.write:
+            if fresh != doc.read_text():
+                doc.write_text(fresh)
+                print(f"wrote {doc}")
+        else:
+            status |= check(doc, fresh)
+    if not args.docs:
+        for problem in ledger_problems(pages()):
+            print(problem)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Every number in the docs traceable (scripts/docblocks.py): each generated block of README.md
+and docs/*.md is what its script regenerates from the committed raw data, so a hand-edited
+table fails; every other table of numbers is named in docs/untraced.yaml with what is known of
+it, so a new hand-typed table fails; the default networks' sizes the docs give are the ones
+pinnkan builds; the commands of docs/usage.md pass the CLI's pre-checks as written."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import docblocks
+import pytest
+import torch
+
+from pinnkan.cli import check_overrides, config_dirs
+from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.stages.precheck import check_composes
+
+ROOT = docblocks.ROOT
+GENERATED = [d for d in docblocks.docs() if docblocks.names(d.read_text(), d)]
+
+
+def _name(doc: Path) -> str:
+    return str(doc.relative_to(ROOT))
+
+
+def _edit_a_number(text: str) -> str:
+    """`text` with the first digit of the first table row inside its first generated block
+    changed, as a hand edit would."""
+    start, end = docblocks.spans(text)[0]
+    m = re.search(r"\n\|[-|: ]+\|\n\|[^\n\d]*(\d)", text[start:end])
+    assert m, "a generated block without a table of numbers"
+    i = start + m.start(1)
+    return text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1 :]
+
+
+def test_every_generated_block_has_its_script() -> None:
+    found = {n for d in docblocks.docs() for n in docblocks.names(d.read_text(), d)}
+    assert found == set(docblocks.OWNERS)  # no block without a script, no script without a page
+
+
+@pytest.mark.parametrize("doc", GENERATED, ids=_name)
+def test_committed_page_is_its_data_regenerated(doc: Path) -> None:
+    text = doc.read_text()
+    assert docblocks.differences(text, docblocks.regenerated(doc), doc) == ""
+
+
+@pytest.mark.parametrize("doc", GENERATED, ids=_name)
+def test_a_hand_edited_block_fails(doc: Path) -> None:
+    """A number typed into a block differs from what the data gives, and regenerating the
+    edited page restores the committed one."""
+    text = doc.read_text()
+    edited = _edit_a_number(text)
+    fresh = docblocks.regenerated(doc, edited)
+    assert fresh != edited and fresh == text
+    assert docblocks.differences(edited, fresh, doc)
+
+
+def test_the_check_command_fails_on_a_hand_edited_copy(tmp_path: Path) -> None:
+    page = tmp_path / "tolerance.md"
+    shutil.copy(ROOT / "docs" / "tolerance.md", page)
+    cmd = [sys.executable, str(ROOT / "scripts" / "docblocks.py"), "--docs", str(page)]
+    assert subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+    page.write_text(_edit_a_number(page.read_text()))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "differs from its data" in proc.stdout and "regenerated" in proc.stdout
+
+
+def test_the_check_command_passes_on_the_committed_docs() -> None:
+    cmd = [sys.executable, str(ROOT / "scripts" / "docblocks.py")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_block_without_its_script_or_its_end_is_refused() -> None:
+    orphan = "<!-- generated:nobody -->\n<!-- /generated:nobody -->\n"
+    with pytest.raises(SystemExit, match="no script writes"):
+        docblocks.regenerated(ROOT / "x.md", orphan)
+    with pytest.raises(SystemExit, match="never closed"):
+        docblocks.names("<!-- generated:tta -->\n| a |")
+
+
+# --- hand-written tables -----------------------------------------------------------------------
+def test_every_hand_written_table_of_numbers_is_in_the_ledger() -> None:
+    assert docblocks.ledger_problems(docblocks.pages()) == []
+
+
+def test_a_new_hand_typed_table_fails() -> None:
+    pages = docblocks.pages()
+    pages["README.md"] += "\n| run | rel. L2 |\n|---|---|\n| new | 1.2e-3 |\n"
+    problems = docblocks.ledger_problems(pages)
+    assert len(problems) == 1 and problems[0].startswith("README.md:")
+    assert "does not name" in problems[0]
+
+
+def test_tables_in_blocks_fences_or_without_numbers_need_no_entry() -> None:
+    pages = docblocks.pages()
+    pages["README.md"] += (
+        "\n| option | meaning |\n|---|---|\n| cr | compression ratio |\n"
+        "\n```\n| run | rel. L2 |\n|---|---|\n| a | 1e-3 |\n```\n"
+    )
+    assert docblocks.ledger_problems(pages) == []
+    assert (
+        docblocks.hand_tables(
+            "<!-- generated:x -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /generated:x -->\n"
+        )
+        == []
+    )
+
+
+def test_a_second_table_with_a_listed_header_or_a_removed_table_fails() -> None:
+    pages = docblocks.pages()
+    e2e = "docs/e2e_defaults.md"
+    pages[e2e] += "\n" + pages[e2e][pages[e2e].index("| model |") :]
+    assert any("2 tables with the header" in p for p in docblocks.ledger_problems(pages))
+    pages = docblocks.pages()
+    pages[e2e] = pages[e2e].split("| model |", 1)[0]
+    assert any(p.endswith(e2e) and "no table" in p for p in docblocks.ledger_problems(pages))
+
+
+def test_ledger_entries_name_a_commit_of_this_repository() -> None:
+    """A stale or untraced table's `measured` starts with the commit that wrote its numbers."""
+    git = ROOT / ".git"
+    if not git.exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    if (git / "shallow").exists():
+        pytest.skip("a shallow clone lacks the older commits")
+    for e in docblocks.ledger():
+        if e["status"] == "not-measured":
+            continue
+        sha = e["measured"].split()[0]
+        cmd = ["git", "cat-file", "-e", f"{sha}^{{commit}}"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, check=False)
+        assert proc.returncode == 0, f"{e['doc']}: {sha} is not a commit here"
+
+
+# --- the default networks -----------------------------------------------------------------------
+def _models_table() -> list[list[str]]:
+    text = (ROOT / "docs" / "models.md").read_text()
+    table = next(t for t in docblocks.hand_tables(text) if "default widths" in t.header)
+    return [[c.strip() for c in row.strip("|").split("|")] for row in table.rows]
+
+
+@pytest.mark.parametrize("row", _models_table(), ids=lambda r: r[0].strip("`"))
+def test_models_md_gives_the_default_networks_and_their_sizes(row: list[str]) -> None:
+    """docs/models.md's widths are each kind's defaults; its count is A's entries, then
+    `+ extra` and `= total` where the kind has extra parameters."""
+    kind, widths, count = row[0].strip("`"), row[4], row[5]
+    hidden = tuple(int(w) for w in widths.strip("[]").split(",")[1:-1])
+    assert hidden == LAYER_KINDS[kind].hidden
+    net = KAN([2, *hidden, 1], [(0.0, 1.0), (0.0, 1.0)], kind=kind, dtype=torch.float64)
+    numbers = [int(v) for v in re.findall(r"\d+", count)]
+    assert numbers[0] == sum(layer.A.numel() for layer in net.layers)
+    total = numbers[-1] if "=" in count else sum(numbers)
+    assert total == sum(p.numel() for p in net.parameters())
+
+
+# --- the commands of docs/usage.md -----------------------------------------------------------
+# files and runs the page's commands name as the user's own (placeholders, not pinnkan's)
+USER_FILES = ("fine_mu15.npz", "heat.h5")
+
+
+def _usage_commands() -> list[list[str]]:
+    """Every `pinnkan pretrain|transfer` line of docs/usage.md's bash blocks, with continuation
+    lines joined and the block's shell variables (D=..., COMMON="...") expanded."""
+    text = (ROOT / "docs" / "usage.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        env: dict[str, str] = {}
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if len(words) == 1 and re.fullmatch(r"\w+=.*", words[0]):
+                name, value = words[0].split("=", 1)
+                env[name] = value
+            elif words[:1] == ["pinnkan"] and words[1] in ("pretrain", "transfer"):
+                expanded = " ".join(words[1:])
+                for name, value in env.items():
+                    expanded = expanded.replace(f"${name}", value)
+                commands.append(expanded.split())
+    return commands
+
+
+@pytest.mark.parametrize("command", _usage_commands(), ids=lambda c: " ".join(c)[:60])
+def test_usage_commands_compose_as_written(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's own pre-checks pass on each command of docs/usage.md: its options exist and
+    every variant of a sweep composes (the first one also validates). Not a run: running the
+    page's blocks with tiny budgets takes many minutes of subprocesses."""
+    monkeypatch.chdir(tmp_path)
+    stage, args = command[0], command[1:]
+    assert check_overrides(stage, args) is None
+    problem = check_composes(stage, args, config_dirs(args))
+    if any(name in arg for name in USER_FILES for arg in args):
+        assert problem is not None and "reference file not found" in problem
+    else:
+        assert problem is None
