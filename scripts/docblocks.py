@@ -40,6 +40,7 @@ OWNERS = {
     "hard-references": "hard_benchmarks",
     "tta": "time_to_accuracy",
     "tta-summary": "time_to_accuracy",
+    "growth-table": "growth_study",
 }
 MARKER = re.compile(r"<!-- (/?)generated:([\w.-]+) -->")
 LEDGER = ROOT / "docs" / "untraced.yaml"
