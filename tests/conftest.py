@@ -50,6 +50,16 @@ def tiny_config(outputs_root: Path, changes: dict[str, Any] | None = None) -> di
     return cfg
 
 
+def lm_transfer_config(tmp_path: Path) -> dict[str, Any]:
+    """The config of a transfer from a tiny float64 LM pretrain run in tmp_path/source."""
+    from pinnkan import runner  # the stages, only for the tests that train
+
+    cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, "train.steps": 6})
+    cfg["precision"] = "float64"
+    runner.pretrain(cfg, tmp_path / "source")
+    return {**cfg, "train": dict(cfg["train"]), "source": str(tmp_path / "source")}
+
+
 def finished_pretrain(base: Path, *args: str) -> Path:
     """`pinnkan pretrain <args>` writing into base/run (outputs under base), which must finish."""
     run_dir = base / "run"

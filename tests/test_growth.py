@@ -24,7 +24,7 @@ from pinnkan.merge import model_from_file
 from pinnkan.pde import build_pde
 from pinnkan.results import read_results
 from pinnkan.training import Interrupted, TrainConfig, TrainState, train
-from tests.conftest import tiny_config
+from tests.conftest import lm_transfer_config, tiny_config
 
 F64 = torch.float64
 
@@ -144,11 +144,7 @@ def test_a_run_grows_reproducibly_and_resumes_at_the_grown_ranks() -> None:
 
 
 def test_transfer_stage_grows_records_and_merges(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, "train.steps": 6})
-    cfg["precision"] = "float64"
-    runner.pretrain(cfg, tmp_path / "source")
-    cfg = copy.deepcopy(cfg)
-    cfg["source"] = str(tmp_path / "source")
+    cfg = lm_transfer_config(tmp_path)
     cfg["train"] |= {"steps": 12, "tol": 0.0}
     cfg["cr"] = 0.25
     cfg["adapter"] = {"name": "lotra", "grow_to": 1.0, "grow_patience": 1}

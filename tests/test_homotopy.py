@@ -19,7 +19,7 @@ from pinnkan.loss import PinnLoss
 from pinnkan.pde import build_pde
 from pinnkan.results import read_results
 from pinnkan.training import Interrupted, TrainConfig, TrainState, train
-from tests.conftest import tiny_config
+from tests.conftest import lm_transfer_config, tiny_config
 
 F64 = torch.float64
 
@@ -111,11 +111,7 @@ def test_homotopy_is_reproducible_and_resumes_mid_path() -> None:
 
 
 def test_transfer_stage_records_the_homotopy(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, "train.steps": 6})
-    cfg["precision"] = "float64"
-    runner.pretrain(cfg, tmp_path / "source")
-    cfg = copy.deepcopy(cfg)
-    cfg["source"] = str(tmp_path / "source")
+    cfg = lm_transfer_config(tmp_path)
     cfg["transfer"] = {"homotopy": 2, "leg_steps": 2}
     cfg["pde"]["target"] = {"mu": 1.4}
     res = runner.transfer(cfg, tmp_path / "t")
