@@ -23,6 +23,7 @@ from pinnkan.evaluation import predict
 from pinnkan.kan import KAN
 from pinnkan.loss import PinnLoss
 from pinnkan.pde import PDEFamily
+from pinnkan.pdebench_metrics import boundary_rmse, nrmse
 from pinnkan.plots import plot_run
 from pinnkan.results import RESULTS_FILE, RunResult, max_abs_error, relative_l2, write_results
 from pinnkan.stage_setup import Setup, eval_points
@@ -82,6 +83,8 @@ def build_result(
     if status != "diverged" and ref is not None:
         metrics["rel_l2"] = relative_l2(pred, ref)
         metrics["max_abs_error"] = max_abs_error(pred, ref)
+        if pde.coords[-1] == "t":  # PDEBench's, per time slice (pinnkan.pdebench_metrics)
+            metrics["nrmse"], metrics["brmse"] = nrmse(pred, ref), boundary_rmse(pred, ref)
     reference = pde.reference_file or ("family" if pde.has_reference else "none")
     return RunResult(
         stage=stage,

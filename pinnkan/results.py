@@ -43,7 +43,9 @@ RESULTS_FILE = "results.h5"
 
 ERROR_METRIC = (
     "rel_l2 = ||u_pred - u_ref||_2 / ||u_ref||_2 over all points of the evaluation grid; "
-    "max_abs_error = max |u_pred - u_ref| over the grid"
+    "max_abs_error = max |u_pred - u_ref| over the grid; with a t coordinate, PDEBench's "
+    "nrmse (per time slice RMSE / RMS of u_ref) and brmse (per slice RMSE over the spatial "
+    "faces), averaged over the slices after the first"
 )
 
 REQUIRED_METRICS = ("rel_l2", "max_abs_error", "n_trainable", "n_total", "train_seconds", "steps")

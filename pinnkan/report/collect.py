@@ -35,6 +35,8 @@ COLUMNS: dict[str, str] = {
     "n_trainable": "i",
     "rel_l2": "f",
     "max_abs_error": "f",
+    "nrmse": "f",  # PDEBench's metrics (time-dependent runs; pinnkan.pdebench_metrics)
+    "brmse": "f",
     "steps": "i",
     "train_seconds": "f",
     "status": "s",
@@ -152,7 +154,7 @@ def read_run(run_dir: Path) -> Run:
             for key in ("n_trainable", "steps"):
                 if key in metrics:
                     row[key] = int(metrics[key])
-            for key in ("rel_l2", "max_abs_error", "train_seconds"):
+            for key in ("rel_l2", "max_abs_error", "nrmse", "brmse", "train_seconds"):
                 if key in metrics:
                     row[key] = float(metrics[key])
             if "lotra" in f:
