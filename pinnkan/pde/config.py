@@ -77,8 +77,10 @@ def member_from_config(pde: dict[str, Any], which: str) -> PDEFamily:
             axes=reference.get("axes"),
             order=reference.get("order"),
             sample=int(reference.get("sample") or 0),
+            periodic_axes=cls.periodic_axes,
         )
         overrides["exact"] = lambda self, x: ref(x)
+        overrides["grid"] = lambda self, n, dtype: ref.grid(dtype)  # the file's own points
         overrides["reference_file"] = str(reference[which])
     if overrides:  # the class as configured: a subclass, so the user's class is untouched
         cls = type(cls.__name__, (cls,), overrides)
