@@ -50,6 +50,8 @@ class ReferenceOptions:
     axes: dict[str, str] | None = None  # {coordinate: dataset} (null: by name)
     order: list[str] | None = None  # the field's axis order, e.g. [t, x] (null: from shapes)
     sample: int = 0  # which sample of a PDEBench-style file (samples first)
+    # the member itself from the file's sample: initial value, domain, parameters, periodic x
+    initial: bool = False
 
 
 @dataclass

@@ -64,7 +64,8 @@ def merge_adapter(
     base_meta, model = model_from_file(base_path, adapter_dtype(meta))
     load_adapter(model, upd, base_name=str(base_path), pde=str(base_meta.get("pde")))
     merged = merge(model).base_state()
-    out_meta = {k: meta[k] for k in ("pde", "pde_params", "spec", "precision") if k in meta}
+    kept = ("pde", "pde_params", "spec", "precision", "reference")
+    out_meta = {k: meta[k] for k in kept if k in meta}
     if "pde" in out_meta:  # written under an alias: the merged file names the family
         out_meta["pde"] = current_name(str(out_meta["pde"]))
     out_meta.update(stage="merge", adapter=str(upd.path), base=str(base_path))

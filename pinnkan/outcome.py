@@ -86,6 +86,14 @@ def build_result(
         if pde.coords[-1] == "t":  # PDEBench's, per time slice (pinnkan.pdebench_metrics)
             metrics["nrmse"], metrics["brmse"] = nrmse(pred, ref), boundary_rmse(pred, ref)
     reference = pde.reference_file or ("family" if pde.has_reference else "none")
+    record = pde.reference_record()
+    if record is not None:  # the data file: which one exactly, and which of its samples
+        attrs = {
+            "reference_sha256": record["sha256"],
+            "reference_sample": int(record["sample"]),
+            "reference_initial": bool(record["initial"]),
+            **attrs,
+        }
     return RunResult(
         stage=stage,
         pde=pde.name,

@@ -90,6 +90,7 @@ def _pretrain(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         "pde_params": pde.params,
         "spec": model.spec(),
         "precision": setup.precision,
+        **_reference_meta(pde),
     }
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, meta, model.state_dict())
     return finish(
@@ -160,6 +161,10 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         "init": acfg.init,
         "source": str(source_path) if source_path else None,
         "source_pde_params": json.dumps(source_meta.get("pde_params")) if source_meta else None,
+        # the data file and sample the source was trained on (pde.reference), if any
+        "source_reference": json.dumps(source_meta["reference"])
+        if source_meta.get("reference")
+        else None,
         "model": model.kind,
         "widths": json.dumps(model.widths),
         "layers": _layers_attr(summary),
@@ -193,6 +198,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         "pde_params": pde.params,
         "spec": model.spec(),
         "precision": setup.precision,
+        **_reference_meta(pde),
     }
     merged = model.merged_state()  # A + ΔA, extra parameters, lo, hi
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, {**spec_meta, "stage": "transfer"}, merged)
@@ -237,6 +243,13 @@ def _layers_attr(summary: list[dict[str, Any]]) -> str:
         for r in summary
     ]
     return json.dumps(rows)
+
+
+def _reference_meta(pde: PDEFamily) -> dict[str, Any]:
+    """The model file's record of the data file its member came from ({} for the family's own
+    reference): a transfer from it records it as `source_reference`."""
+    record = pde.reference_record()
+    return {"reference": record} if record is not None else {}
 
 
 def _start(

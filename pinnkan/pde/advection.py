@@ -1,5 +1,6 @@
 """First-order hyperbolic family (advection; also `pde=hyperbolic`): u_t + β u_x = 0 on
-(0, 2π)×(0,1], periodic in x, u(x,0) = sin(x); u* = sin(x − βt)."""
+(0, 2π)×(0,1], periodic in x, u(x,0) = sin(x); u* = sin(x − βt). Members can also be posed
+from a PDEBench 1-D advection file's samples (β from its attribute `beta`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, periodic
+from pinnkan.pde.base import PI, Condition, FileProblem, PDEFamily, at_start, periodic
 
 
 class Advection(PDEFamily):
@@ -18,6 +19,7 @@ class Advection(PDEFamily):
     linear = True
     defaults = {"beta": 1.0}
     target_params = {"beta": 2.0}
+    file_problem = FileProblem({"beta": ("beta", 1.0)})
 
     def exact(self, x: Tensor) -> Tensor:
         return torch.sin(x[:, 0] - self.params["beta"] * x[:, 1])

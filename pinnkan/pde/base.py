@@ -36,6 +36,20 @@ class Condition:
     derivatives: bool = False
 
 
+@dataclass(frozen=True)
+class FileProblem:
+    """The problem a data file's samples solve, for a family that can pose its members from
+    one (`pde.reference.initial`, pinnkan.pde.from_file): periodic in x, as PDEBench's 1-D
+    problems are, with the initial value from the sample's first time slice.
+
+    `attributes` maps a parameter to the file attribute it comes from and the factor from that
+    attribute to it (PDEBench's Burgers files store Nu = πν); `slope`: u_x periodic too (a
+    second-order operator in x)."""
+
+    attributes: dict[str, tuple[str, float]]
+    slope: bool = False
+
+
 class PDEFamily:
     """Base class of a PDE family member; subclasses set the class attributes and methods.
 
@@ -55,6 +69,8 @@ class PDEFamily:
     # evaluation grid points per axis when eval.n is null (n^D points: fewer in 3-D)
     eval_points: ClassVar[int] = 101
     reference_file: ClassVar[str | None] = None  # set when `exact` reads a file (pde.reference)
+    # how a member is posed from a data file's sample (pde.reference.initial); None: it cannot be
+    file_problem: ClassVar[FileProblem | None] = None
     # coordinates in which the solution is periodic over the box (hi - lo): the network embeds
     # them as cos / sin (model.periodic, pinnkan.kan.KAN), which makes u exactly periodic there
     periodic_axes: ClassVar[tuple[int, ...]] = ()
@@ -121,6 +137,11 @@ class PDEFamily:
         }
         mesh = torch.meshgrid(*axes.values(), indexing="ij")
         return axes, torch.stack([m.reshape(-1) for m in mesh], dim=1)
+
+    def reference_record(self) -> dict[str, Any] | None:
+        """The data file this member's reference comes from (path, sha256, sample, whether the
+        member was posed from it), as runs record it; None for the family's own reference."""
+        return None
 
     def describe(self) -> str:
         ps = ", ".join(f"{k}={v:g}" for k, v in self.params.items())

@@ -1,5 +1,7 @@
 """Viscous Burgers family: u_t + u u_x = ν u_xx on (−1,1)×(0,1], u(±1,t) = 0,
-u(x,0) = −sin(πx). Reference: the Cole–Hopf solution by Gauss–Hermite quadrature."""
+u(x,0) = −sin(πx). Reference: the Cole–Hopf solution by Gauss–Hermite quadrature. Members can
+also be posed from a PDEBench 1-D Burgers file's samples (periodic; ν = Nu/π from its
+attribute `Nu`)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.jet import Jet
-from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, on_faces
+from pinnkan.pde.base import PI, Condition, FileProblem, PDEFamily, at_start, on_faces
 
 # Gauss–Hermite nodes: enough for ν ≥ ~0.01/π to rounding (tests check against a fine FD solve)
 QUAD_NODES = 200
@@ -52,6 +54,8 @@ class Burgers(PDEFamily):
     defaults = {"nu": 0.1 / PI}
     target_params = {"nu": 0.2 / 3 / PI}
     lower_bounds = {"nu": 0.0}
+    # PDEBench's Burgers equation is u_t + (u²/2)_x = (Nu/π) u_xx
+    file_problem = FileProblem({"nu": ("Nu", 1.0 / PI)}, slope=True)
 
     def exact(self, x: Tensor) -> Tensor:
         pts = x.detach().cpu().to(torch.float64).numpy()

@@ -107,7 +107,11 @@ def _from_config(row: dict[str, Any], cfg: dict[str, Any]) -> None:
     row["stage"] = stage
     row["pde"] = row["pde"] or current_name(str(pde.get("name", "")))
     if not row["target"]:
-        params = pde.get("target" if stage == "transfer" else "source")
+        reference = pde.get("reference") or {}
+        if reference.get("initial"):  # the member is the file's sample: its parameters too
+            params = {"sample": reference.get("sample", 0)}
+        else:
+            params = pde.get("target" if stage == "transfer" else "source")
         row["target"] = json.dumps(params, sort_keys=True) if params else ""
     name = str(adapter.get("name", "")) if stage == "transfer" else ""
     row["adapter"] = name
@@ -125,6 +129,15 @@ def _from_config(row: dict[str, Any], cfg: dict[str, Any]) -> None:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _member(attrs: dict[str, Any]) -> str:
+    """The member a run solved: its parameters (JSON), and for one posed from a data file's
+    sample (pde.reference.initial) the sample, which its parameters do not tell apart."""
+    params = json.loads(_text(attrs["pde_params"]))
+    if bool(attrs.get("reference_initial", False)):
+        params["sample"] = int(attrs["reference_sample"])
+    return json.dumps(params, sort_keys=True)
 
 
 def read_run(run_dir: Path) -> Run:
@@ -147,7 +160,7 @@ def read_run(run_dir: Path) -> Run:
             row["status"] = _text(attrs.get("status", "ok"))
             row["stage"] = _text(attrs["stage"])
             row["pde"] = current_name(_text(attrs["pde"]))  # one family, one name
-            row["target"] = json.dumps(json.loads(_text(attrs["pde_params"])), sort_keys=True)
+            row["target"] = _member(attrs)
             row["seed"] = int(attrs["seed"])
             _from_config(row, _load_yaml(_text(attrs.get("config", ""))))
             metrics = {k: f["metrics"].attrs[k] for k in f["metrics"].attrs}
