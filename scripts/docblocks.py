@@ -41,6 +41,7 @@ OWNERS = {
     "tta": "time_to_accuracy",
     "tta-summary": "time_to_accuracy",
     "growth-table": "growth_study",
+    "pdebench-table": "pdebench_benchmark",
 }
 MARKER = re.compile(r"<!-- (/?)generated:([\w.-]+) -->")
 LEDGER = ROOT / "docs" / "untraced.yaml"

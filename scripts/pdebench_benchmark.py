@@ -31,27 +31,25 @@ Or give PDEBench's own files (--advection-file, --burgers-file).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import docblocks
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 1
 OUT = ROOT / "docs" / "pdebench"
 DOC = ROOT / "docs" / "pdebench.md"
-TABLE = ("<!-- generated:pdebench-table -->", "<!-- /generated:pdebench-table -->")
+TABLE = docblocks.markers("pdebench-table")
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):  # NamedTuples: docblocks loads scripts outside sys.modules
     """A PDEBench 1-D problem: its pinnkan family, file attribute and the goal in rel. L2."""
 
     family: str
@@ -71,6 +69,7 @@ STRATEGIES: dict[str, tuple[list[str], bool]] = {
     "full": (["adapter=full"], True),
     "scratch": (["adapter=scratch"], False),
 }
+SOURCE_SAMPLE, SAMPLES = 0, [1, 2, 3]  # the pretrain's sample, the transfers'
 # PDEBench's layout and the tiny one of --quick
 LAYOUT = {"nx": 1024, "nt": 201, "t_end": 2.0}
 QUICK_LAYOUT = {"nx": 64, "nt": 21, "t_end": 2.0}
@@ -85,8 +84,7 @@ QUICK_RUNS = [
 
 
 # --- the files ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InitialValue:
+class InitialValue(NamedTuple):
     """One of PDEBench's random initial values on the unit period: Σ_k a_k sin(w_k x + φ_k),
     signed, optionally |·| and windowed. w_k = 0 for a wavenumber not drawn, which adds the
     constant a_k sin φ_k (as in PDEBench's generator)."""
@@ -211,16 +209,6 @@ def write_file(
 
 
 # --- the runs -----------------------------------------------------------------------------------
-def _hb() -> Any:
-    """scripts/hard_benchmarks.py: provenance, child processes (one definition of each)."""
-    spec = importlib.util.spec_from_file_location(
-        "hard_benchmarks", ROOT / "scripts" / "hard_benchmarks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 def seconds_to(history: dict[str, list[float]], goal: float) -> float | None:
     """Training seconds at the first evaluation whose rel. L2 is at most `goal` (None: never)."""
     for err, sec in zip(history.get("rel_l2", []), history.get("seconds", [])):
@@ -366,7 +354,7 @@ def prepare_file(args: argparse.Namespace, problem: str) -> dict[str, Any]:
 
 
 def run_all(args: argparse.Namespace) -> None:
-    hb = _hb()
+    hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
     args.out.mkdir(parents=True, exist_ok=True)
     for problem in args.problems:
         file = prepare_file(args, problem)
@@ -431,6 +419,22 @@ def saving(members: list[dict[str, Any]], scratch: list[dict[str, Any]]) -> str:
     return f"{statistics.median(ratios):.2f}× (n={len(ratios)})" if ratios else "-"
 
 
+def settings() -> str:
+    """The problems the script measures, from its own definitions."""
+    lines = [
+        "| problem | file attribute | pretrain sample | transfer samples | goal rel. L2 "
+        "| strategies |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, p in PROBLEMS.items():
+        attribute = f"{p.attribute} = {p.value:g}" + (" (ν = Nu/π)" if p.attribute == "Nu" else "")
+        lines.append(
+            f"| {name} | {attribute} | {SOURCE_SAMPLE} | {','.join(map(str, SAMPLES))} | "
+            f"{p.goal:g} | {', '.join(STRATEGIES)} |"
+        )
+    return "\n".join(lines)
+
+
 def table(runs: list[dict[str, Any]]) -> str:
     if not runs:
         return (
@@ -464,18 +468,20 @@ def load(out: Path) -> list[dict[str, Any]]:
 
 
 def regenerated(doc: Path, out: Path) -> str:
-    text = doc.read_text()
-    start, end = TABLE
-    i, j = text.index(start) + len(start), text.index(end)
-    return text[:i] + "\n" + table(load(out)) + "\n" + text[j:]
+    return docblocks.replace(doc.read_text(), TABLE, f"{settings()}\n\n{table(load(out))}", doc)
+
+
+def block(name: str, doc: Path) -> str:
+    """The pdebench-table block's body: the settings, then the committed JSONs' table."""
+    return f"{settings()}\n\n{table(load(OUT))}"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--problems", type=lambda s: s.split(","), default=list(PROBLEMS))
     p.add_argument("--strategies", type=lambda s: s.split(","), default=list(STRATEGIES))
-    p.add_argument("--samples", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 3])
-    p.add_argument("--source-sample", type=int, default=0)
+    p.add_argument("--samples", type=lambda s: [int(v) for v in s.split(",")], default=SAMPLES)
+    p.add_argument("--source-sample", type=int, default=SOURCE_SAMPLE)
     p.add_argument("--seed", type=int, default=2022, help="of the written files' initial values")
     p.add_argument("--absolute", type=float, default=0.0, help="fraction of |u0| (PDEBench 0.1)")
     p.add_argument("--window", type=float, default=0.0, help="fraction windowed (PDEBench 0.1)")
@@ -500,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         DOC.write_text(regenerated(DOC, args.out))
         return 0
     if args.check:
-        return int(DOC.read_text() != regenerated(DOC, args.out))
+        return docblocks.check(DOC, regenerated(DOC, args.out))
     run_all(args)
     return 0
 

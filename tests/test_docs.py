@@ -163,7 +163,7 @@ def test_models_md_gives_the_default_networks_and_their_sizes(row: list[str]) ->
 
 # --- the commands of docs/usage.md -----------------------------------------------------------
 # files and runs the page's commands name as the user's own (placeholders, not pinnkan's)
-USER_FILES = ("fine_mu15.npz", "heat.h5")
+USER_FILES = ("fine_mu15.npz", "heat.h5", "adv.h5")
 
 
 def _usage_commands() -> list[list[str]]:
