@@ -102,8 +102,20 @@ def replace(text: str, markers_or_name: tuple[str, str] | str, body: str, where:
 @cache
 def owner(script: str) -> ModuleType:
     """scripts/<script>.py as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
+    return load_script(ROOT / "scripts" / f"{script}.py")
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script file as a module, registered in sys.modules under its stem as an import would
+    be (dataclasses look their module up there); the one already imported from that file is
+    returned as it is."""
+    existing = sys.modules.get(path.stem)
+    if existing is not None and getattr(existing, "__file__", None):
+        if Path(existing.__file__).resolve() == path.resolve():
+            return existing
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 

@@ -201,3 +201,17 @@ def test_usage_commands_compose_as_written(
         assert problem is not None and "reference file not found" in problem
     else:
         assert problem is None
+
+
+def test_a_script_with_a_dataclass_loads(tmp_path: Path) -> None:
+    """docblocks loads scripts as modules registered under their name, as an import would:
+    a dataclass in one (with postponed annotations) needs its module in sys.modules."""
+    script = tmp_path / "script_with_dataclass.py"
+    script.write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n\n\n"
+        "@dataclass\nclass Row:\n    name: str\n    value: float = 0.0\n"
+    )
+    module = docblocks.load_script(script)
+    assert module.Row("a").value == 0.0
+    assert docblocks.load_script(script) is module
