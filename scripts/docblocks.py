@@ -25,6 +25,7 @@ import difflib
 import importlib.util
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -129,6 +130,17 @@ def regenerated(doc: Path, text: str | None = None) -> str:
             raise SystemExit(f"{doc}: no script writes <!-- generated:{name} --> (OWNERS)")
         text = replace(text, name, owner(OWNERS[name]).block(name, doc), doc)
     return text
+
+
+def table_mode(tables: bool, check_only: bool, doc: Path, fresh: Callable[[], str]) -> int | None:
+    """A generator's --tables (write the page rebuilt by `fresh()`) or --check (exit 1 when the
+    page differs); None when neither was asked for."""
+    if tables:
+        doc.write_text(fresh())
+        return 0
+    if check_only:
+        return check(doc, fresh())
+    return None
 
 
 def differences(text: str, fresh: str, doc: object, lines: int = 60) -> str:

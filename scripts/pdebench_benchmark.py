@@ -502,11 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown += [q for q in args.problems if q not in PROBLEMS]
     if unknown:
         p.error(f"unknown: {', '.join(unknown)}")
-    if args.tables:
-        DOC.write_text(regenerated(DOC, args.out))
-        return 0
-    if args.check:
-        return docblocks.check(DOC, regenerated(DOC, args.out))
+    mode = docblocks.table_mode(args.tables, args.check, DOC, lambda: regenerated(DOC, args.out))
+    if mode is not None:
+        return mode
     run_all(args)
     return 0
 
