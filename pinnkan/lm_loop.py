@@ -59,8 +59,6 @@ def train_lm(
         if resume is not None:
             growth.load_state_dict(resume.optimizer["growth"])
         params = growth.parameters(model)  # at the ranks the run (resumed) has
-    n_params = sum(p.numel() for p in params)
-    rows = cfg.lm.chunk_rows(n_params)
     # time marching (train.time_windows = K): the interior covers the first window/K of t
     windows, window, in_window = cfg.time_windows, 1, 0
     if resume is not None:
@@ -94,10 +92,17 @@ def train_lm(
     else:
         heldout, batch, accepted = new_batch(whole=True), new_batch(), 0
 
-    # primal: JᵀJ accumulated over chunks of `rows` interior points; kernel: one whole J.
-    # The trial loss is summed over the same pieces as the current one (bit for bit comparable)
-    primal = lm.form(loss_fn.n_rows(batch), n_params) == "primal"
-    pieces = rows if primal else max(cfg.n_interior, 1)
+    def layout() -> tuple[int, int, bool, int]:
+        """How the system of `params` on the batch is built: (P, interior points per chunk of
+        J, primal form, pieces the loss is summed over). Primal: JᵀJ accumulated over chunks of
+        `rows` interior points; kernel: one whole J. The trial loss is summed over the same
+        pieces as the current one (bit for bit comparable)."""
+        n = sum(p.numel() for p in params)
+        chunk = cfg.lm.chunk_rows(n)
+        is_primal = lm.form(loss_fn.n_rows(batch), n) == "primal"
+        return n, chunk, is_primal, chunk if is_primal else max(cfg.n_interior, 1)
+
+    n_params, rows, primal, pieces = layout()
 
     def loss_at(points: dict[str, Tensor]) -> float:
         return chunked_loss(loss_fn, model, points, pieces)
@@ -187,10 +192,7 @@ def train_lm(
         if growth is not None and growth.due(kept, loss, lm.exhausted, met):
             if growth.grow(model, loss_fn, batch, step):
                 params = growth.parameters(model)  # ΔA kept: the loss is the same
-                n_params = sum(p.numel() for p in params)
-                rows = cfg.lm.chunk_rows(n_params)
-                primal = lm.form(loss_fn.n_rows(batch), n_params) == "primal"
-                pieces = rows if primal else max(cfg.n_interior, 1)
+                n_params, rows, primal, pieces = layout()
                 lm.restart(rescale=True)
                 log.info(
                     "%s: step %d, ranks grown to cr %.4g (%d trainable)",
