@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pinnkan.adapters import COMPONENTS, loss_gradients
 from pinnkan.adapters.tucker import TuckerUpdate, ranks_from_cr, unfold
 from pinnkan.kan import KAN
 
-FACTORS = ("U1", "U2", "U3")
+FACTORS = COMPONENTS[1:]  # U1, U2, U3: the factors of modes 1, 2, 3
 
 
 def new_directions(old: Tensor, grad_unfolded: Tensor, k: int) -> Tensor:
@@ -139,8 +140,6 @@ class RankGrowth:
     ) -> bool:
         """Double the working cr (at most the ceiling) and grow the ranks to it; the new
         directions come from ∂L/∂A of `loss_fn` on `batch`. Returns whether any rank grew."""
-        from pinnkan.adapters import loss_gradients  # the package imports this module
-
         self.cr = min(self.ceiling, 2 * self.cr)
         self.since, self.anchor = 0, float("inf")
         grew = grow_ranks(model, self.cr, loss_gradients(model, lambda m: loss_fn(m, batch)))
