@@ -50,25 +50,21 @@ def command(source: Path, variant: str, seed: int, run_dir: Path, threads: int) 
 
 
 def read(run_dir: Path) -> dict[str, Any]:
-    """One finished run's record from its results.h5."""
+    """One finished run's record: the family benchmark's (`read_member`: error, steps, stop,
+    trainable count, seconds) and what growth adds (seed, cr, grow_to, growths, source)."""
     import h5py
 
+    rec = docblocks.owner("family_benchmark").read_member(run_dir)
     with h5py.File(run_dir / "results.h5", "r") as f:
         a, m = dict(f.attrs), dict(f["metrics"].attrs)
     grown = a.get("grown")
-    return {
+    return rec | {
         "run_dir": str(run_dir.resolve()),
         "seed": int(a["seed"]),
         "cr": float(a["cr"]),
         "grow_to": float(a["grow_to"]) if "grow_to" in a else None,
-        "rel_l2": float(m["rel_l2"]),
-        "steps_done": int(m.get("steps_done", m["steps"])),
-        "stop_reason": str(a.get("stop_reason")),
-        "relative_loss": float(a.get("relative_loss", float("nan"))),
-        "n_trainable": int(m["n_trainable"]),
         "n_full": int(m["n_full_finetune"]),
         "grown": json.loads(grown) if grown else [],
-        "train_seconds": float(m["train_seconds"]),
         "source": str(a.get("source")),
     }
 
