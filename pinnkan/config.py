@@ -15,7 +15,7 @@ from typing import Any
 
 from pinnkan.adapters import AdapterConfig
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import LAYER_KINDS
+from pinnkan.kan import DEFAULT_KIND, LAYER_KINDS
 from pinnkan.layers.base import MODEL_FIELDS
 from pinnkan.options import (  # noqa: F401  (part of the config)
     DEFAULT_OPTIMIZER,
@@ -101,7 +101,7 @@ class RunConfig:
     train: TrainOptions = field(default_factory=TrainOptions)
     eval: EvalOptions = field(default_factory=EvalOptions)
     pde: PDEConfig = field(default_factory=lambda: PDEConfig.of_family(FAMILIES["elliptic"]))
-    model: Any = field(default_factory=lambda: model_class("bspline")())
+    model: Any = field(default_factory=lambda: model_class(DEFAULT_KIND)())
     optim: Any = field(default_factory=lambda: OPTIMIZERS[DEFAULT_OPTIMIZER]())
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     cr: float = 0.5  # LoTRA compression ratio in (0, 1]: r_m = max(1, ceil(cr * dim_m))
@@ -124,7 +124,7 @@ class RunConfig:
         out.transfer = _section(TransferOptions, cfg.get("transfer"), "transfer")
         out.pde = _pde(cfg.get("pde"))
         model = dict(cfg.get("model") or {})
-        kind = str(model.get("name", "bspline"))
+        kind = str(model.get("name", DEFAULT_KIND))
         model_class(kind)  # an unknown kind is one line
         LAYER_KINDS[kind].refuse_unknown(kind, set(model) - set(MODEL_FIELDS))
         out.model = _section(model_class(kind), model, "model")

@@ -30,6 +30,8 @@ LAYER_KINDS: dict[str, LayerKind] = {
     "mlp": mlp.KIND,
     "lmkan": lmkan.KIND,
 }
+# the kind a network is without model= / kind=: the Chebyshev KAN [2,20,20,1] (docs/models.md)
+DEFAULT_KIND = "chebyshev"
 
 
 # spec keys added after files were written, with the value a file without them means
@@ -75,7 +77,7 @@ class KAN(nn.Module):
         widths: list[int],
         domain: list[tuple[float, float]],
         *,
-        kind: str = "bspline",
+        kind: str = DEFAULT_KIND,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,

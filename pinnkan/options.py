@@ -9,7 +9,7 @@ from typing import Any
 from pinnkan.errors import PinnkanError
 from pinnkan.levenberg_marquardt import LMConfig
 
-TOL_DEFAULT = 1e-6  # how it was chosen, and what it gives on the default members: docs/tolerance.md
+TOL_DEFAULT = 1e-8  # how it was chosen, and what it gives on the default members: docs/tolerance.md
 
 
 @dataclass

@@ -1,123 +1,233 @@
-"""Run the CLI end to end with the default configs and tabulate what each run measured.
+"""Run the CLI end to end with the default configs, per seed, and tabulate from the raw data.
 
-For every model kind and PDE family: `pinnkan pretrain pde=X model=M`, then
-`pinnkan transfer pde=X model=M` with adapter=lotra at cr 0.5 and 0.25, adapter=full and
-adapter=scratch (`--runs` picks a subset). Each command runs alone, one after the other (run
-this script with nothing else on the machine). Prints a Markdown table (relative L2, max error,
-trainable and total parameters, wall time of the whole command, training time per step) and,
-with --out, writes it to a file. `--pretrain-steps` / `--transfer-steps` set an equal budget
-for every model (default: the configs' own).
+Per model kind, PDE family and seed: `pinnkan pretrain pde=X model=M seed=S`, then from that
+source `pinnkan transfer pde=X model=M seed=S` for each of --runs (LoTRA cr 0.5 and 0.25,
+full fine-tuning, scratch). Every run stops by its own signal (train.tol, LM's convergence or
+its step budget), as a user meets it; one command at a time (run this with nothing else on the
+machine). The raw data, docs/e2e/<name>.json, holds every run's metrics and command with the
+commit, date and machine, and is written after each run (an interrupted study keeps what it
+measured; a rerun skips the runs it holds). The tables are the generated blocks
+`<!-- generated:e2e-<name> -->` of README.md and docs/*.md.
 
-    python scripts/e2e_table.py --pdes elliptic parabolic --out docs/e2e_defaults.md
-    python scripts/e2e_table.py --models bspline rational chebyshev mlp lmkan \
-        --pdes elliptic parabolic --runs pretrain "lotra cr=0.25" \
-        --pretrain-steps 1000 --transfer-steps 500 --out docs/models_table.md
+    python scripts/e2e_table.py --name default_network --runs pretrain "lotra cr=0.25" \\
+        --models chebyshev bspline+train.tol=1e-6 --seeds 0 1 2
+
+A model is a layer kind, optionally with its own settings after `+` (`bspline+train.tol=1e-6`
+runs `model=bspline train.tol=1e-6`): each side of a comparison at its own calibrated settings.
+
+    python scripts/e2e_table.py --tables     # rewrite every e2e block from the JSON
+    python scripts/e2e_table.py --check      # exit 1 when a page's e2e block differs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shutil
-import subprocess
+import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-import h5py
-import torch
+import docblocks
 
-RUNS = [
-    ("pretrain", []),
-    ("lotra cr=0.5", ["adapter=lotra", "cr=0.5"]),
-    ("lotra cr=0.25", ["adapter=lotra", "cr=0.25"]),
-    ("full", ["adapter=full"]),
-    ("scratch", ["adapter=scratch"]),
-]
-
-
-def run(args: list[str], run_dir: Path) -> tuple[float, dict]:
-    """One CLI call into `run_dir`; returns its wall time and the metrics of its results.h5."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pinnkan.cli",
-        *args,
-        f"hydra.run.dir={run_dir}",
-        "train.progress=log",
-    ]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(args)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    with h5py.File(run_dir / "results.h5", "r") as f:
-        m = dict(f["metrics"].attrs)
-        params = json.loads(f.attrs["pde_params"])
-    return wall, {**{k: float(v) for k, v in m.items()}, "params": params}
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "e2e"
+PREFIX = "e2e-"  # block e2e-<name> is the table of docs/e2e/<name>.json
+RUNS = {
+    "pretrain": [],
+    "lotra cr=0.5": ["adapter=lotra", "cr=0.5"],
+    "lotra cr=0.25": ["adapter=lotra", "cr=0.25"],
+    "full": ["adapter=full"],
+    "scratch": ["adapter=scratch"],
+}
+THREADS = 2
 
 
-def budget_note(args: argparse.Namespace) -> str:
-    """How the step budget was set, for the table's header line."""
-    if args.pretrain_steps is None and args.transfer_steps is None:
-        return "default configs"
-    return (
-        f"default configs except train.steps: pretrain {args.pretrain_steps or 'default'}, "
-        f"transfer {args.transfer_steps or 'default'}"
-    )
+def run_dir(work: Path, model: str, pde: str, seed: int, run: str) -> Path:
+    def slug(name: str) -> str:
+        return name.replace(" ", "_").replace("=", "").replace("+", "_")
+
+    return work / slug(model) / pde / f"s{seed}" / slug(run)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pdes", nargs="+", default=["elliptic", "parabolic", "advection", "wave"])
-    ap.add_argument("--models", nargs="+", default=["bspline"])
-    ap.add_argument("--runs", nargs="+", default=[n for n, _ in RUNS], choices=[n for n, _ in RUNS])
-    ap.add_argument("--pretrain-steps", type=int, default=None)
-    ap.add_argument("--transfer-steps", type=int, default=None)
-    ap.add_argument("--work", type=Path, default=Path("outputs/e2e_table"))
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
-    lines = [
-        f"Measured with `python scripts/e2e_table.py` on {platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"{budget_note(args)}.",
-        "",
-        "| model | PDE | run | parameters | rel. L2 | max abs err | trainable | total | full FT"
-        " | command wall s | train s | ms/step |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def command(model: str, pde: str, seed: int, run: str, work: Path) -> list[str]:
+    """The pinnkan command line of one run (a transfer's source is the pretrain of its seed)."""
+    stage = "pretrain" if run == "pretrain" else "transfer"
+    kind, *overrides = model.split("+")  # e.g. bspline+train.tol=1e-6: a kind with its settings
+    cmd = ["pinnkan", stage, f"pde={pde}", f"model={kind}", *overrides, f"seed={seed}", *RUNS[run]]
+    if stage == "transfer":
+        cmd.append(f"source={run_dir(work, model, pde, seed, 'pretrain')}")
+    return cmd
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A finished run's record from its results.h5: error, stop, steps, seconds, sizes."""
+    import h5py
+
+    with h5py.File(path / "results.h5", "r") as f:
+        a, m = dict(f.attrs), dict(f["metrics"].attrs)
+    return {
+        "pde_params": json.loads(a["pde_params"]),
+        "status": str(a.get("status", "ok")),
+        "stop_reason": str(a.get("stop_reason", "")),
+        "rel_l2": float(m["rel_l2"]),
+        "max_abs_error": float(m["max_abs_error"]),
+        "train_seconds": float(m["train_seconds"]),
+        "steps_done": int(m.get("steps_done", m["steps"])),
+        "n_trainable": int(m["n_trainable"]),
+        "n_total": int(m["n_total"]),
+        "n_full_finetune": int(m.get("n_full_finetune", m["n_trainable"])),
+    }
+
+
+def measure(args: argparse.Namespace) -> Path:
+    """Run what the JSON does not hold yet, one command at a time, saving after each."""
+    hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
+    path = args.out / f"{args.name}.json"
+    data = json.loads(path.read_text()) if path.is_file() else {"schema": 1, "runs": []}
+    held = {(r["model"], r["pde"], r["seed"], r["run"]) for r in data["runs"]}
+    args.out.mkdir(parents=True, exist_ok=True)
     for model in args.models:
         for pde in args.pdes:
-            source = args.work / model / pde / "pretrain"
-            for name, extra in RUNS:
-                if name not in args.runs:
+            for seed in args.seeds:
+                todo = [r for r in args.runs if (model, pde, seed, r) not in held]
+                source = run_dir(args.work, model, pde, seed, "pretrain")
+                if any(r != "pretrain" for r in todo) and not (source / "results.h5").is_file():
+                    todo = ["pretrain", *[r for r in todo if r != "pretrain"]]
+                for run in sorted(todo, key=lambda r: r != "pretrain"):  # the source first
+                    cmd = command(model, pde, seed, run, args.work)
+                    where = run_dir(args.work, model, pde, seed, run)
+                    full = [
+                        sys.executable,
+                        "-m",
+                        "pinnkan.cli",
+                        *cmd[1:],
+                        f"hydra.run.dir={where}",
+                        "train.progress=log",
+                        f"threads={THREADS}",
+                    ]
+                    t0 = time.perf_counter()
+                    rc, _, err = hb.run_child(full, hb.child_env(THREADS), None)
+                    wall = time.perf_counter() - t0
+                    if rc:
+                        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+                    key = (model, pde, seed, run)
+                    rec = {
+                        "model": model,
+                        "pde": pde,
+                        "seed": seed,
+                        "run": run,
+                        "command": " ".join(cmd),
+                        "wall_seconds": wall,
+                        **read(where),
+                        **hb.provenance(THREADS),
+                    }
+                    data["runs"] = [
+                        r
+                        for r in data["runs"]
+                        if (r["model"], r["pde"], r["seed"], r["run"]) != key
+                    ]
+                    data["runs"].append(rec)  # a rebuilt source replaces its earlier record
+                    path.write_text(json.dumps(data, indent=1) + "\n")
+                    print(
+                        f"{model} {pde} s{seed} {run}: rel. L2 {rec['rel_l2']:.2e}, "
+                        f"{rec['train_seconds']:.0f} s, {rec['stop_reason']}",
+                        flush=True,
+                    )
+    return path
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """median [min–max] (a single value alone)."""
+    mid = statistics.median(values)
+    if len(values) == 1:
+        return f"{mid:{fmt}}"
+    return f"{mid:{fmt}} [{min(values):{fmt}}–{max(values):{fmt}}]"
+
+
+def table(path: Path) -> str:
+    """The Markdown table of one study: a row per model, PDE and run, over its seeds."""
+    data = json.loads(path.read_text())
+    rows = [
+        "| model | PDE | run | member | seeds | rel. L2, median [min–max] | train s, median "
+        "[min–max] | steps, median | stopped by | trainable / total |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    models = list(dict.fromkeys(r["model"] for r in data["runs"]))  # in the order measured
+    pdes = list(dict.fromkeys(r["pde"] for r in data["runs"]))
+    for model in models:
+        for pde in pdes:
+            for run in RUNS:
+                recs = [
+                    r for r in data["runs"] if (r["model"], r["pde"], r["run"]) == (model, pde, run)
+                ]
+                if not recs:
                     continue
-                stage = "pretrain" if name == "pretrain" else "transfer"
-                slug = name.replace(" ", "_").replace("=", "")
-                run_dir = source if stage == "pretrain" else args.work / model / pde / slug
-                cli = [stage, f"pde={pde}", f"model={model}", *extra]
-                steps = args.pretrain_steps if stage == "pretrain" else args.transfer_steps
-                if steps is not None:
-                    cli.append(f"train.steps={steps}")
-                if stage == "transfer":
-                    cli.append(f"source={source}")
-                wall, m = run(cli, run_dir)
-                full = int(m.get("n_full_finetune", m["n_trainable"]))
-                row = (
-                    f"| {model} | {pde} | {name} | {json.dumps(m['params'])} |"
-                    f" {m['rel_l2']:.2e} | {m['max_abs_error']:.2e} | {int(m['n_trainable'])} |"
-                    f" {int(m['n_total'])} | {full} | {wall:.0f} | {m['train_seconds']:.0f} |"
-                    f" {1000 * m['train_seconds'] / max(m.get('steps_done', m['steps']), 1):.1f} |"
+                recs.sort(key=lambda r: r["seed"])
+                stops = ", ".join(sorted({r["stop_reason"] for r in recs}))
+                sizes = sorted({(r["n_trainable"], r["n_total"]) for r in recs})
+                rows.append(
+                    f"| {model} | {pde} | {run} | {json.dumps(recs[0]['pde_params'])} | "
+                    f"{', '.join(str(r['seed']) for r in recs)} | "
+                    f"{_spread([r['rel_l2'] for r in recs], '.1e')} | "
+                    f"{_spread([r['train_seconds'] for r in recs], '.0f')} | "
+                    f"{statistics.median(r['steps_done'] for r in recs):.0f} | {stops} | "
+                    + ", ".join(f"{t} / {n}" for t, n in sizes)
+                    + " |"
                 )
-                print(row, flush=True)
-                lines.append(row)
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        args.out.write_text(table)
+    first = data["runs"][0]
+    commits = sorted(
+        {r["git_commit"][:9] + ("+" if r.get("git_dirty") else "") for r in data["runs"]}
+    )
+    dates = sorted(r["date"][:10] for r in data["runs"])
+    machine = first["machine"]
+    note = (
+        f"Raw data: `docs/e2e/{path.name}` ({len(data['runs'])} runs; commit "
+        f"{', '.join(commits)}; {dates[0]}"
+        + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+        + f"; {machine['processor']}, {machine['cpu_count']} cores, {THREADS} torch threads). "
+        "Each run stopped by its own signal; rel. L2 is of the model where it stopped."
+    )
+    return "\n".join(rows) + "\n\n" + note
+
+
+def block(name: str, doc: Path) -> str:
+    """The body of block e2e-<name> from docs/e2e/<name>.json (scripts/docblocks.py)."""
+    return table(OUT / f"{name.removeprefix(PREFIX)}.json")
+
+
+def regenerated(doc: Path) -> str:
+    text = doc.read_text()
+    for name in docblocks.names(text, doc):
+        if name.startswith(PREFIX):
+            text = docblocks.replace(text, name, block(name, doc), doc)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--name", default="defaults", help="the study: docs/e2e/<name>.json")
+    ap.add_argument("--pdes", nargs="+", default=["elliptic", "parabolic", "advection", "wave"])
+    ap.add_argument("--models", nargs="+", default=["chebyshev"])
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--work", type=Path, default=ROOT / "outputs" / "e2e_table")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--tables", action="store_true")
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    if args.tables or args.check:
+        worst = 0
+        for doc in docblocks.docs():
+            if any(n.startswith(PREFIX) for n in docblocks.names(doc.read_text(), doc)):
+                done = docblocks.table_mode(args.tables, args.check, doc, partial(regenerated, doc))
+                worst = max(worst, done or 0)
+        return worst
+    print(measure(args))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

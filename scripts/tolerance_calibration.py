@@ -67,6 +67,7 @@ def record(family: str, stage: str, run_dir: Path, cmd: list[str]) -> dict[str, 
 
     with h5py.File(run_dir / "results.h5", "r") as f:
         params = json.loads(f.attrs["pde_params"])
+        network = {"model": str(f.attrs["model"]), "widths": json.loads(f.attrs["widths"])}
         hist = {k: f["history"][k][()].tolist() for k in ("step", "seconds", "rel_l2")}
         hist["heldout_loss"] = f["history/heldout_loss"][()].tolist()
     scale = zero_loss(family, params)
@@ -74,6 +75,7 @@ def record(family: str, stage: str, run_dir: Path, cmd: list[str]) -> dict[str, 
         "family": family,
         "stage": stage,
         "pde_params": params,
+        **network,  # the default network of the run (the commands name no model=)
         "command": "pinnkan " + " ".join(cmd),
         "zero_loss": scale,
         "history": hist,

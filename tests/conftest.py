@@ -14,8 +14,10 @@ import pytest
 
 from pinnkan.config import set_dotted as set_path  # tests import it from here
 
-# Overrides that make one run take a few seconds: 3 Adam steps on a [dim, 4, 1] KAN, 9x9 grid.
+# Overrides that make one run take a few seconds: 3 Adam steps on a [dim, 4, 1] B-spline KAN
+# (the kind the CLI tests count coefficients of), 9x9 grid.
 TINY: list[str] = [
+    "model=bspline",
     "train.steps=3",
     "train.n_interior=64",
     "train.n_boundary=16",

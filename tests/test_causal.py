@@ -34,7 +34,7 @@ def _burgers(seed: int = 0, causal: float = 10.0, slices: int = 8, hidden: int =
     """A tiny float64 KAN on Burgers, its loss with causal weighting and a Sobol batch."""
     pde = build_pde("burgers", {}, WEIGHTS)
     gen = torch.Generator().manual_seed(seed)
-    model = KAN([2, hidden, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([2, hidden, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     loss = PinnLoss(pde, causal=causal, causal_slices=slices)
     batch = loss.sample(40, 8, gen, F64, CPU, quasi=True)
     return pde, gen, model, loss, batch

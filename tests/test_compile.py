@@ -18,7 +18,9 @@ from pinnkan.training import TrainConfig
 
 def _setup(engine: str = "forward"):
     gen = torch.Generator().manual_seed(0)
-    model = KAN([2, 4, 1], [(0.0, 1.0)] * 2, grid_size=3, dtype=torch.float64, generator=gen)
+    model = KAN(
+        [2, 4, 1], [(0.0, 1.0)] * 2, grid_size=3, dtype=torch.float64, generator=gen, kind="bspline"
+    )
     loss_fn = PinnLoss(build_pde("elliptic", {}, {"boundary": 10.0}), engine)
     batch = loss_fn.sample(32, 8, gen, torch.float64, torch.device("cpu"))
     return model, loss_fn, batch

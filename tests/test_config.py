@@ -86,12 +86,12 @@ def test_readme_library_example_solves_the_cli_problem() -> None:
     text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     example = text.split("## Library use", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     assert 'build_pde("parabolic", {"nu": 0.1})' in example
-    assert "KAN([2, 16, 16, 1], list(pde.domain)" in example
+    assert "KAN([2, 20, 20, 1], list(pde.domain)" in example
     assert 'TrainConfig(steps=300, optimizer="lm")' in example
     cfg = composed("pretrain", "pde=parabolic", "train.steps=300")
     cli, lib = pde_from_config(cfg, "source"), build_pde("parabolic", {"nu": 0.1})
     assert (cli.params, cli.weights) == (lib.params, lib.weights)
-    assert cfg.model.hidden == [16, 16]
+    assert (cfg.model.name, cfg.model.hidden) == ("chebyshev", [20, 20])
     lib_train = TrainConfig(steps=300, optimizer="lm")
     lib_train.validate()
     assert resolve_setup(cfg).train == lib_train
@@ -150,7 +150,17 @@ def test_library_config_errors_are_one_line(cfg: dict, match: str) -> None:
     [
         ("pretrain", ["train.stpes=3"], "unknown setting train.stpes; train has: steps, "),
         ("pretrain", ["train.n_interior=abc"], "train.n_interior='abc' must be an integer >= 1"),
-        ("pretrain", ["model.grid_size=2.5"], "model.grid_size=2.5 must be an integer in [1, "),
+        (
+            "pretrain",
+            ["model=bspline", "model.grid_size=2.5"],
+            "model.grid_size=2.5 must be an integer in [1, ",
+        ),
+        (  # an option of another kind: the line names the kind in use and those that have it
+            "pretrain",
+            ["model.grid_size=5"],
+            "unknown setting model.grid_size; model=chebyshev has: name, hidden, periodic, degree, "
+            "decay; grid_size is an option of model=bspline, model=lmkan",
+        ),
         ("pretrain", ["cr=0.5"], "cr= applies to `pinnkan transfer`, not `pinnkan pretrain`"),
         ("transfer", ["cr=abc"], "cr='abc' is not a number; pass a compression ratio"),
         ("transfer", ["-m", "cr=0.5", "train.steps=3,2.5"], "train.steps=2.5 must be an integer"),
@@ -219,7 +229,7 @@ def test_a_source_under_either_name_of_the_family_is_found(tmp_path: Path) -> No
     with pytest.raises(PinnkanError, match="no finished pretrain run of pde=wave"):
         find_source(tmp_path, "wave")
     pde = build_pde("advection")
-    model = KAN([2, 3, 1], list(pde.domain))
+    model = KAN([2, 3, 1], list(pde.domain), kind="bspline")
     meta = {"pde": "hyperbolic", "spec": model.spec()}
     check_compatible(meta, tmp_path / "model.pt", pde, model)  # no error
     with pytest.raises(PinnkanError, match="pde=elliptic"):

@@ -17,7 +17,13 @@ def _model(dtype: torch.dtype = torch.float64, widths: list[int] | None = None) 
     gen = torch.Generator().manual_seed(0)
     # spline_scale=1 gives rough, strongly curved functions: a harder test than the default
     return KAN(
-        widths or [2, 6, 5, 1], DOMAIN, grid_size=4, spline_scale=1.0, dtype=dtype, generator=gen
+        widths or [2, 6, 5, 1],
+        DOMAIN,
+        grid_size=4,
+        spline_scale=1.0,
+        dtype=dtype,
+        generator=gen,
+        kind="bspline",
     )
 
 
@@ -106,6 +112,7 @@ def test_residuals_agree_between_engines(family: str, adapter: str) -> None:
             spline_scale=1.0,
             dtype=torch.float64,
             generator=g,
+            kind="bspline",
         )
         prepare(model, AdapterConfig(name=adapter, cr=0.5, init="random"), g)
         for layer in model.layers:

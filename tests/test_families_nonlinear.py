@@ -173,7 +173,7 @@ def _kan(pde) -> KAN:  # noqa: ANN001
     gen = torch.Generator().manual_seed(0)
     return KAN(
         [2, 6, 5, 1], list(pde.domain), grid_size=4, spline_scale=1.0, dtype=torch.float64,
-        generator=gen,
+        generator=gen, kind="bspline",
     )  # fmt: skip
 
 

@@ -95,7 +95,7 @@ def _lotra_run(**kwargs):
     """A LoTRA transfer of a tiny KAN (elliptic μ 1 → 1.6) that grows from cr 0.2 to 1."""
     pde = build_pde("elliptic", {"mu": 1.6})
     gen = torch.Generator().manual_seed(0)
-    model = KAN([2, 5, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([2, 5, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     loss_fn = PinnLoss(pde)
     acfg = AdapterConfig(cr=0.2, grow_to=1.0, grow_patience=2)
     batch = loss_fn.sample(64, 16, gen, F64, "cpu")

@@ -52,7 +52,7 @@ def _setup():
     source, target = {"mu": 1.0}, {"lam": 0.0, "mu": 1.6}
     pde = build_pde("elliptic", target)
     gen = torch.Generator().manual_seed(0)
-    model = KAN([2, 5, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([2, 5, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     _, pts = pde.grid(11, F64)
     members: list[float] = []
 

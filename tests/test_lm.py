@@ -149,7 +149,7 @@ def _lm_config(steps: int, **lm: object) -> TrainConfig:
 def _setup(seed: int = 0):
     pde = build_pde("elliptic", {"mu": 1.0}, WEIGHTS)
     gen = torch.Generator().manual_seed(seed)
-    model = KAN([2, 6, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([2, 6, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     _, pts = pde.grid(21, F64)
     return pde, gen, model, Evaluator(pts, pde.exact(pts))
 

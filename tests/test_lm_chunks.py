@@ -79,7 +79,7 @@ def _primal_setup(seed: int = 0):
     """A [2, 3, 1] KAN (81 parameters) on 128 interior points: the primal form."""
     pde = build_pde("burgers", {}, {"boundary": 10.0, "initial": 10.0})
     gen = torch.Generator().manual_seed(seed)
-    model = KAN([2, 3, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([2, 3, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     _, pts = pde.grid(15, F64)
     return pde, gen, model, Evaluator(pts, pde.exact(pts))
 

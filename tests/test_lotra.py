@@ -31,7 +31,12 @@ DT = torch.float64
 def _kan(hidden: list[int] | None = None) -> KAN:
     gen = torch.Generator().manual_seed(0)
     return KAN(
-        [2, *(hidden or [6, 5]), 1], [(0.0, 1.0), (0.0, 1.0)], grid_size=4, dtype=DT, generator=gen
+        [2, *(hidden or [6, 5]), 1],
+        [(0.0, 1.0), (0.0, 1.0)],
+        grid_size=4,
+        dtype=DT,
+        generator=gen,
+        kind="bspline",
     )
 
 

@@ -25,7 +25,7 @@ F64 = torch.float64
 def _train(cfg: TrainConfig, pde_name: str = "elliptic"):
     pde = build_pde(pde_name)
     gen = torch.Generator().manual_seed(0)
-    model = KAN([pde.dim, 5, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([pde.dim, 5, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     _, pts = pde.grid(11, F64)
     loss = PinnLoss(pde, causal=cfg.causal, causal_slices=cfg.causal_slices)
     groups = [{"params": list(model.parameters())}]
@@ -58,7 +58,7 @@ def test_zero_loss_is_the_loss_of_the_zero_function() -> None:
     assert loss.zero_loss(batch) == pytest.approx(expected, rel=1e-12)
     # a network that is zero everywhere has exactly this loss
     gen = torch.Generator().manual_seed(0)
-    model = KAN([2, 3, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([2, 3, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -104,7 +104,7 @@ def test_uniform_reads_the_plain_loss_and_restores_the_weights() -> None:
     """The tolerance reads the plain loss under causal weighting (`PinnLoss.uniform`)."""
     pde = build_pde("parabolic")
     gen = torch.Generator().manual_seed(0)
-    model = KAN([2, 4, 1], list(pde.domain), dtype=F64, generator=gen)
+    model = KAN([2, 4, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     causal = PinnLoss(pde, causal=50.0, causal_slices=8)
     batch = causal.sample(96, 16, gen, F64, torch.device("cpu"))
     causal.refresh_causal(model, batch)

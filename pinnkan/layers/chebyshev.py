@@ -26,7 +26,7 @@ class ChebyshevModel(NetworkModel):
     """`model=chebyshev`: Chebyshev KAN on tanh-bounded inputs; hidden widths and options."""
 
     name: str = "chebyshev"
-    hidden: list[int] = field(default_factory=lambda: [40, 40])
+    hidden: list[int] = field(default_factory=lambda: [20, 20])  # 2760 coefficients at degree 5
     degree: int = 5
     decay: float = 1.0  # init: std of A[..., k] ∝ (1 + k)^-decay, total variance 1/n_in
 

@@ -46,7 +46,7 @@ class LookupKANModel(NetworkModel):
     """`model=lmkan`: lookup multivariate KAN; hidden widths and the layer options."""
 
     name: str = "lmkan"
-    hidden: list[int] = field(default_factory=lambda: [16, 16])
+    hidden: list[int] = field(default_factory=lambda: [8, 8])
     grid_size: int = 5  # intervals per axis on grid_range
     grid_range: list[float] = field(default_factory=lambda: list(GRID_RANGE))
     outside: str = "extrapolate"  # one of OUTSIDE

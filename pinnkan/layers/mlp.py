@@ -22,7 +22,7 @@ class MLPModel(NetworkModel):
     """`model=mlp`: tanh MLP baseline; hidden widths only (no layer options)."""
 
     name: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [98, 98])  # 10095 parameters
+    hidden: list[int] = field(default_factory=lambda: [50, 50])  # 2751 parameters
 
 
 ACTIVATION_BASES = ("identity", "tanh")

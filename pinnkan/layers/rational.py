@@ -50,7 +50,7 @@ class RationalModel(NetworkModel):
     """`model=rational`: KAT group-rational KAN; hidden widths and the layer options."""
 
     name: str = "rational"
-    hidden: list[int] = field(default_factory=lambda: [40, 40])
+    hidden: list[int] = field(default_factory=lambda: [20, 20])
     groups: int = 4  # denominators per layer; input channels split evenly
     denominator: str = "smooth"  # one of DENOMINATORS
     eps: float = 0.01  # smooth form only: s''(0) = 1/sqrt(eps)

@@ -28,6 +28,7 @@ from omegaconf.errors import (
 
 from pinnkan.config import RunConfig, set_dotted
 from pinnkan.errors import PinnkanError
+from pinnkan.kan import LAYER_KINDS
 from pinnkan.stage_setup import validate_config
 from pinnkan.stages.schema import TRANSFER_ONLY, register
 
@@ -73,6 +74,14 @@ def _settings(cfg: DictConfig, dotted: str) -> list[str]:
     return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
 
 
+def _kinds_with(key: str) -> str:
+    """'; grid_size is an option of model=bspline, model=lmkan' for model.grid_size ('' when no
+    layer kind has it)."""
+    name = key.rpartition(".")[2]
+    kinds = [f"model={k}" for k, kind in LAYER_KINDS.items() if name in kind.defaults()]
+    return f"; {name} is an option of {', '.join(kinds)}" if kinds else ""
+
+
 def _message(
     stage: str, override: str, others: list[str], cause: BaseException, dirs: list[Path]
 ) -> str:
@@ -83,10 +92,13 @@ def _message(
     if isinstance(cause, ConfigKeyError | ConfigAttributeError):
         if key in TRANSFER_ONLY and stage != "transfer":
             return f"{key}= applies to `pinnkan transfer`, not `pinnkan {stage}`"
-        known = _settings(_compose(stage, others, dirs), parent)
+        composed = _compose(stage, others, dirs)
+        known = _settings(composed, parent)
         where = f"{parent} has" if parent else "the top level has"
+        if parent == "model":  # name the kind, and the kinds that have the option
+            where = f"model={composed.model.name} has"
         listed = f"; {where}: {', '.join(known)}" if known else ""
-        return f"unknown setting {key}{listed}"
+        return f"unknown setting {key}{listed}{_kinds_with(key) if parent == 'model' else ''}"
     if isinstance(cause, ValidationError):  # a type error: the library's own line for it
         try:
             value = yaml.safe_load(raw)
