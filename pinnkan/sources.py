@@ -8,7 +8,7 @@ from typing import Any
 
 from pinnkan.checkpoint import model_file
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN, completed_spec, spec_differences
+from pinnkan.kan import KAN, LAYER_KINDS, completed_spec, spec_differences
 from pinnkan.pde import PDEFamily, current_name
 from pinnkan.results import RESULTS_FILE, root_attrs
 
@@ -55,13 +55,28 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
     if have.get("basis", "bspline") != want["basis"]:
         raise PinnkanError(
             f"checkpoint {path} is a model={have.get('basis', 'bspline')} network, but this run "
-            f"builds model={want['basis']}; pass model={have.get('basis', 'bspline')} or a "
+            f"builds model={want['basis']}; pass {matching(have)} or a "
             f"source= run pretrained with model={want['basis']}"
         )
     differ = spec_differences(have, want)
     if differ:
         diff = ", ".join(f"{k}: checkpoint {have.get(k)} vs config {want[k]}" for k in differ)
         raise PinnkanError(
-            f"checkpoint {path} has a different network shape ({diff}); set model.* to match it "
+            f"checkpoint {path} has a different network shape ({diff}); pass {matching(have)} "
             "or pretrain a new source"
         )
+
+
+def matching(spec: dict[str, Any]) -> str:
+    """The model overrides that build the network of a checkpoint's `spec`: its kind, hidden
+    widths and every option of the kind that the spec holds (e.g. `model=bspline
+    model.hidden=[16,16] model.grid_size=5`)."""
+    kind = spec.get("basis", "bspline")
+    out = [f"model={kind}", "model.hidden=[" + ",".join(map(str, spec["widths"][1:-1])) + "]"]
+    if kind in LAYER_KINDS:
+        defaults = LAYER_KINDS[kind].defaults()
+        for key, value in spec.items():
+            if key in defaults and value != defaults[key]:
+                shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
+                out.append(f"model.{key}={shown}")
+    return " ".join(out)

@@ -4,6 +4,7 @@ kind, and the extra parameters (denominators, biases) through prepare / checkpoi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,17 @@ def test_checkpoint_of_another_kind_is_refused(tmp_path: Path) -> None:
     cfg["pde"]["target"] = {"mu": 1.5}
     with pytest.raises(PinnkanError, match=r"model=mlp network, but this run builds model=cheb"):
         runner.transfer(cfg, tmp_path / "dst")
+
+
+def test_refusal_names_the_overrides_that_build_the_source(tmp_path: Path) -> None:
+    """A transfer whose network differs from its source's (a B-spline source under the default
+    Chebyshev network, or another grid) says which model overrides build the source's."""
+    cfg = tiny_config(tmp_path)  # bspline [4], grid_size 3
+    runner.pretrain(cfg, tmp_path / "src")
+    want = "pass model=bspline model.hidden=[4] model.grid_size=3 or"
+    for model in ({"name": "chebyshev", "hidden": [4]}, {"name": "bspline", "hidden": [4]}):
+        changed = tiny_config(tmp_path, {"model": model})
+        changed.update(source=str(tmp_path / "src"), adapter={"name": "lotra"})
+        changed["pde"]["target"] = {"mu": 1.5}
+        with pytest.raises(PinnkanError, match=re.escape(want)):
+            runner.transfer(changed, tmp_path / f"dst_{model['name']}")
