@@ -119,12 +119,13 @@ def train_first_order(
             sched.step()
         run.elapsed += time.perf_counter() - t0
         timed_out = run.out_of_time()
+        if timed_out or met:  # before the checkpoint: a resume from it ends here too
+            run.finish("tolerance" if met else "max_seconds")
         run.record(step, value, force=timed_out or met)
         if run.checkpoint_due(step) or (step == cfg.steps and cfg.lbfgs_steps and not met):
             run.save(state(step))
         run.check_stop(step, state(step))
         if timed_out or met:
-            run.hist.stop_reason = "tolerance" if met else "max_seconds"
             run.progress.close()
             return run.hist
 
@@ -154,10 +155,11 @@ def train_first_order(
             if not math.isfinite(value):
                 raise run.diverged(step, value, 1.0)
             timed_out = run.out_of_time()
+            if timed_out:
+                run.finish("max_seconds")
             run.record(step, value, force=timed_out)
             run.check_stop(step, None)
             if timed_out:
-                run.hist.stop_reason = "max_seconds"
                 break
     run.progress.close()
     return run.hist

@@ -203,14 +203,12 @@ def train_lm(
                 )
         run.elapsed += time.perf_counter() - t0
         done = lm.exhausted or run.out_of_time() or met
+        if done:  # before the checkpoint: a resume from it ends here too
+            run.finish("tolerance" if met else "converged" if lm.exhausted else "max_seconds")
         run.record(step, loss, force=done, heldout=lambda: loss_at(heldout))
         if run.checkpoint_due(step):
             run.save(state(step))
         run.check_stop(step, state(step))
-        if done:
-            run.hist.stop_reason = (
-                "tolerance" if met else "converged" if lm.exhausted else "max_seconds"
-            )
         if lm.exhausted:
             log.info(
                 "%s: stopped at step %d, damping %.1e > optim.damping_max (converged or "

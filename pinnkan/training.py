@@ -122,6 +122,9 @@ class TrainState:
     rng: Tensor  # state of the collocation-point generator
     history: dict[str, list[Any]]
     elapsed: float  # training seconds so far
+    # the run ended at this step ({"reason": stop_reason, "relative_loss": ...}): a resume
+    # from this state finishes without another step (None: it goes on)
+    stopped: dict[str, Any] | None = None
 
 
 class Diverged(PinnkanError):
@@ -217,11 +220,15 @@ class _Run:
         self.causal = causal  # the causal weights' summary (PinnLoss.causal_summary)
         self.total, self.checkpoint_fn, self.stop_fn = total, checkpoint, stop
         self.hist, self.elapsed, self.start = History(), 0.0, 0
+        self.stopped: dict[str, Any] | None = None  # set by `finish`
         if resume is not None:
             model.load_state_dict(resume.model)
             gen.set_state(resume.rng)
             self.hist = History(**{k: list(v) for k, v in resume.history.items()})
             self.elapsed, self.start = float(resume.elapsed), int(resume.step)
+            if resume.stopped is not None:  # killed after its last step, before its files
+                self.finish(resume.stopped["reason"])
+                self.hist.relative_loss = float(resume.stopped["relative_loss"])
         self.progress = Progress(total, cfg.progress, cfg.log_every, desc, initial=self.start)
         self.last_err = self.hist.rel_l2[-1] if self.hist.rel_l2 else evaluator.rel_l2(model)
 
@@ -249,6 +256,12 @@ class _Run:
                 h.causal_front.append(causal[1])
         self.progress.update(step, loss, self.last_err)
 
+    def finish(self, reason: str) -> None:
+        """The run ends at the current step for `reason` (a stop_reason): set before that
+        step's checkpoint, so that a resume from it ends there too."""
+        self.hist.stop_reason = reason
+        self.stopped = {"reason": reason}
+
     def state(
         self,
         step: int,
@@ -256,6 +269,7 @@ class _Run:
         scheduler: dict[str, Any],
         rng: Tensor | None = None,
     ) -> TrainState:
+        stopped = self.stopped and {**self.stopped, "relative_loss": self.hist.relative_loss}
         return TrainState(
             step=step,
             model=self.model.state_dict(),
@@ -264,6 +278,7 @@ class _Run:
             rng=self.gen.get_state() if rng is None else rng,
             history=self.hist.as_dict(),
             elapsed=self.elapsed,
+            stopped=stopped,
         )
 
     def save(self, state: Callable[[], TrainState]) -> None:
@@ -378,7 +393,10 @@ def train(
     run = _Run(
         model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop, loss_fn.causal_summary
     )
-    if loop is not None:
+    if run.stopped is not None:  # resumed from the state of its last step: nothing to train
+        run.progress.close()
+        hist = run.hist
+    elif loop is not None:
         hist = loop(run, loss_fn)
     elif cfg.optimizer == "lm":
         params = [p for g in groups for p in g["params"]]

@@ -502,7 +502,13 @@ def test_a_config_that_cannot_fit_is_refused_before_training(
     chunk of it) needs terabytes: refused in one line naming N, P and the estimate, before
     any point is sampled (fast) and without a run directory."""
     root = tmp_path / "outputs"
-    args = [stage, "train.n_interior=100000000", f"outputs_root={root}", "model.hidden=[4]"]
+    args = [
+        stage,
+        "train.n_interior=100000000",
+        f"outputs_root={root}",
+        "model.hidden=[4]",
+        "model=bspline",
+    ]
     args.append("optim.solve=kernel")
     if stage == "transfer":
         args.append(f"source={source_run.run_dir}")

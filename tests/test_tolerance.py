@@ -127,3 +127,66 @@ def test_results_record_the_tolerance_stop(tmp_path: Path) -> None:
         assert f.attrs["tol"] == 0.05
         assert f.attrs["relative_loss"] <= 0.05
         assert int(f["history/step"][-1]) < 50
+
+
+def _resumed_from_last_state(cfg: TrainConfig):
+    """The run of `cfg` with a checkpoint every step, and the same run resumed from its last
+    checkpoint (the state a run killed after its last step, before its files, leaves)."""
+    states = []
+    pde = build_pde("elliptic")
+    _, pts = pde.grid(11, F64)
+    out = []
+    for resume in (None, "last"):
+        gen = torch.Generator().manual_seed(0)
+        model = KAN([pde.dim, 5, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
+        groups = [{"params": list(model.parameters())}]
+        out.append(
+            train(
+                model,
+                PinnLoss(pde),
+                groups,
+                cfg,
+                Evaluator(pts, pde.exact(pts)),
+                gen,
+                resume=states[-1] if resume else None,
+                checkpoint=states.append,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        _lm(60, tol=1e-2, checkpoint_every=1),  # stops on the tolerance
+        TrainConfig(  # stops when LM has converged (a low damping ceiling ends it soon)
+            steps=400,
+            n_interior=96,
+            n_boundary=16,
+            progress="none",
+            optimizer="lm",
+            tol=0.0,
+            lm=LMConfig(resample_every=0, damping_max=1e-2),
+            checkpoint_every=1,
+        ),
+        TrainConfig(
+            steps=150,
+            lr=0.05,
+            n_interior=64,
+            n_boundary=16,
+            progress="none",
+            optimizer="adam",
+            tol=0.7,
+            checkpoint_every=1,
+        ),
+    ],
+    ids=["lm-tolerance", "lm-converged", "adam-tolerance"],
+)
+def test_a_resume_from_the_last_step_ends_there(cfg: TrainConfig) -> None:
+    """A run killed after the checkpoint of the step it stopped at resumes to the same end:
+    no further step, the same stop reason and last tolerance test."""
+    whole, resumed = _resumed_from_last_state(cfg)
+    assert whole.stop_reason in ("tolerance", "converged") and whole.step[-1] < cfg.steps
+    assert resumed.step == whole.step and resumed.loss == whole.loss
+    assert resumed.stop_reason == whole.stop_reason
+    assert resumed.relative_loss == whole.relative_loss or cfg.tol == 0.0
