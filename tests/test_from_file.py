@@ -217,7 +217,7 @@ def test_cli_sweep_over_samples(tmp_path: Path) -> None:
     runner.pretrain(
         {
             "pde": {"name": "advection", "reference": reference},
-            "model": {"hidden": [4]},
+            "model": {"name": "bspline", "hidden": [4]},
             "train": train,
             "eval": {"n": 9},
         },
