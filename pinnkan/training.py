@@ -220,7 +220,7 @@ class _Run:
         self.causal = causal  # the causal weights' summary (PinnLoss.causal_summary)
         self.total, self.checkpoint_fn, self.stop_fn = total, checkpoint, stop
         self.hist, self.elapsed, self.start = History(), 0.0, 0
-        self.stopped: dict[str, Any] | None = None  # set by `finish`
+        self.finished = False  # set by `finish`: the run ends at the current step
         if resume is not None:
             model.load_state_dict(resume.model)
             gen.set_state(resume.rng)
@@ -260,7 +260,7 @@ class _Run:
         """The run ends at the current step for `reason` (a stop_reason): set before that
         step's checkpoint, so that a resume from it ends there too."""
         self.hist.stop_reason = reason
-        self.stopped = {"reason": reason}
+        self.finished = True
 
     def state(
         self,
@@ -269,7 +269,9 @@ class _Run:
         scheduler: dict[str, Any],
         rng: Tensor | None = None,
     ) -> TrainState:
-        stopped = self.stopped and {**self.stopped, "relative_loss": self.hist.relative_loss}
+        stopped = None
+        if self.finished:
+            stopped = {"reason": self.hist.stop_reason, "relative_loss": self.hist.relative_loss}
         return TrainState(
             step=step,
             model=self.model.state_dict(),
@@ -393,7 +395,7 @@ def train(
     run = _Run(
         model, cfg, evaluator, gen, desc, total, resume, checkpoint, stop, loss_fn.causal_summary
     )
-    if run.stopped is not None:  # resumed from the state of its last step: nothing to train
+    if run.finished:  # resumed from the state of its last step: nothing to train
         run.progress.close()
         hist = run.hist
     elif loop is not None:

@@ -22,14 +22,16 @@ from tests.conftest import tiny_config
 F64 = torch.float64
 
 
-def _train(cfg: TrainConfig, pde_name: str = "elliptic"):
+def _train(cfg: TrainConfig, pde_name: str = "elliptic", **kw):
+    """A [dim, 5, 1] B-spline KAN trained on the family's default member (`kw`: train's
+    resume= and checkpoint=)."""
     pde = build_pde(pde_name)
     gen = torch.Generator().manual_seed(0)
     model = KAN([pde.dim, 5, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
     _, pts = pde.grid(11, F64)
     loss = PinnLoss(pde, causal=cfg.causal, causal_slices=cfg.causal_slices)
     groups = [{"params": list(model.parameters())}]
-    hist = train(model, loss, groups, cfg, Evaluator(pts, pde.exact(pts)), gen)
+    hist = train(model, loss, groups, cfg, Evaluator(pts, pde.exact(pts)), gen, **kw)
     return hist, model, loss
 
 
@@ -132,27 +134,10 @@ def test_results_record_the_tolerance_stop(tmp_path: Path) -> None:
 def _resumed_from_last_state(cfg: TrainConfig):
     """The run of `cfg` with a checkpoint every step, and the same run resumed from its last
     checkpoint (the state a run killed after its last step, before its files, leaves)."""
-    states = []
-    pde = build_pde("elliptic")
-    _, pts = pde.grid(11, F64)
-    out = []
-    for resume in (None, "last"):
-        gen = torch.Generator().manual_seed(0)
-        model = KAN([pde.dim, 5, 1], list(pde.domain), dtype=F64, generator=gen, kind="bspline")
-        groups = [{"params": list(model.parameters())}]
-        out.append(
-            train(
-                model,
-                PinnLoss(pde),
-                groups,
-                cfg,
-                Evaluator(pts, pde.exact(pts)),
-                gen,
-                resume=states[-1] if resume else None,
-                checkpoint=states.append,
-            )
-        )
-    return out
+    states: list = []
+    whole, _, _ = _train(cfg, checkpoint=states.append)
+    resumed, _, _ = _train(cfg, resume=states[-1], checkpoint=states.append)
+    return whole, resumed
 
 
 @pytest.mark.parametrize(
