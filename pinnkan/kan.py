@@ -115,6 +115,28 @@ class KAN(nn.Module):
             for i, (a, b) in enumerate(zip(n_in, self.widths[1:]))
         )
 
+    @classmethod
+    def from_spec(
+        cls,
+        spec: dict[str, Any],
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> KAN:
+        """The network a checkpoint's `spec` describes (freshly initialised: load its tensors
+        after); a spec without `basis` is a B-spline network (files before the other kinds)."""
+        options = {k: v for k, v in spec.items() if k not in ("basis", "widths", "domain")}
+        return cls(
+            spec["widths"],
+            spec["domain"],
+            kind=spec.get("basis", "bspline"),
+            dtype=dtype,
+            device=device,
+            generator=generator,
+            **options,
+        )
+
     def spec(self) -> dict[str, Any]:
         """Architecture identity: what a checkpoint must match to be loaded into this network."""
         init_only = LAYER_KINDS[self.kind].init_only

@@ -29,15 +29,8 @@ def model_from_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, Any], KAN
     meta, state = load_checkpoint(path, MODEL_FORMAT)
     spec = meta.get("spec")
     try:
-        options = {k: v for k, v in spec.items() if k not in ("basis", "widths", "domain")}
-        model = KAN(
-            spec["widths"],
-            spec["domain"],
-            kind=spec.get("basis", "bspline"),
-            dtype=dtype,
-            generator=torch.Generator().manual_seed(0),  # overwritten by the file's tensors
-            **options,
-        )
+        # the initial values are overwritten by the file's tensors
+        model = KAN.from_spec(spec, dtype=dtype, generator=torch.Generator().manual_seed(0))
         model.load_state_dict(state)
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, PinnkanError):
         raise PinnkanError(

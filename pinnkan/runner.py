@@ -45,7 +45,7 @@ from pinnkan.pde.config import member_from_config
 from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
 from pinnkan.runlock import acquire, locked_while_running
-from pinnkan.sources import check_compatible, source_checkpoint
+from pinnkan.sources import check_compatible, matching, source_checkpoint, source_spec
 from pinnkan.stage_setup import (
     Setup,
     as_run_config,
@@ -105,11 +105,35 @@ def transfer(cfg: RunConfig | dict[str, Any], run_dir: Path, config_yaml: str = 
         return _transfer(as_run_config(cfg, "transfer"), run_dir, config_yaml)
 
 
+def _source_network(
+    meta: dict[str, Any],
+    path: Path,
+    model: KAN,
+    setup: Setup,
+    gen: torch.Generator,
+    fresh: torch.Tensor,
+) -> KAN:
+    """The network of a source whose spec differs from the run's model settings: a transfer
+    adapts the source as it is. `gen` is reset to `fresh`, so that the run draws what it would
+    with model settings that match the source."""
+    spec = source_spec(meta)
+    log.info(
+        "source %s holds a %s network, not this run's %s: the transfer adapts the source's "
+        "(model settings apply to pretrain and adapter=scratch)",
+        path,
+        matching(spec),
+        matching(model.spec()),
+    )
+    gen.set_state(fresh)
+    return KAN.from_spec(spec, dtype=setup.dtype, device=setup.device, generator=gen)
+
+
 def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     setup = resolve_setup(cfg)
     acfg = replace(cfg.adapter, cr=cfg.cr)
     pde = pde_from_config(cfg, "target")
     gen = torch.Generator().manual_seed(setup.seed)
+    fresh = gen.get_state()  # a source's own network is built from the same draws (below)
     model = build_model(cfg, pde, setup, gen)
     acfg.validate(len(model.layers))
     loop = None
@@ -127,7 +151,9 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         source = resume[0].get("source") if resume else cfg.source
         source_path = source_checkpoint(source, root, pde.name, run_dir)
         source_meta, state = load_checkpoint(source_path, MODEL_FORMAT)
-        check_compatible(source_meta, source_path, pde, model)
+        if check_compatible(source_meta, source_path, pde, model):
+            model = _source_network(source_meta, source_path, model, setup, gen, fresh)
+            acfg.validate(len(model.layers))
         try:
             model.load_state_dict(state)
         except RuntimeError:

@@ -1,5 +1,6 @@
 """Where a transfer's source comes from: the given run or file, or the newest finished pretrain
-run of the family; and the check that it fits the network this run builds."""
+run of the family; the check that it belongs to this family and domain; and the network it holds,
+which a transfer adapts whatever the run's model settings say."""
 
 from __future__ import annotations
 
@@ -44,27 +45,27 @@ def source_checkpoint(source: str | None, outputs_root: Path, pde: str, run_dir:
     return model_file(find_source(outputs_root, pde, exclude=run_dir))
 
 
-def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KAN) -> None:
-    """Refuse a checkpoint of another PDE family or another network shape, in one line."""
+def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KAN) -> list[str]:
+    """Refuse a checkpoint of another PDE family or domain, in one line. Return the spec keys
+    in which its network differs from `model` (none: its tensors load into `model`)."""
     if current_name(str(meta.get("pde"))) != pde.name:
         raise PinnkanError(
             f"checkpoint {path} was trained on pde={meta.get('pde')}, but this transfer is "
             f"pde={pde.name}; pass pde={meta.get('pde')} or a source= run of {pde.name}"
         )
-    want, have = model.spec(), completed_spec(meta.get("spec", {}))
-    if have.get("basis", "bspline") != want["basis"]:
-        raise PinnkanError(
-            f"checkpoint {path} is a model={have.get('basis', 'bspline')} network, but this run "
-            f"builds model={want['basis']}; pass {matching(have)} or a "
-            f"source= run pretrained with model={want['basis']}"
-        )
+    want, have = model.spec(), source_spec(meta)
     differ = spec_differences(have, want)
-    if differ:
-        diff = ", ".join(f"{k}: checkpoint {have.get(k)} vs config {want[k]}" for k in differ)
+    if "domain" in differ:
         raise PinnkanError(
-            f"checkpoint {path} has a different network shape ({diff}); pass {matching(have)} "
-            "or pretrain a new source"
+            f"checkpoint {path} is a network on the domain {have.get('domain')}, but this "
+            f"pde={pde.name} member is posed on {want['domain']}; pass a source= run on that domain"
         )
+    return differ
+
+
+def source_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's network spec, completed (a file without `basis` holds a B-spline KAN)."""
+    return completed_spec({"basis": "bspline", **meta.get("spec", {})})
 
 
 def matching(spec: dict[str, Any]) -> str:

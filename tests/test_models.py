@@ -19,6 +19,9 @@ from pinnkan.kan import KAN, LAYER_KINDS
 from pinnkan.layers import ActivationBasis, ChebyshevBasis, RationalBasis, layer_extra_parameters
 from pinnkan.layers.rational import fitted_rational, rational
 from pinnkan.merge import merge_adapter
+from pinnkan.pde import build_pde
+from pinnkan.results import RunResult
+from pinnkan.sources import check_compatible
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 
 DT = torch.float64
@@ -292,25 +295,40 @@ def test_pretrain_and_transfer_cli(tmp_path: Path) -> None:
     _check_merge(src, dst, "lmkan")
 
 
-def test_checkpoint_of_another_kind_is_refused(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, {"model": {"name": "mlp", "hidden": [4]}})
-    runner.pretrain(cfg, tmp_path / "src")
-    cfg = tiny_config(tmp_path, {"model": {"name": "chebyshev", "hidden": [4]}})
-    cfg.update(source=str(tmp_path / "src"), adapter={"name": "lotra"})
+def _transfer_of(tmp_path: Path, source: Path, model: dict, name: str) -> RunResult:
+    cfg = tiny_config(tmp_path, {"model": model})
+    cfg.update(source=str(source), adapter={"name": "lotra"})
     cfg["pde"]["target"] = {"mu": 1.5}
-    with pytest.raises(PinnkanError, match=r"model=mlp network, but this run builds model=cheb"):
-        runner.transfer(cfg, tmp_path / "dst")
+    return runner.transfer(cfg, tmp_path / name)
 
 
-def test_refusal_names_the_overrides_that_build_the_source(tmp_path: Path) -> None:
-    """A transfer whose network differs from its source's (a B-spline source under the default
-    Chebyshev network, or another grid) says which model overrides build the source's."""
-    cfg = tiny_config(tmp_path)  # bspline [4], grid_size 3
-    runner.pretrain(cfg, tmp_path / "src")
-    want = "pass model=bspline model.hidden=[4] model.grid_size=3 or"
-    for model in ({"name": "chebyshev", "hidden": [4]}, {"name": "bspline", "hidden": [4]}):
-        changed = tiny_config(tmp_path, {"model": model})
-        changed.update(source=str(tmp_path / "src"), adapter={"name": "lotra"})
-        changed["pde"]["target"] = {"mu": 1.5}
-        with pytest.raises(PinnkanError, match=re.escape(want)):
-            runner.transfer(changed, tmp_path / f"dst_{model['name']}")
+def test_a_transfer_adapts_the_source_network_whatever_the_model_settings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source of another kind or shape than the run's model settings (an MLP source under the
+    Chebyshev default) is adapted as it is: the same run, to the bit, as with matching model
+    settings, and the log names the overrides that build the source's network."""
+    mlp = {"name": "mlp", "hidden": [4]}
+    runner.pretrain(tiny_config(tmp_path, {"model": mlp}), tmp_path / "src")
+    matching = _transfer_of(tmp_path, tmp_path / "src", mlp, "matching")
+    with caplog.at_level("INFO", logger="pinnkan"):
+        other = _transfer_of(tmp_path, tmp_path / "src", {"name": "chebyshev"}, "other")
+    assert "holds a model=mlp model.hidden=[4] network, not this run's model=chebyshev" in (
+        caplog.text
+    )
+    assert other.attrs["model"] == "mlp" and other.attrs["widths"] == "[2, 4, 1]"
+    assert other.metrics["rel_l2"] == matching.metrics["rel_l2"]
+    assert other.metrics["n_trainable"] == matching.metrics["n_trainable"]
+    # another grid of the same kind, too (the tiny configs' B-spline [4] at grid_size 3)
+    runner.pretrain(tiny_config(tmp_path), tmp_path / "bsrc")
+    grid = _transfer_of(tmp_path, tmp_path / "bsrc", {"name": "bspline", "hidden": [4]}, "grid")
+    assert grid.attrs["model"] == "bspline" and grid.attrs["widths"] == "[2, 4, 1]"
+
+
+def test_a_source_on_another_domain_is_refused(tmp_path: Path) -> None:
+    pde = build_pde("elliptic")
+    model = KAN([2, 3, 1], list(pde.domain), kind="bspline")
+    meta = {"pde": "elliptic", "spec": {**model.spec(), "domain": [[0.0, 2.0], [0.0, 1.0]]}}
+    with pytest.raises(PinnkanError, match=re.escape("on the domain [[0.0, 2.0], [0.0, 1.0]]")):
+        check_compatible(meta, tmp_path / "m", pde, model)
+    assert check_compatible({**meta, "spec": model.spec()}, tmp_path / "m", pde, model) == []
