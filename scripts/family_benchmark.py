@@ -53,6 +53,10 @@ STRATEGIES: dict[str, tuple[list[str], bool]] = {
     "nearest": (["transfer.start=nearest"], True),  # LoTRA cr 0.5 from the nearest member
     "nearest_secant": (["transfer.start=nearest", "transfer.predictor=secant"], True),
     "full_nearest": (["adapter=full", "transfer.start=nearest"], True),
+    "full_nearest_secant": (
+        ["adapter=full", "transfer.start=nearest", "transfer.predictor=secant"],
+        True,
+    ),
     # rank growth: LoTRA from cr 0.25, the ranks doubling on a stall up to cr 1
     "grow_source": (["cr=0.25", "adapter.grow_to=1.0"], True),
     "grow_nearest": (["cr=0.25", "adapter.grow_to=1.0", "transfer.start=nearest"], True),
