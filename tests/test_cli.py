@@ -369,10 +369,10 @@ BAD: dict[str, Case] = {
         lambda tmp, src: f"source={src.run_dir}",
         "pde=elliptic",
     ),
-    "other-network-shape": (
-        ["transfer"],
+    "source-on-another-domain": (  # another network shape is adapted as it is (test_models)
+        ["transfer", "pde.domain=[[0,2],[0,1]]"],
         lambda tmp, src: f"source={src.run_dir}",
-        "network shape",
+        "on the domain",
     ),
 }
 
@@ -384,8 +384,6 @@ def test_bad_input(case: str, tmp_path: Path, source_run: SourceRun) -> None:
     args = [*head, *tiny(tmp_path / "outputs")]
     if make_source is not None:
         args.append(make_source(tmp_path, source_run))
-    if case == "other-network-shape":
-        args.append("model.hidden=[5]")  # after TINY's [4]: the last override wins
     before = sorted(source_run.outputs_root.rglob("results.h5"))
     proc = run_pinnkan(args, tmp_path)
     assert proc.returncode != 0, describe(proc)
