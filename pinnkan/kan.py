@@ -34,6 +34,8 @@ LAYER_KINDS: dict[str, LayerKind] = {
 DEFAULT_KIND = "chebyshev"
 
 
+# the kind of a network whose spec has no `basis` (files written before the other kinds)
+UNNAMED_KIND = "bspline"
 # spec keys added after files were written, with the value a file without them means
 LATER_SPEC_KEYS: dict[str, Any] = {"periodic": []}
 
@@ -125,12 +127,12 @@ class KAN(nn.Module):
         generator: torch.Generator | None = None,
     ) -> KAN:
         """The network a checkpoint's `spec` describes (freshly initialised: load its tensors
-        after); a spec without `basis` is a B-spline network (files before the other kinds)."""
+        after); a spec without `basis` is an UNNAMED_KIND network."""
         options = {k: v for k, v in spec.items() if k not in ("basis", "widths", "domain")}
         return cls(
             spec["widths"],
             spec["domain"],
-            kind=spec.get("basis", "bspline"),
+            kind=spec.get("basis", UNNAMED_KIND),
             dtype=dtype,
             device=device,
             generator=generator,
