@@ -7,7 +7,12 @@ Jᵀr, which the loop accumulates over chunks of points (`pinnkan.jacobian.norma
 so N can grow far beyond what a whole J would fit in memory. D² is Marquardt's diag(JᵀJ), kept
 as a running maximum (Moré), so parameters of very different scales (LoTRA's G and U's, a
 network's layers) are damped alike. λ follows Nielsen's gain-ratio rule; a step that does not
-lower the loss is undone and retried with a larger λ, reusing the factored Gram matrix.
+lower the loss is undone and retried with a larger λ from the same Gram matrix.
+
+The damped Gram matrix is factored in place: its upper triangle is kept aside first, in strips
+of rows (`_UpperStrips`, half a Gram matrix), and written back for a retry, so that a solve
+holds 1.5 Gram matrices where a copy would hold two (three with torch's column-major copy of a
+row-major input, which the factor avoids by working on the transposed view).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pinnkan.config_checks import as_choice, as_float, as_int
 SCALINGS = ("marquardt", "identity")
 SOLVES = ("auto", "primal", "kernel")
 SAMPLINGS = ("sobol", "rad")
+STRIP = 256  # rows per strip of the kept upper triangle
 
 
 @dataclass
@@ -35,7 +41,8 @@ class LMConfig:
     solve: str = "auto"  # auto (primal when P <= N) | primal | kernel
     resample_every: int = 10  # new collocation points every N accepted steps (0: fixed set)
     # interior points per chunk of J in the primal form (JᵀJ accumulated chunk by chunk);
-    # 0: max(1024, P / 2), so that one chunk of J is about half the Gram matrix
+    # 0: max(1024, P / 8): one chunk of J is an eighth of the Gram matrix, so that building
+    # it (about 4 chunks) stays within half a Gram matrix beside the one accumulated
     chunk: int = 0
     # where new interior points go: sobol (uniform) | rad (residual-based: drawn from a Sobol
     # pool of rad_pool × n_interior with probability ∝ |r|^rad_k / mean |r|^rad_k + rad_c)
@@ -59,7 +66,7 @@ class LMConfig:
 
     def chunk_rows(self, n_params: int) -> int:
         """Interior points per chunk of J (`chunk`, or its automatic size for P parameters)."""
-        return self.chunk or max(1024, n_params // 2)
+        return self.chunk or max(1024, n_params // 8)
 
 
 def flat_view(params: list[nn.Parameter]) -> Tensor:
@@ -75,6 +82,50 @@ def assign_flat(params: list[nn.Parameter], flat: Tensor) -> None:
         n = p.numel()
         p.copy_(flat[i : i + n].view_as(p))
         i += n
+
+
+def _solve_factored(low: Tensor, b: Tensor) -> Tensor:
+    """x (M,) with L Lᵀ x = b, L = `low` (M, M) lower triangular: two triangular solves, which
+    read L where it lies (torch.cholesky_solve copies it first)."""
+    y = torch.linalg.solve_triangular(low, b.unsqueeze(1), upper=False)
+    return torch.linalg.solve_triangular(low.T, y, upper=True)[:, 0]
+
+
+def upper_strips_numel(m: int) -> int:
+    """Numbers in the strips of `_UpperStrips` for an (m, m) matrix: about m² / 2."""
+    return sum(min(STRIP, m - i) * (m - i) for i in range(0, m, STRIP))
+
+
+class _UpperStrips:
+    """The upper triangle of a symmetric (M, M) matrix, kept as strips of `STRIP` rows from the
+    diagonal on (views of one buffer of about M² / 2 numbers): written back over the matrix
+    after an in-place factor, and its product with a vector without the matrix."""
+
+    def __init__(self, a: Tensor) -> None:
+        m = a.shape[0]
+        buffer = torch.empty(upper_strips_numel(m), dtype=a.dtype, device=a.device)
+        self.strips, offset = [], 0
+        for i in range(0, m, STRIP):
+            b, w = min(STRIP, m - i), m - i
+            self.strips.append(buffer[offset : offset + b * w].view(b, w))
+            self.strips[-1].copy_(a[i : i + b, i:])
+            offset += b * w
+
+    def restore(self, a: Tensor) -> None:
+        """Both triangles of the matrix back into `a` (M, M)."""
+        for k, strip in enumerate(self.strips):
+            i, b = k * STRIP, strip.shape[0]
+            a[i : i + b, i:].copy_(strip)
+            a[i + b :, i : i + b].copy_(strip[:, b:].T)
+
+    def matvec(self, x: Tensor) -> Tensor:
+        """The matrix times x (M,)."""
+        y = torch.zeros_like(x)
+        for k, strip in enumerate(self.strips):
+            i, b = k * STRIP, strip.shape[0]
+            y[i : i + b] += strip @ x[i:]
+            y[i + b :] += strip[:, b:].T @ x[i : i + b]
+        return y
 
 
 class LevenbergMarquardt:
@@ -94,17 +145,20 @@ class LevenbergMarquardt:
         # the scaled system (form, Gram, vector, D, J̃): ("primal", G̃ = J̃ᵀJ̃ (P, P), g̃ = J̃ᵀr,
         # D, None) or ("kernel", J̃J̃ᵀ (N, N), r, D, J̃ (N, P)), with J̃ = J D⁻¹
         self._system: tuple[str, Tensor, Tensor, Tensor, Tensor | None] | None = None
+        # the Gram matrix's upper triangle while the matrix itself holds a factor
+        self._upper: _UpperStrips | None = None
 
     def restart(self, rescale: bool = False) -> None:
         """Damping back to its initial value and no system: a new problem (time window);
         `rescale`: the scaling D too (new parameters, e.g. grown ranks)."""
-        self.damping, self.nu, self._system = float(self.cfg.damping), 2.0, None
+        self.damping, self.nu = float(self.cfg.damping), 2.0
+        self.forget_jacobian()
         if rescale:
             self.scale2 = None
 
     def forget_jacobian(self) -> None:
         """The next step needs a new system (after an accepted step or new points)."""
-        self._system = None
+        self._system, self._upper = None, None
 
     @property
     def has_system(self) -> bool:
@@ -128,7 +182,7 @@ class LevenbergMarquardt:
         """The primal system from JᵀJ (P, P; scaled in place, the caller gives it up) and Jᵀr."""
         d = self._scale(gram.diagonal().clone())
         gram.div_(d.unsqueeze(1)).div_(d.unsqueeze(0))
-        self._system = ("primal", gram, grad / d, d, None)
+        self._system, self._upper = ("primal", gram, grad / d, d, None), None
 
     def set_jacobian(self, r: Tensor, J: Tensor) -> None:
         """The system from r (N,) and J (N, P), in the form `form` picks."""
@@ -137,7 +191,7 @@ class LevenbergMarquardt:
             return
         d = self._scale(J.square().sum(0))
         js = J / d
-        self._system = ("kernel", js @ js.T, r, d, js)
+        self._system, self._upper = ("kernel", js @ js.T, r, d, js), None
 
     def propose(
         self, r: Tensor | None = None, J: Tensor | None = None
@@ -148,19 +202,23 @@ class LevenbergMarquardt:
             self.set_jacobian(r, J)
         assert self._system is not None, "set_normal or set_jacobian first"
         form, gram, vec, d, js = self._system
-        # the damped copy is factored in place; the Gram matrix stays for retries at another λ
-        chol = gram.clone()
+        # the damped matrix is factored in place (a retry writes the Gram matrix back first);
+        # gram.T is the column-major view LAPACK factors without a copy (gram is symmetric)
+        if self._upper is None:
+            self._upper = _UpperStrips(gram)
+        else:
+            self._upper.restore(gram)
+        chol = gram.T
         chol.diagonal().add_(self.damping)
         info = torch.empty((), dtype=torch.int32, device=chol.device)
         torch.linalg.cholesky_ex(chol, out=(chol, info))
         if int(info) != 0:
             return None
         if js is None:  # primal: δ̃ = −(G̃ + λI)⁻¹ g̃; predicted −(2 g̃·δ̃ + δ̃ᵀ G̃ δ̃)
-            step = -torch.cholesky_solve(vec.unsqueeze(1), chol)[:, 0]
-            del chol
-            predicted = -float(2.0 * (vec @ step) + step @ (gram @ step))
+            step = -_solve_factored(chol, vec)
+            predicted = -float(2.0 * (vec @ step) + step @ self._upper.matvec(step))
         else:  # kernel: δ̃ = −J̃ᵀ (J̃J̃ᵀ + λI)⁻¹ r; predicted −(2 r·J̃δ̃ + |J̃δ̃|²)
-            step = -(js.T @ torch.cholesky_solve(vec.unsqueeze(1), chol)[:, 0])
+            step = -(js.T @ _solve_factored(chol, vec))
             jd = js @ step
             predicted = -float(2.0 * (vec @ jd) + jd @ jd)
         return step / d, predicted
@@ -188,4 +246,4 @@ class LevenbergMarquardt:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.damping, self.nu = float(state["damping"]), float(state["nu"])
         self.scale2 = state["scale2"]
-        self._system = None
+        self.forget_jacobian()

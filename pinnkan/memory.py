@@ -15,6 +15,7 @@ import torch
 
 from pinnkan.errors import PinnkanError
 from pinnkan.jet import Jet
+from pinnkan.levenberg_marquardt import upper_strips_numel
 
 if TYPE_CHECKING:
     from pinnkan.kan import KAN
@@ -144,13 +145,15 @@ def estimate_step(model: KAN, pde: PDEFamily, cfg: TrainConfig) -> MemoryEstimat
                 build.add("Jacobian blocks", b * p.numel() * e)
         build.add("Jacobian", jac)
         solve = _Moment()
-        if primal:  # JᵀJ accumulates beside each chunk; then it and its damped factor
+        # the solve: the damped Gram matrix factored in place, its upper triangle kept beside
+        # it in strips of STRIP rows (about half a Gram matrix)
+        solve.add("Gram + Cholesky", g * g * e)
+        solve.add("Gram + Cholesky", upper_strips_numel(g) * e)
+        if primal:  # JᵀJ accumulates beside each chunk
             build.add("Gram + Cholesky", g * g * e)
-            solve.add("Gram + Cholesky", g * g * e, count=2)
-        else:  # J, J/D, J̃J̃ᵀ, then J/D, J̃J̃ᵀ and its damped factor
+        else:  # J, J/D, J̃J̃ᵀ, then J/D beside the solve
             solve.add("Jacobian", jac if jac >= MMAP_THRESHOLD else 0)  # else counted above
             solve.add("scaled Jacobian", jac)
-            solve.add("Gram + Cholesky", g * g * e, count=2)
         moments += [build, solve]
         if fwd_mode:  # jacfwd: numel(p) tangents through an autograd-recorded jet pass
             moments.append(_Moment())

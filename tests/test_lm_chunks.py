@@ -75,6 +75,65 @@ def test_normal_and_jacobian_systems_give_the_same_step() -> None:
     assert b.damping > before and step.norm() < sb.norm()
 
 
+@pytest.mark.parametrize(("n", "p"), [(700, 600), (300, 600)], ids=["primal", "kernel"])
+def test_a_retry_after_the_in_place_factor_is_a_fresh_solve(n: int, p: int) -> None:
+    """The damped matrix is factored over the Gram matrix itself; a retry at another damping
+    writes the Gram matrix back (more than one strip of rows) and gives, to the bit, the step
+    and the prediction of a fresh system at that damping."""
+    g = torch.Generator().manual_seed(5)
+    J, r = torch.randn(n, p, generator=g, dtype=F64), torch.randn(n, generator=g, dtype=F64)
+    tried = LevenbergMarquardt(LMConfig(damping=1e-3))
+    tried.set_jacobian(r, J)
+    tried.propose()
+    tried.damping = 0.5
+    step, predicted = tried.propose()
+    fresh = LevenbergMarquardt(LMConfig(damping=0.5))
+    fresh.set_jacobian(r, J)
+    assert torch.equal(step, fresh.propose()[0]) and predicted == fresh.propose()[1]
+    jd = J @ step  # the linear model's reduction at that step
+    assert predicted == pytest.approx(-float(2.0 * (r @ jd) + jd @ jd), rel=1e-10)
+
+
+SOLVE_MEMORY = """
+import torch
+from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig
+torch.set_num_threads(1)
+def rss(key):
+    return next(int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith(key))
+p = 3000
+lm = LevenbergMarquardt(LMConfig())
+small = torch.randn(300, 300, dtype=torch.float64)
+lm.set_normal(small @ small.T, torch.randn(300, dtype=torch.float64))
+lm.propose()  # code pages and small buffers
+a = torch.randn(p, p, dtype=torch.float64)
+gram, grad = a @ a.T, torch.randn(p, dtype=torch.float64)
+del a
+lm = LevenbergMarquardt(LMConfig())
+open("/proc/self/clear_refs", "w").write("5")
+before = rss("VmRSS")
+lm.set_normal(gram, grad)
+del gram
+lm.propose()
+lm.damping = 1.0
+lm.propose()
+print((rss("VmHWM") - before) / (p * p * 8))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_a_solve_holds_half_a_gram_matrix_beside_it() -> None:
+    """Two solves (a retry) hold the Gram matrix's upper triangle beside the factor (0.5 of a
+    Gram matrix), not a damped copy and LAPACK's column-major copy of it (2)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SOLVE_MEMORY], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 0.75
+
+
 def _primal_setup(seed: int = 0):
     """A [2, 3, 1] KAN (81 parameters) on 128 interior points: the primal form."""
     pde = build_pde("burgers", {}, {"boundary": 10.0, "initial": 10.0})
