@@ -8,9 +8,12 @@ mark (/proc/self/clear_refs; else VmRSS is sampled every 1 ms), run one
 backward, update; with L-BFGS also one L-BFGS step) and report the peak minus VmRSS before
 it. Linux only.
 
-    python scripts/memory_estimate.py            # prints a Markdown table
-    python scripts/memory_estimate.py --quick    # the first three configs only
-    python scripts/memory_estimate.py --big --device cuda   # N = 50 000, P = 22 032 (GPU)
+    python scripts/memory_estimate.py            # measures, writes docs/memory/cpu.json
+    python scripts/memory_estimate.py --quick    # the first three configs only (prints only)
+    python scripts/memory_estimate.py --big      # N = 50 000, P = 22 032: docs/memory/big_cpu.json
+    python scripts/memory_estimate.py --big --device cuda   # the same on a GPU: big_cuda.json
+    python scripts/memory_estimate.py --tables   # docs/memory.md's generated blocks from the JSON
+    python scripts/memory_estimate.py --check    # exit 1 when they differ from it
 
 On CUDA the peak is torch's max_memory_allocated during the step above what was allocated
 before it. `--big` adds, for the primal form, the peak over (one chunk of J + the Gram matrix).
@@ -25,7 +28,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import docblocks  # noqa: E402
+import hard_benchmarks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "memory.md"
+DATA = ROOT / "docs" / "memory"
 
 # (label, overrides of the base config: dotted keys)
 ADAM = {"optim.name": "adam"}
@@ -66,7 +78,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
 
 
 # an LM step far beyond a whole J: 50 000 interior points x 22 032 parameters (J would be 8.8
-# GB); the primal form holds one chunk of J (P / 2 rows) beside the 3.9 GB Gram matrix
+# GB); the primal form holds one chunk of J (P / 8 rows) beside the 3.9 GB Gram matrix
 BIG: list[tuple[str, dict[str, Any]]] = [
     (
         "lm bspline [48,48], 50k points (primal, chunks)",
@@ -204,6 +216,64 @@ def measure(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def row(label: str, res: dict[str, Any]) -> str:
+    """One Markdown row of the table (and, for the primal form, the line of its chunk)."""
+    from pinnkan.memory import human_bytes
+
+    s, est, got = res["sizes"], res["estimate"], res["measured"]
+    line = (
+        f"| {label} | {s['N']} | {s['P']} | {human_bytes(est)} | {human_bytes(got)} "
+        f"| {est / got:.2f} |"
+    )
+    return line
+
+
+def chunk_line(res: dict[str, Any], element: int) -> str | None:
+    """The primal form's peak against one chunk of J plus the Gram matrix (None otherwise)."""
+    from pinnkan.memory import human_bytes
+
+    s = res["sizes"]
+    if "chunk" not in s:
+        return None
+    chunk, gram = s["chunk"] * s["P"] * element, s["P"] ** 2 * element
+    return (
+        f"chunk of J {human_bytes(chunk)} ({s['chunk']} rows), Gram {human_bytes(gram)}: "
+        f"peak / (chunk + Gram) = {res['measured'] / (chunk + gram):.2f}; "
+        f"step {res['seconds']:.1f} s"
+    )
+
+
+HEADER = [
+    "| config | N | P | estimate | measured peak | estimate / measured |",
+    "|---|---:|---:|---:|---:|---:|",
+]
+
+
+def block(name: str, doc: Path) -> str:
+    """The generated block `name` of docs/memory.md from docs/memory/*.json: memory-table (the
+    calibration, cpu.json) or memory-big (the N = 50 000 step, big_*.json)."""
+    files = [DATA / "cpu.json"] if name == "memory-table" else sorted(DATA.glob("big_*.json"))
+    out = [] if name == "memory-table" else ["| device | " + HEADER[0][2:], "|---" + HEADER[1]]
+    notes = []
+    for f in files:
+        data = json.loads(f.read_text())
+        where = f"{data['device']}" + (
+            f" ({data['machine']['gpu']})" if data["device"] != "cpu" else ""
+        )
+        for r in data["rows"]:
+            line = row(r["label"], r["result"])
+            out.append(line if name == "memory-table" else f"| {where} {line}")
+            extra = chunk_line(r["result"], 4 if "float32" in json.dumps(r["changes"]) else 8)
+            if extra and name == "memory-big":
+                notes.append(f"- {where}: {extra}")
+        commit = (data.get("git_commit") or "?")[:9] + ("+" if data.get("git_dirty") else "")
+        notes.append(
+            f"- {f.relative_to(ROOT)}: `{data['command']}`, commit {commit}, {data['date'][:10]}, "
+            f"torch {data['torch']}, {data['threads']} threads"
+        )
+    return "\n".join(HEADER + out if name == "memory-table" else out) + "\n\n" + "\n".join(notes)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -211,33 +281,41 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each step")
     ap.add_argument("--big", action="store_true", help="only the N = 50 000 primal config")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--out", type=Path, help="the JSON written (default docs/memory/...)")
+    ap.add_argument("--tables", action="store_true", help="rewrite docs/memory.md's blocks")
+    ap.add_argument("--check", action="store_true", help="exit 1 when the blocks differ")
     args = ap.parse_args()
     if args.child:
         spec = json.loads(args.child)
         print(json.dumps(child(spec["cfg"], spec["freeze"], spec["threads"])))
         return
-    from pinnkan.memory import human_bytes
-
-    print("| config | N | P | estimate | measured peak | estimate / measured |")
-    print("|---|---:|---:|---:|---:|---:|")
+    mode = docblocks.table_mode(
+        args.tables, args.check, DOC, lambda: docblocks.regenerated(DOC, DOC.read_text())
+    )
+    if mode is not None:
+        sys.exit(mode)
+    out = args.out or DATA / f"{'big_' if args.big else ''}{args.device}.json"
     configs = BIG if args.big else CONFIGS[:3] if args.quick else CONFIGS
+    data = {
+        "schema": 1,
+        "command": "python scripts/memory_estimate.py " + " ".join(sys.argv[1:]),
+        "device": args.device,
+        **hard_benchmarks.provenance(args.threads),
+        "rows": [],
+    }
+    print("\n".join(HEADER))
     for label, changes in configs:
-        res = measure(config_with({**changes, "device": args.device}), threads=args.threads)
-        s, est, got = res["sizes"], res["estimate"], res["measured"]
-        print(
-            f"| {label} | {s['N']} | {s['P']} | {human_bytes(est)} | {human_bytes(got)} "
-            f"| {est / got:.2f} |",
-            flush=True,
-        )
-        if "chunk" in s:  # the primal form: the peak against one chunk of J + the Gram matrix
-            e = 4 if "float32" in json.dumps(changes) else 8
-            chunk, gram = s["chunk"] * s["P"] * e, s["P"] ** 2 * e
-            ratio, secs = got / (chunk + gram), res["seconds"]
-            print(
-                f"  chunk of J {human_bytes(chunk)} ({s['chunk']} rows), Gram {human_bytes(gram)}"
-                f": peak / (chunk + Gram) = {ratio:.2f}; step {secs:.1f} s",
-                flush=True,
-            )
+        cfg = config_with({**changes, "device": args.device})
+        res = measure(cfg, threads=args.threads, timeout=3600 if args.big else 600)
+        data["rows"].append({"label": label, "changes": changes, "result": res})
+        print(row(label, res), flush=True)
+        extra = chunk_line(res, 4 if "float32" in json.dumps(changes) else 8)
+        if extra:
+            print("  " + extra, flush=True)
+    if not args.quick:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
