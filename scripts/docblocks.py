@@ -43,6 +43,8 @@ OWNERS = {
     "tta-summary": "time_to_accuracy",
     "growth-table": "growth_study",
     "pdebench-table": "pdebench_benchmark",
+    "memory-table": "memory_estimate",
+    "memory-big": "memory_estimate",
 }
 # block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json
 PREFIX_OWNERS = {"e2e-": "e2e_table"}

@@ -268,8 +268,8 @@ def block(name: str, doc: Path) -> str:
                 notes.append(f"- {where}: {extra}")
         commit = (data.get("git_commit") or "?")[:9] + ("+" if data.get("git_dirty") else "")
         notes.append(
-            f"- {f.relative_to(ROOT)}: `{data['command']}`, commit {commit}, {data['date'][:10]}, "
-            f"torch {data['torch']}, {data['threads']} threads"
+            f"- {f.relative_to(ROOT)}: `{data['command'].strip()}`, commit {commit}, "
+            f"{data['date'][:10]}, torch {data['torch']}, {data['threads']} threads"
         )
     return "\n".join(HEADER + out if name == "memory-table" else out) + "\n\n" + "\n".join(notes)
 
