@@ -68,6 +68,9 @@ STRATEGIES: dict[str, tuple[list[str], bool]] = {
     "lotra_cr0.25": (["cr=0.25"], True),
     "full": (["adapter=full"], True),
     "scratch": (["adapter=scratch"], False),
+    # `pinnkan pretrain` of each sample: the pretrain's budget (500 steps), the issue's
+    # criterion ("pretrain ... on any of its samples"), where scratch has a transfer's 300
+    "pretrain_each": ([], False),
 }
 SOURCE_SAMPLE, SAMPLES = 0, [1, 2, 3]  # the pretrain's sample, the transfers'
 # PDEBench's layout and the tiny one of --quick
@@ -299,10 +302,11 @@ def run_strategy(
     """One transfer multirun over the samples; its raw-data record."""
     overrides, uses_source = STRATEGIES[strategy]
     sweep = root / strategy
+    stage, which = ("pretrain", "source") if strategy == "pretrain_each" else ("transfer", "target")
     cmd = _pinnkan(
-        "transfer",
+        stage,
         "-m",
-        *problem_args(problem, Path(file["path"]), "target", threads, root),
+        *problem_args(problem, Path(file["path"]), which, threads, root),
         f"pde.reference.sample={','.join(map(str, samples))}",
         *overrides,
         f"hydra.sweep.dir={sweep}",
