@@ -217,24 +217,24 @@ def measure(
 
 
 def row(label: str, res: dict[str, Any]) -> str:
-    """One Markdown row of the table (and, for the primal form, the line of its chunk)."""
+    """One Markdown row of the table."""
     from pinnkan.memory import human_bytes
 
     s, est, got = res["sizes"], res["estimate"], res["measured"]
-    line = (
+    return (
         f"| {label} | {s['N']} | {s['P']} | {human_bytes(est)} | {human_bytes(got)} "
         f"| {est / got:.2f} |"
     )
-    return line
 
 
-def chunk_line(res: dict[str, Any], element: int) -> str | None:
+def chunk_line(res: dict[str, Any], changes: dict[str, Any]) -> str | None:
     """The primal form's peak against one chunk of J plus the Gram matrix (None otherwise)."""
     from pinnkan.memory import human_bytes
 
     s = res["sizes"]
     if "chunk" not in s:
         return None
+    element = 4 if "float32" in json.dumps(changes) else 8
     chunk, gram = s["chunk"] * s["P"] * element, s["P"] ** 2 * element
     return (
         f"chunk of J {human_bytes(chunk)} ({s['chunk']} rows), Gram {human_bytes(gram)}: "
@@ -251,27 +251,27 @@ HEADER = [
 
 def block(name: str, doc: Path) -> str:
     """The generated block `name` of docs/memory.md from docs/memory/*.json: memory-table (the
-    calibration, cpu.json) or memory-big (the N = 50 000 step, big_*.json)."""
-    files = [DATA / "cpu.json"] if name == "memory-table" else sorted(DATA.glob("big_*.json"))
-    out = [] if name == "memory-table" else ["| device | " + HEADER[0][2:], "|---" + HEADER[1]]
+    calibration, cpu.json) or memory-big (the N = 50 000 step, big_*.json, one row per
+    device, with the peak against one chunk of J plus the Gram matrix)."""
+    big = name == "memory-big"
+    files = sorted(DATA.glob("big_*.json")) if big else [DATA / "cpu.json"]
+    lines = ["| device " + HEADER[0], "|---" + HEADER[1]] if big else list(HEADER)
     notes = []
     for f in files:
         data = json.loads(f.read_text())
-        where = f"{data['device']}" + (
-            f" ({data['machine']['gpu']})" if data["device"] != "cpu" else ""
-        )
+        gpu = data["machine"]["gpu"] if data["device"] != "cpu" else None
+        where = data["device"] + (f" ({gpu})" if gpu else "")
         for r in data["rows"]:
-            line = row(r["label"], r["result"])
-            out.append(line if name == "memory-table" else f"| {where} {line}")
-            extra = chunk_line(r["result"], 4 if "float32" in json.dumps(r["changes"]) else 8)
-            if extra and name == "memory-big":
+            lines.append((f"| {where} " if big else "") + row(r["label"], r["result"]))
+            extra = chunk_line(r["result"], r["changes"]) if big else None
+            if extra:
                 notes.append(f"- {where}: {extra}")
         commit = (data.get("git_commit") or "?")[:9] + ("+" if data.get("git_dirty") else "")
         notes.append(
             f"- {f.relative_to(ROOT)}: `{data['command'].strip()}`, commit {commit}, "
             f"{data['date'][:10]}, torch {data['torch']}, {data['threads']} threads"
         )
-    return "\n".join(HEADER + out if name == "memory-table" else out) + "\n\n" + "\n".join(notes)
+    return "\n".join(lines) + "\n\n" + "\n".join(notes)
 
 
 def main() -> None:
@@ -309,7 +309,7 @@ def main() -> None:
         res = measure(cfg, threads=args.threads, timeout=3600 if args.big else 600)
         data["rows"].append({"label": label, "changes": changes, "result": res})
         print(row(label, res), flush=True)
-        extra = chunk_line(res, 4 if "float32" in json.dumps(changes) else 8)
+        extra = chunk_line(res, changes)
         if extra:
             print("  " + extra, flush=True)
     if not args.quick:

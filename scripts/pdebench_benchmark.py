@@ -62,15 +62,15 @@ PROBLEMS = {
     "advection": Problem("advection", "beta", 0.1, 1e-3),
     "burgers": Problem("burgers", "Nu", 0.01, 1e-2),
 }
-# strategy: (overrides of the transfer multirun, starts from the pretrain)
-STRATEGIES: dict[str, tuple[list[str], bool]] = {
-    "lotra": ([], True),  # the defaults: LoTRA cr 0.5
-    "lotra_cr0.25": (["cr=0.25"], True),
-    "full": (["adapter=full"], True),
-    "scratch": (["adapter=scratch"], False),
+# strategy: (the stage of its multirun over the samples, its overrides, starts from the pretrain)
+STRATEGIES: dict[str, tuple[str, list[str], bool]] = {
+    "lotra": ("transfer", [], True),  # the defaults: LoTRA cr 0.5
+    "lotra_cr0.25": ("transfer", ["cr=0.25"], True),
+    "full": ("transfer", ["adapter=full"], True),
+    "scratch": ("transfer", ["adapter=scratch"], False),
     # `pinnkan pretrain` of each sample: the pretrain's budget (500 steps), the issue's
     # criterion ("pretrain ... on any of its samples"), where scratch has a transfer's 300
-    "pretrain_each": ([], False),
+    "pretrain_each": ("pretrain", [], False),
 }
 SOURCE_SAMPLE, SAMPLES = 0, [1, 2, 3]  # the pretrain's sample, the transfers'
 # PDEBench's layout and the tiny one of --quick
@@ -299,10 +299,11 @@ def run_strategy(
     threads: int,
     pretrain: dict | None,
 ) -> dict[str, Any]:
-    """One transfer multirun over the samples; its raw-data record."""
-    overrides, uses_source = STRATEGIES[strategy]
+    """One multirun over the samples (a transfer, or pretrain_each's pretrain); its raw-data
+    record."""
+    stage, overrides, uses_source = STRATEGIES[strategy]
     sweep = root / strategy
-    stage, which = ("pretrain", "source") if strategy == "pretrain_each" else ("transfer", "target")
+    which = "source" if stage == "pretrain" else "target"  # the stage's reference file
     cmd = _pinnkan(
         stage,
         "-m",
@@ -365,7 +366,7 @@ def run_all(args: argparse.Namespace) -> None:
         root = args.work / problem
         pretrain = None
         for strategy in args.strategies:
-            if STRATEGIES[strategy][1] and pretrain is None:
+            if STRATEGIES[strategy][2] and pretrain is None:
                 pretrain = run_pretrain(
                     hb, problem, Path(file["path"]), args.source_sample, root, args.threads
                 )
