@@ -534,11 +534,12 @@ sys.exit(cli.main(sys.argv[1:]))
 def test_an_address_space_limit_is_seen_and_a_genuine_oom_is_one_line(
     tmp_path: Path, check: bool
 ) -> None:
-    """1.5 GB of address space left: the estimate (about 3 GB) is refused; with the check
+    """1.5 GB of address space left: the estimate (about 6.5 GB) is refused; with the check
     off, the allocator's own failure in step 1 ends the same way, without a traceback. The
-    B-spline network needs twice the limit; the Chebyshev one of the same widths (1.6 GB) can
-    pass step 1 on a host whose allocator maps less, as it did in CI."""
-    args = ["pretrain", "train.n_interior=40000", "model=bspline", "model.hidden=[32,32]"]
+    Gram matrix alone (3.9 GB for P = 22 032) is beyond the limit; a config near it (the
+    B-spline [32,32], 1.6 GB since the in-place factor) can pass step 1 on some hosts and fail
+    later, as it did in CI."""
+    args = ["pretrain", "train.n_interior=40000", "model=bspline", "model.hidden=[48,48]"]
     args += ["train.progress=none"]
     args += [f"outputs_root={tmp_path / 'o'}", f"train.check_memory={str(check).lower()}"]
     proc = subprocess.run(
