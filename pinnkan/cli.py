@@ -115,7 +115,8 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                 return f"cannot create {key}={value}: {problem}; pass another {key}="
         if key in ("train.steps", "optim.lbfgs_steps"):
             for v in sweep_values(value):
-                lowest = 0 if key == "optim.lbfgs_steps" else 1
+                # a transfer with train.steps=0 evaluates its start (pinnkan.evaluate_only)
+                lowest = 0 if key == "optim.lbfgs_steps" or stage == "transfer" else 1
                 if not v.strip().lstrip("-").isdigit() or int(v) < lowest:
                     return f"{key}={v} must be an integer >= {lowest}"
     if not output_given:

@@ -65,13 +65,19 @@ class PDEConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     domain: Any = None  # [[lo, hi], ...] replacing the family's box
     reference: ReferenceOptions = field(default_factory=ReferenceOptions)
+    # pretrain: {parameter: [lo, hi]} taken as inputs of the network (a parametric PINN);
+    # a parameter set to null (a family's config lists them all) is not swept
+    parametric: dict[str, Any] = field(default_factory=dict)
     _target_: str | None = None  # package.module.Class of a PDEFamily of your own
 
     @classmethod
     def of_family(cls, family: type[PDEFamily]) -> PDEConfig:
         """The config of a built-in family: its source and target members."""
         return cls(
-            name=family.name, source=dict(family.defaults), target=dict(family.target_params)
+            name=family.name,
+            source=dict(family.defaults),
+            target=dict(family.target_params),
+            parametric=dict.fromkeys(family.defaults),
         )
 
 

@@ -17,12 +17,14 @@ ENGINES = ("forward", "autograd")
 
 
 def autograd_jet(model: KAN, x: Tensor) -> Jet:
-    """Jet by nested autograd: one grad for ∂u/∂x, one more per coordinate for ∂²u/∂x_k²."""
+    """Jet by nested autograd: one grad for ∂u/∂x, one more per coordinate for ∂²u/∂x_k²
+    (the coordinates only: a parametric network's parameter inputs are not differentiated)."""
     x = x.detach().requires_grad_(True)
     u = model(x)  # (B, 1)
     (grad,) = torch.autograd.grad(u.sum(), x, create_graph=True)  # (B, D)
+    grad = grad[:, : model.n_coords]
     d2 = []
-    for k in range(x.shape[1]):
+    for k in range(model.n_coords):
         (g2,) = torch.autograd.grad(grad[:, k].sum(), x, create_graph=True)
         d2.append(g2[:, k])
     d1 = grad.T.unsqueeze(-1)  # (D, B, 1)

@@ -37,7 +37,7 @@ DEFAULT_KIND = "chebyshev"
 # the kind of a network whose spec has no `basis` (files written before the other kinds)
 UNNAMED_KIND = "bspline"
 # spec keys added after files were written, with the value a file without them means
-LATER_SPEC_KEYS: dict[str, Any] = {"periodic": []}
+LATER_SPEC_KEYS: dict[str, Any] = {"periodic": [], "params": [], "fixed": None}
 
 
 def completed_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +72,12 @@ class KAN(nn.Module):
     `periodic` enters instead as cos and sin of 2π (x_k - lo_k) / (hi_k - lo_k), which makes u
     exactly periodic in it (`pinnkan.jet.periodic_input_jet`): the first layer then takes
     widths[0] + len(periodic) inputs.
+
+    `params` names family parameters that are inputs too (a parametric PINN,
+    `pinnkan.pde.parametric`): the last len(params) of the widths[0] inputs, over their ranges
+    in `domain`, with no derivative direction (the jet is w.r.t. the coordinates only).
+    `fixed` holds their values at one member: the network then takes the coordinates alone
+    and appends the values (`fix`).
     """
 
     def __init__(
@@ -84,6 +90,8 @@ class KAN(nn.Module):
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
         periodic: Sequence[int] = (),
+        params: Sequence[str] = (),
+        fixed: Sequence[float] | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -99,6 +107,14 @@ class KAN(nn.Module):
                 f"periodic={list(periodic)} must list distinct axes among 0..{len(domain) - 1}"
             )
         self.periodic = tuple(sorted(axes))
+        self.params = tuple(str(p) for p in params)
+        # the coordinates the jet differentiates: the inputs that are not parameters
+        self.n_coords = len(domain) - len(self.params)
+        if self.n_coords < 1 or any(k >= self.n_coords for k in axes):
+            raise PinnkanError(
+                f"params={list(self.params)} leaves no coordinate of the {len(domain)} inputs "
+                "(or a periodic axis among the parameters)"
+            )
         self.kind = kind
         self.options = LAYER_KINDS[kind].resolve(kind, options)
         self.widths = [int(w) for w in widths]
@@ -116,6 +132,9 @@ class KAN(nn.Module):
             make(a, b, LayerContext(i, n_layers, dtype, device, generator), **self.options)
             for i, (a, b) in enumerate(zip(n_in, self.widths[1:]))
         )
+        self.fixed: Tensor | None = None
+        if fixed is not None:
+            self.fix(fixed)
 
     @classmethod
     def from_spec(
@@ -128,7 +147,8 @@ class KAN(nn.Module):
     ) -> KAN:
         """The network a checkpoint's `spec` describes (freshly initialised: load its tensors
         after); a spec without `basis` is an UNNAMED_KIND network."""
-        options = {k: v for k, v in spec.items() if k not in ("basis", "widths", "domain")}
+        skip = ("basis", "widths", "domain")
+        options = {k: v for k, v in spec.items() if k not in skip and v is not None}
         return cls(
             spec["widths"],
             spec["domain"],
@@ -148,7 +168,25 @@ class KAN(nn.Module):
             **{k: v for k, v in self.options.items() if k not in init_only},
             "domain": self.domain,
             "periodic": list(self.periodic),
+            "params": list(self.params),
+            "fixed": None if self.fixed is None else self.fixed.tolist(),
         }
+
+    def fix(self, values: Sequence[float] | None) -> None:
+        """Evaluate at one member: the `params` inputs take `values` (None: inputs again).
+        A plain attribute, not a tensor of the state: a model file's spec holds the values."""
+        if values is None:
+            self.fixed = None
+            return
+        if len(values) != len(self.params):
+            raise PinnkanError(f"{len(values)} values for the parameter inputs {self.params}")
+        self.fixed = self.lo.new_tensor([float(v) for v in values])
+
+    def _with_fixed(self, x: Tensor) -> Tensor:
+        """x (B, n_coords) with the fixed parameter values appended, when they are set."""
+        if self.fixed is None:
+            return x
+        return torch.cat([x, self.fixed.to(x).expand(x.shape[0], -1)], dim=1)
 
     def base_state(self) -> dict[str, Tensor]:
         """The network's own tensors (A and extra parameters per layer, lo, hi), no adapters."""
@@ -163,21 +201,29 @@ class KAN(nn.Module):
 
     def normalise(self, x: Tensor) -> Tensor:
         """Physical points (B, D) -> the first layer's input in [-1, 1]^(D + len(periodic))."""
-        if self.periodic:
-            return self.input_jet(x, derivatives=False).value
-        return (x - self.lo) * (2.0 / (self.hi - self.lo)) - 1.0
+        return self.input_jet(x, derivatives=False).value
 
     def input_jet(self, x: Tensor, derivatives: bool = True) -> Jet:
         """The first layer's input at physical points x (B, D) as a jet w.r.t. x (the
         derivative engines start from it); without `derivatives`, d1 and d2 have no
-        directions (a value-only pass)."""
+        directions (a value-only pass). The directions are the coordinates only: parameter
+        inputs (`params`) are not differentiated."""
+        x = self._with_fixed(x)
         if self.periodic:
-            return periodic_input_jet(x, self.lo, self.hi, self.periodic, derivatives)
+            jet = periodic_input_jet(x, self.lo, self.hi, self.periodic, derivatives)
+            return self._coordinate_directions(jet) if derivatives else jet
         if derivatives:
-            return affine_input_jet(x, self.lo, self.hi)
-        z = self.normalise(x)
+            return self._coordinate_directions(affine_input_jet(x, self.lo, self.hi))
+        z = (x - self.lo) * (2.0 / (self.hi - self.lo)) - 1.0
         empty = z.new_zeros(0, *z.shape)
         return Jet(z, empty, empty)
+
+    def _coordinate_directions(self, jet: Jet) -> Jet:
+        """The input jet's directions of the coordinates: the parameters' dropped."""
+        if not self.params:
+            return jet
+        n = self.n_coords
+        return Jet(jet.value, jet.d1[:n], jet.d2[:n])
 
     def forward(self, x: Tensor) -> Tensor:
         """Physical points x (B, D) -> u (B, n_out)."""

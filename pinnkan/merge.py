@@ -55,6 +55,9 @@ def merge_adapter(
         base = Path(meta["base_source"])
     base_path = model_file(base)
     base_meta, model = model_from_file(base_path, adapter_dtype(meta))
+    fixed = (meta.get("spec") or {}).get("fixed")
+    if model.params and fixed is not None:  # a parametric base, adapted at one member
+        model.fix(fixed)
     load_adapter(model, upd, base_name=str(base_path), pde=str(base_meta.get("pde")))
     merged = merge(model).base_state()
     kept = ("pde", "pde_params", "spec", "precision", "reference")

@@ -140,7 +140,12 @@ def finish(run_dir: Path, result: RunResult) -> RunResult:
         "%s %s%s: %s, %d trainable / %d parameters, %.1f s -> %s",
         result.stage,
         result.pde,
-        json.dumps(result.pde_params),
+        json.dumps(result.pde_params)
+        + (
+            f", parametric over {result.attrs['parametric']}"
+            if "parametric" in result.attrs
+            else ""
+        ),
         error,
         m["n_trainable"],
         m["n_total"],

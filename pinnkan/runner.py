@@ -34,6 +34,7 @@ from pinnkan.checkpoint import (
 from pinnkan.config import RunConfig
 from pinnkan.diagnostics import diagnose_run
 from pinnkan.errors import PinnkanError
+from pinnkan.evaluate_only import evaluate_only
 from pinnkan.fit import StageRun, fit
 from pinnkan.homotopy import HomotopyPath, point
 from pinnkan.kan import KAN
@@ -42,6 +43,7 @@ from pinnkan.lstsq import refuse_unsupported, train_lstsq
 from pinnkan.outcome import build_result, finish
 from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
+from pinnkan.pde.parametric import member_values
 from pinnkan.results import RunResult
 from pinnkan.resume import load_resume, stage_faults
 from pinnkan.runlock import acquire, locked_while_running
@@ -81,6 +83,8 @@ def _pretrain(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": setup.train.lr}]
     log.info("pretrain %s on %s, widths %s", pde.describe(), setup.device, model.widths)
     attrs = {"model": model.kind, "widths": json.dumps(model.widths)}
+    if pde.swept:  # a parametric source: the parameters it takes and their ranges
+        attrs["parametric"] = json.dumps(pde.ranges)
     run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml)
     hist = fit(run, groups, "pretrain", resume, {"stage": "pretrain"}, ("pretrain", {}, attrs))
     make_dir(run_dir)
@@ -91,6 +95,7 @@ def _pretrain(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         "spec": model.spec(),
         "precision": setup.precision,
         **_reference_meta(pde),
+        **({"parametric": pde.ranges} if pde.swept else {}),
     }
     save_checkpoint(run_dir / MODEL_FILE, MODEL_FORMAT, meta, model.state_dict())
     return finish(
@@ -117,6 +122,14 @@ def _source_network(
     adapts the source as it is. `gen` is reset to `fresh`, so that the run draws what it would
     with model settings that match the source."""
     spec = source_spec(meta)
+    if spec.get("params"):
+        log.info(
+            "source %s is a parametric network (inputs %s): evaluated at this member's values",
+            path,
+            ", ".join(spec["params"]),
+        )
+        gen.set_state(fresh)
+        return KAN.from_spec(spec, dtype=setup.dtype, device=setup.device, generator=gen)
     log.info(
         "source %s holds a %s network, not this run's %s: the transfer adapts the source's "
         "(model settings apply to pretrain and adapter=scratch)",
@@ -141,6 +154,8 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         refuse_unsupported(pde, setup.train)
         setup = replace(setup, train=replace(setup.train, steps=1, lbfgs_steps=0))
         loop = train_lstsq
+    elif setup.evaluate_only:
+        loop = evaluate_only
     loss_fn = loss_from_setup(pde, setup)
     acquire(run_dir)  # the config is valid: from here on this run writes into run_dir
     resume = load_resume(cfg, run_dir, "transfer")
@@ -158,6 +173,11 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
             model.load_state_dict(state)
         except RuntimeError:
             raise PinnkanError(f"checkpoint {source_path} does not fit the network") from None
+        if model.params:  # a parametric source: the network at this member's values
+            values, notes = member_values(pde.params, model.params, source_meta.get("parametric"))
+            model.fix(values)
+            for note in notes:
+                log.warning("parametric source %s: %s (an extrapolation)", source_path, note)
     check_memory(model, pde, setup, acfg)
     first = loss_fn.sample(
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device

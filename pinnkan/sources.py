@@ -55,7 +55,13 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
         )
     want, have = model.spec(), source_spec(meta)
     differ = spec_differences(have, want)
-    if "domain" in differ:
+    # a parametric source's domain goes on with its parameters' ranges: the coordinates' part
+    n_swept = len(have.get("params") or [])
+    coords = {
+        **have,
+        "domain": (have.get("domain") or [])[: len(have.get("domain") or []) - n_swept],
+    }
+    if "domain" in spec_differences(coords, want):
         raise PinnkanError(
             f"checkpoint {path} is a network on the domain {have.get('domain')}, but this "
             f"pde={pde.name} member is posed on {want['domain']}; pass a source= run on that domain"

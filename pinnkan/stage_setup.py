@@ -24,6 +24,7 @@ from pinnkan.lstsq import refuse_unsupported
 from pinnkan.memory import check_fits, estimate_step
 from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
+from pinnkan.pde.parametric import ParametricMember, parse_ranges
 from pinnkan.training import TrainConfig
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
@@ -38,6 +39,7 @@ class Setup:
     train: TrainConfig
     seed: int
     precision: str = "float32"
+    evaluate_only: bool = False  # a transfer with train.steps=0: no training (evaluate_only)
 
 
 def as_run_config(cfg: RunConfig | dict[str, Any], stage: str) -> RunConfig:
@@ -78,6 +80,9 @@ def resolve_setup(cfg: RunConfig) -> Setup:
     seed = as_int(cfg.seed, "seed", 0)
     stage = as_choice(cfg.stage, "stage", STAGES)
     steps = t.steps if t.steps is not None else stage_value(o.steps, stage, "optim.steps")
+    # a transfer may evaluate its start without training (pinnkan.evaluate_only)
+    evaluate = stage == "transfer" and isinstance(steps, int) and steps == 0
+    steps = 1 if evaluate else steps
     if isinstance(o, LMOptions):
         own = {"lm": LMConfig(**{f.name: getattr(o, f.name) for f in fields(LMConfig)})}
     else:
@@ -92,7 +97,7 @@ def resolve_setup(cfg: RunConfig) -> Setup:
     tc.validate()
     if cfg.eval.n is not None:
         as_int(cfg.eval.n, "eval.n", 2, 4096)
-    return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision)
+    return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision, evaluate)
 
 
 def _model_options(cfg: RunConfig) -> tuple[str, list[int], Any, dict[str, Any]]:
@@ -146,6 +151,7 @@ def build_model(cfg: RunConfig, pde: PDEFamily, setup: Setup, gen: torch.Generat
         device=setup.device,
         generator=gen,
         periodic=periodic_axes(periodic, pde),
+        params=pde.swept,
         **m,
     )
 
@@ -173,6 +179,11 @@ def loss_from_setup(pde: PDEFamily, setup: Setup) -> PinnLoss:
     """The training loss of `pde` with the setup's engine and causal weighting (a family
     without a time coordinate and train.causal > 0 or train.time_windows > 1 is one line)."""
     t = setup.train
+    if pde.swept and (t.time_windows > 1 or t.causal > 0):
+        raise PinnkanError(
+            "pde.parametric takes the parameters as the last inputs, where train.time_windows "
+            "and train.causal look for time: set train.time_windows=1 and train.causal=0"
+        )
     if t.time_windows > 1 and pde.coords[-1] != "t":
         raise PinnkanError(
             f"train.time_windows={t.time_windows} needs a time-dependent PDE (last coordinate "
@@ -187,5 +198,15 @@ def eval_points(cfg: RunConfig, pde: PDEFamily) -> int:
 
 
 def pde_from_config(cfg: RunConfig, which: str) -> PDEFamily:
-    """The family member at the config's `source` or `target` parameters."""
-    return member_from_config(dataclasses.asdict(cfg.pde), which)
+    """The family member at the config's `source` or `target` parameters; a pretrain with
+    `pde.parametric` gets the parametric member over those ranges (pinnkan.pde.parametric)."""
+    member = member_from_config(dataclasses.asdict(cfg.pde), which)
+    swept = {k: v for k, v in (cfg.pde.parametric or {}).items() if v is not None}
+    if not swept:
+        return member
+    if cfg.stage != "pretrain":
+        raise PinnkanError(
+            "pde.parametric trains a parametric source (`pinnkan pretrain`); a transfer from "
+            "one takes the member's values from pde.target: drop pde.parametric here"
+        )
+    return ParametricMember(member, parse_ranges(swept, member))

@@ -44,23 +44,45 @@ FAMILIES: dict[str, tuple[str, float, float, float]] = {
     "helmholtz": ("k", 2.0, 3.5, 1e-4),
 }
 N_MEMBERS = 10
-# strategy: (overrides of the transfer sweep, uses the pretrain)
-STRATEGIES: dict[str, tuple[list[str], bool]] = {
-    "scratch": (["adapter=scratch"], False),
-    "lotra_source": ([], True),  # the defaults: LoTRA cr 0.5, each member from the source
-    "lotra_source_cr0.25": (["cr=0.25"], True),
-    "full_source": (["adapter=full"], True),
-    "nearest": (["transfer.start=nearest"], True),  # LoTRA cr 0.5 from the nearest member
-    "nearest_secant": (["transfer.start=nearest", "transfer.predictor=secant"], True),
-    "full_nearest": (["adapter=full", "transfer.start=nearest"], True),
+# the sources a strategy can start from: the family's default pretrain, or a parametric PINN
+# over the family's range (pde.parametric), with the pretrain budget of its own searched
+# setting (docs/family_benchmark.md, "parametric")
+DEFAULT, PARAMETRIC, PARAMETRIC_SHORT = "default", "parametric", "parametric_short"
+SOURCES: dict[str, list[str]] = {
+    DEFAULT: [],
+    PARAMETRIC: [],  # the pretrain's own budget (train.tol or 500 LM steps)
+    PARAMETRIC_SHORT: ["train.steps=100"],
+}
+# strategy: (overrides of the transfer sweep, the source it starts from; None: no pretrain)
+STRATEGIES: dict[str, tuple[list[str], str | None]] = {
+    "scratch": (["adapter=scratch"], None),
+    "lotra_source": ([], DEFAULT),  # the defaults: LoTRA cr 0.5, each member from the source
+    "lotra_source_cr0.25": (["cr=0.25"], DEFAULT),
+    "full_source": (["adapter=full"], DEFAULT),
+    "nearest": (["transfer.start=nearest"], DEFAULT),  # LoTRA cr 0.5 from the nearest member
+    "nearest_secant": (["transfer.start=nearest", "transfer.predictor=secant"], DEFAULT),
+    "full_nearest": (["adapter=full", "transfer.start=nearest"], DEFAULT),
     "full_nearest_secant": (
         ["adapter=full", "transfer.start=nearest", "transfer.predictor=secant"],
-        True,
+        DEFAULT,
     ),
     # rank growth: LoTRA from cr 0.25, the ranks doubling on a stall up to cr 1
-    "grow_source": (["cr=0.25", "adapter.grow_to=1.0"], True),
-    "grow_nearest": (["cr=0.25", "adapter.grow_to=1.0", "transfer.start=nearest"], True),
+    "grow_source": (["cr=0.25", "adapter.grow_to=1.0"], DEFAULT),
+    "grow_nearest": (["cr=0.25", "adapter.grow_to=1.0", "transfer.start=nearest"], DEFAULT),
+    # one-shot: the last layer from one least-squares solve (linear families)
+    "lstsq": (["adapter=lstsq"], DEFAULT),
+    # a parametric PINN over the range, evaluated at each member (no training per member)
+    "parametric": (["train.steps=0"], PARAMETRIC),
+    # ... from a shorter parametric pretrain, each member fine-tuned in full
+    "parametric_full": (["adapter=full"], PARAMETRIC_SHORT),
 }
+
+
+def source_overrides(family: str, source: str) -> list[str]:
+    """The pretrain overrides of `source` for `family` (its range for a parametric one)."""
+    param, lo, hi, _ = FAMILIES[family]
+    swept = [f"pde.parametric.{param}=[{lo:g},{hi:g}]"] if source != DEFAULT else []
+    return [*swept, *SOURCES[source]]
 
 
 def targets(family: str) -> list[float]:
@@ -120,7 +142,7 @@ def run_strategy(
 ) -> dict[str, Any]:
     """One transfer multirun over the family's 10 targets; its raw-data record."""
     param, _, _, goal = FAMILIES[family]
-    overrides, uses_source = STRATEGIES[strategy]
+    overrides, source = STRATEGIES[strategy]
     sweep = root / f"{strategy}"
     values = ",".join(f"{v:g}" for v in targets(family))
     cmd = [
@@ -134,7 +156,7 @@ def run_strategy(
         *overrides,
         f"hydra.sweep.dir={sweep}",
     ]
-    if uses_source:
+    if source is not None:
         cmd.append(f"source={pretrain['run_path']}")
     t0 = time.perf_counter()
     rc, out, err = hb.run_child(cmd, hb.child_env(threads), None)
@@ -160,20 +182,23 @@ def run_strategy(
         "returncode": rc,
         "stderr_tail": err[-3000:] if rc else "",
         "wall_seconds": wall,
-        "pretrain": pretrain if uses_source else None,
+        "pretrain": pretrain if source is not None else None,
         "members": members,
         **hb.provenance(threads),
     }
 
 
-def run_pretrain(hb: Any, family: str, seed: int, root: Path, threads: int) -> dict[str, Any]:
-    run_dir = root / "pretrain"
+def run_pretrain(
+    hb: Any, family: str, seed: int, root: Path, threads: int, source: str = DEFAULT
+) -> dict[str, Any]:
+    run_dir = root / ("pretrain" if source == DEFAULT else f"pretrain_{source}")
     cmd = [
         sys.executable,
         "-m",
         "pinnkan.cli",
         "pretrain",
         *base_args(threads, root, seed, family),
+        *source_overrides(family, source),
         f"hydra.run.dir={run_dir}",
     ]
     t0 = time.perf_counter()
@@ -193,10 +218,12 @@ def run_all(args: argparse.Namespace) -> None:
     for family in args.families:
         for seed in args.seeds:
             root = args.work / f"{family}_seed{seed}"
-            pretrain = None
+            pretrains: dict[str, dict[str, Any]] = {}  # one of each source, shared
             for strategy in args.strategies:
-                if STRATEGIES[strategy][1] and pretrain is None:
-                    pretrain = run_pretrain(hb, family, seed, root, args.threads)
+                source = STRATEGIES[strategy][1]
+                if source is not None and source not in pretrains:
+                    pretrains[source] = run_pretrain(hb, family, seed, root, args.threads, source)
+                pretrain = pretrains.get(source) if source is not None else None
                 rec = run_strategy(hb, family, strategy, seed, root, args.threads, pretrain)
                 path = args.out / f"{family}_{strategy}_seed{seed}.json"
                 path.write_text(json.dumps(rec, indent=1, default=str) + "\n")

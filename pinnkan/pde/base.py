@@ -27,6 +27,7 @@ class Condition:
     `sample(n, gen, dtype)` returns points (m, D); `residual(x, jet)` returns (m,) residuals,
     squared and averaged into the loss with `weight`. `derivatives` says whether the residual
     reads jet.d1/jet.d2 (then the jet engine runs there, else a plain forward pass).
+    `paired`: the sampler's two halves are compared point by point (a periodic condition).
     """
 
     name: str
@@ -34,6 +35,7 @@ class Condition:
     residual: Callable[[Tensor, Jet], Tensor]
     weight: float = 1.0
     derivatives: bool = False
+    paired: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class PDEFamily:
     # loss is quadratic in the last layer's coefficients: adapter=lstsq solves it exactly);
     # a family not declared linear is treated as nonlinear
     linear: ClassVar[bool] = False
+    # parameters that are inputs of the network over a range (a parametric member,
+    # pinnkan.pde.parametric): its points carry them after the coordinates
+    swept: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, weights: dict[str, float] | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -236,10 +241,12 @@ def periodic(family: PDEFamily, axis: int = 0, slope: bool = False) -> Condition
             lambda x, jet: halves_differ(jet.d(axis)),
             family.weights["boundary"],
             derivatives=True,
+            paired=True,
         )
     return Condition(
         "boundary",
         periodic_pairs(family, axis),
         lambda x, jet: halves_differ(jet.u),
         family.weights["boundary"],
+        paired=True,
     )
