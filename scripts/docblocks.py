@@ -45,6 +45,9 @@ OWNERS = {
     "pdebench-table": "pdebench_benchmark",
     "memory-table": "memory_estimate",
     "memory-big": "memory_estimate",
+    "sweep-demo-walls": "sweep_demo",
+    "sweep-demo-jobs": "sweep_demo",
+    "sweep-demo-diag": "sweep_demo",
 }
 # block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json
 PREFIX_OWNERS = {"e2e-": "e2e_table"}
