@@ -244,10 +244,30 @@ def totals(rec: dict[str, Any]) -> dict[str, Any]:
         "reached": sum(bool(m.get("reached")) for m in members),
         "n": len(members),
         "worst": max((e for e in errors if e is not None), default=None),
-        "bytes": statistics.median(
-            [m["bytes_stored"] for m in members if m.get("bytes_stored")] or [0]
-        ),
+        "bytes": statistics.median([stored_bytes(m) for m in members] or [0]),
     }
+
+
+# a strategy's saving is shown for a seed only when its worst member's rel. L2 is at most this
+# factor above scratch's worst (a cheaper run to a much larger error is no saving)
+COMPARABLE = 2.0
+
+
+def comparable(t: dict[str, Any], scratch: dict[str, Any]) -> bool:
+    """Whether totals `t` end at errors like scratch's (worst within COMPARABLE×)."""
+    return (
+        t["worst"] is not None
+        and scratch["worst"] is not None
+        and t["worst"] <= COMPARABLE * scratch["worst"]
+    )
+
+
+def stored_bytes(member: dict[str, Any]) -> int:
+    """What a member needs beyond its source: its adapter or model file; nothing for a member
+    that was only evaluated (train.steps=0: the source at the member's values)."""
+    if member.get("stop_reason") == "evaluated":
+        return 0
+    return int(member.get("bytes_stored") or 0)
 
 
 def summary_line(rec: dict[str, Any]) -> str:
@@ -270,23 +290,28 @@ def table(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         by.setdefault((r["family"], r["strategy"]), []).append(r)
     for family in FAMILIES:
-        scratch = {r["seed"]: totals(r)["train"] for r in by.get((family, "scratch"), [])}
+        scratch = {r["seed"]: totals(r) for r in by.get((family, "scratch"), [])}
         for strategy in STRATEGIES:
             group = sorted(by.get((family, strategy), []), key=lambda r: r["seed"])
             if not group:
                 continue
             ts = [totals(r) for r in group]
+            # a saving only where the members end at errors like scratch's (COMPARABLE)
             savings = [
-                scratch[r["seed"]] / t["train"]
+                scratch[r["seed"]]["train"] / t["train"]
                 for r, t in zip(group, ts)
-                if r["seed"] in scratch and t["train"]
+                if r["seed"] in scratch and t["train"] and comparable(t, scratch[r["seed"]])
             ]
             med = statistics.median
             seeds = ",".join(str(r["seed"]) for r in group)
             reached = "; ".join(f"{t['reached']}/{t['n']}" for t in ts)
             worst = max((t["worst"] for t in ts if t["worst"] is not None), default=None)
             saving = (
-                f"{med(savings):.2f}× ({min(savings):.2f}–{max(savings):.2f})" if savings else "-"
+                f"{med(savings):.2f}× ({min(savings):.2f}–{max(savings):.2f})"
+                if savings
+                else "- (errors above scratch's)"
+                if scratch
+                else "-"
             )
             lines.append(
                 f"| {family} | {strategy} | {seeds} | {reached} | "

@@ -52,9 +52,19 @@ def test_saving_counts_the_pretrain_and_is_per_seed(fb: Any) -> None:
     ]
     t = fb.totals(runs[1])
     assert t["train"] == 20.0 and t["reached"] == 9 and t["worst"] == 2e-4
+    runs[0]["members"][0]["rel_l2"] = 1e-4  # scratch's worst: nearest's is within 2x of it
     table = fb.table(runs)
     row = next(line for line in table.splitlines() if "| nearest |" in line)
     assert "9/10" in row and "5.00×" in row  # 100 s against 10 + 10 s
+
+
+def test_no_saving_for_a_strategy_that_ends_at_far_larger_errors(fb: Any) -> None:
+    runs = [
+        _rec("scratch", 0, [10.0] * 10, [5e-5] * 10, None),
+        _rec("lstsq", 0, [0.1] * 10, [5e-5] * 9 + [1.1e-4], 5.0),
+    ]
+    row = next(line for line in fb.table(runs).splitlines() if "| lstsq |" in line)
+    assert "- (errors above scratch's)" in row and "×" not in row
 
 
 def test_committed_family_page_matches_its_data(fb: Any) -> None:
