@@ -17,6 +17,7 @@ row-major input, which the factor avoids by working on the transposed view).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from pinnkan.config_checks import as_choice, as_float, as_int
+from pinnkan.gauss_newton import conjugate_gradient
 
 SCALINGS = ("marquardt", "identity")
-SOLVES = ("auto", "primal", "kernel")
+SOLVES = ("auto", "primal", "kernel", "cg")
 SAMPLINGS = ("sobol", "rad")
 STRIP = 256  # rows per strip of the kept upper triangle
 
@@ -38,7 +40,11 @@ class LMConfig:
     damping: float = 1e-3  # initial λ
     damping_max: float = 1e10  # λ above this: no step lowers the loss any more, stop
     scaling: str = "marquardt"  # marquardt (D² = running max of diag JᵀJ) | identity
-    solve: str = "auto"  # auto (primal when P <= N) | primal | kernel
+    solve: str = "auto"  # auto (primal when P <= N) | primal | kernel | cg (matrix-free)
+    # cg: conjugate gradients on the damped system with J v / Jᵀu products
+    # (pinnkan.gauss_newton): at most cg_iters iterations, to a residual cg_tol × ‖J̃ᵀr‖
+    cg_iters: int = 100
+    cg_tol: float = 1e-4
     resample_every: int = 10  # new collocation points every N accepted steps (0: fixed set)
     # interior points per chunk of J in the primal form (JᵀJ accumulated chunk by chunk);
     # 0: max(1024, P / 8): one chunk of J is an eighth of the Gram matrix, so that building
@@ -57,6 +63,8 @@ class LMConfig:
         self.damping_max = as_float(self.damping_max, "optim.damping_max", self.damping)
         self.scaling = as_choice(self.scaling, "optim.scaling", SCALINGS)
         self.solve = as_choice(self.solve, "optim.solve", SOLVES)
+        self.cg_iters = as_int(self.cg_iters, "optim.cg_iters", 1)
+        self.cg_tol = as_float(self.cg_tol, "optim.cg_tol", 0.0, 1.0, lo_open=True)
         self.resample_every = as_int(self.resample_every, "optim.resample_every", 0)
         self.chunk = as_int(self.chunk, "optim.chunk", 0)
         self.sampling = as_choice(self.sampling, "optim.sampling", SAMPLINGS)
@@ -147,6 +155,9 @@ class LevenbergMarquardt:
         self._system: tuple[str, Tensor, Tensor, Tensor, Tensor | None] | None = None
         # the Gram matrix's upper triangle while the matrix itself holds a factor
         self._upper: _UpperStrips | None = None
+        # solve=cg: (JᵀJ) v as a function, g̃ = J̃ᵀr, D; and the CG iterations of the last solve
+        self._products: tuple[Callable[[Tensor], Tensor], Tensor, Tensor] | None = None
+        self.cg_iterations = 0
 
     def restart(self, rescale: bool = False) -> None:
         """Damping back to its initial value and no system: a new problem (time window);
@@ -158,14 +169,15 @@ class LevenbergMarquardt:
 
     def forget_jacobian(self) -> None:
         """The next step needs a new system (after an accepted step or new points)."""
-        self._system, self._upper = None, None
+        self._system, self._upper, self._products = None, None, None
 
     @property
     def has_system(self) -> bool:
-        return self._system is not None
+        return self._system is not None or self._products is not None
 
     def form(self, n_rows: int, n_params: int) -> str:
-        """primal (P × P Gram) or kernel (N × N), as `optim.solve` says (auto: the smaller)."""
+        """primal (P × P Gram), kernel (N × N) or cg (matrix-free), as `optim.solve` says
+        (auto: the smaller Gram matrix)."""
         if self.cfg.solve != "auto":
             return self.cfg.solve
         return "primal" if n_params <= n_rows else "kernel"
@@ -184,6 +196,14 @@ class LevenbergMarquardt:
         gram.div_(d.unsqueeze(1)).div_(d.unsqueeze(0))
         self._system, self._upper = ("primal", gram, grad / d, d, None), None
 
+    def set_products(
+        self, gram_times: Callable[[Tensor], Tensor], grad: Tensor, col2: Tensor
+    ) -> None:
+        """The matrix-free system (solve=cg): v ↦ (JᵀJ) v, Jᵀr and diag(JᵀJ) (for D)."""
+        d = self._scale(col2)
+        self._system, self._upper = None, None
+        self._products = (gram_times, grad / d, d)
+
     def set_jacobian(self, r: Tensor, J: Tensor) -> None:
         """The system from r (N,) and J (N, P), in the form `form` picks."""
         if self.form(*J.shape) == "primal":
@@ -200,6 +220,8 @@ class LevenbergMarquardt:
         r and J (given once after `forget_jacobian`) set the system, as `set_jacobian`."""
         if r is not None and J is not None and self._system is None:
             self.set_jacobian(r, J)
+        if self._products is not None:
+            return self._propose_cg()
         assert self._system is not None, "set_normal or set_jacobian first"
         form, gram, vec, d, js = self._system
         # the damped matrix is factored in place (a retry writes the Gram matrix back first);
@@ -221,6 +243,25 @@ class LevenbergMarquardt:
             step = -(js.T @ _solve_factored(chol, vec))
             jd = js @ step
             predicted = -float(2.0 * (vec @ jd) + jd @ jd)
+        return step / d, predicted
+
+    def _propose_cg(self) -> tuple[Tensor, float] | None:
+        """The step by conjugate gradients on (G̃ + λI) δ̃ = −g̃, G̃ v = D⁻¹ JᵀJ D⁻¹ v; the
+        prediction −(2 g̃·δ̃ + δ̃ᵀG̃δ̃) from the iteration's own A δ̃ (no extra product)."""
+        assert self._products is not None
+        gram_times, vec, d = self._products
+        lam = self.damping
+
+        def matvec(v: Tensor) -> Tensor:
+            return gram_times(v / d) / d + lam * v
+
+        cg = conjugate_gradient(matvec, -vec, self.cfg.cg_tol, self.cfg.cg_iters)
+        self.cg_iterations = cg.iterations
+        step = cg.x
+        if not bool(torch.isfinite(step).all()):
+            return None
+        g_step = cg.ax - lam * step  # G̃ δ̃
+        predicted = -float(2.0 * (vec @ step) + step @ g_step)
         return step / d, predicted
 
     def judge(self, predicted: float | None, actual: float) -> bool:

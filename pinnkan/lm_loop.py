@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from pinnkan.gauss_newton import CG_ROWS, GaussNewtonProducts
 from pinnkan.jacobian import (
     chunked_loss,
     normal_equations,
@@ -92,17 +93,18 @@ def train_lm(
     else:
         heldout, batch, accepted = new_batch(whole=True), new_batch(), 0
 
-    def layout() -> tuple[int, int, bool, int]:
+    def layout() -> tuple[int, int, str, int]:
         """How the system of `params` on the batch is built: (P, interior points per chunk of
-        J, primal form, pieces the loss is summed over). Primal: JᵀJ accumulated over chunks of
-        `rows` interior points; kernel: one whole J. The trial loss is summed over the same
-        pieces as the current one (bit for bit comparable)."""
+        J, form, pieces the loss is summed over). Primal: JᵀJ accumulated over chunks of
+        `rows` interior points; kernel: one whole J; cg: J v and Jᵀu products chunk by chunk
+        (`pinnkan.gauss_newton`). The trial loss is summed over the same pieces as the
+        current one (bit for bit comparable)."""
         n = sum(p.numel() for p in params)
-        chunk = cfg.lm.chunk_rows(n)
-        is_primal = lm.form(loss_fn.n_rows(batch), n) == "primal"
-        return n, chunk, is_primal, chunk if is_primal else max(cfg.n_interior, 1)
+        form = lm.form(loss_fn.n_rows(batch), n)
+        chunk = (cfg.lm.chunk or CG_ROWS) if form == "cg" else cfg.lm.chunk_rows(n)
+        return n, chunk, form, max(cfg.n_interior, 1) if form == "kernel" else chunk
 
-    n_params, rows, primal, pieces = layout()
+    n_params, rows, form, pieces = layout()
 
     def loss_at(points: dict[str, Tensor]) -> float:
         return chunked_loss(loss_fn, model, points, pieces)
@@ -133,10 +135,15 @@ def train_lm(
         try:
             if not lm.has_system:
                 loss_fn.refresh_causal(model, batch)  # weights constant until the next system
-                if primal:
+                if form == "primal":
                     loss, gram, grad = normal_equations(loss_fn, model, batch, rows)
                     lm.set_normal(gram, grad)
                     del gram, grad
+                elif form == "cg":
+                    gn = GaussNewtonProducts(loss_fn, model, params, batch, rows)
+                    loss = loss_at(batch)  # as the trial's: comparable bit for bit
+                    lm.set_products(gn.gram_times, gn.grad, gn.column_norms2())
+                    del gn
                 else:
                     r, J = residuals_and_jacobian(loss_fn, model, batch)
                     loss = float(r @ r)
@@ -192,7 +199,7 @@ def train_lm(
         if growth is not None and growth.due(kept, loss, lm.exhausted, met):
             if growth.grow(model, loss_fn, batch, step):
                 params = growth.parameters(model)  # ΔA kept: the loss is the same
-                n_params, rows, primal, pieces = layout()
+                n_params, rows, form, pieces = layout()
                 lm.restart(rescale=True)
                 log.info(
                     "%s: step %d, ranks grown to cr %.4g (%d trainable)",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pinnkan.errors import PinnkanError
+from pinnkan.gauss_newton import CG_ROWS, DIAG_ENTRIES
 from pinnkan.jet import Jet
 from pinnkan.levenberg_marquardt import upper_strips_numel
 
@@ -118,9 +119,10 @@ def estimate_step(model: KAN, pde: PDEFamily, cfg: TrainConfig) -> MemoryEstimat
     groups, feats = blocks(cfg.n_interior, cfg.n_boundary)
     N = sum(r for _, r, _ in groups)
     sizes = {"N": N, "P": P, "points": sum(b for b, _, _ in groups), "C": 1 + 2 * pde.dim}
+    cg = lm and cfg.lm.solve == "cg"
     primal = lm and (cfg.lm.solve == "primal" or (cfg.lm.solve == "auto" and P <= N))
-    if primal:  # J in chunks of `rows` interior points, the conditions with the first
-        rows = min(cfg.lm.chunk_rows(P), cfg.n_interior)
+    if primal or cg:  # J (products) in chunks of `rows` interior points, conditions with the first
+        rows = min(cfg.lm.chunk or CG_ROWS if cg else cfg.lm.chunk_rows(P), cfg.n_interior)
         groups, feats = blocks(rows, cfg.n_boundary)
         sizes["chunk"] = sum(r for _, r, _ in groups)
     sizes |= {"feature elements": sum(feats), "largest block": max(feats)}
@@ -132,7 +134,24 @@ def estimate_step(model: KAN, pde: PDEFamily, cfg: TrainConfig) -> MemoryEstimat
     for f in feats:  # LM builds J from its own jet pass, whatever the engine
         jet.add("jet pass" if lm else "activations", f * e, fwd if lm else act, heap=True)
     moments = [jet]
-    if lm:
+    if cg:  # matrix-free (pinnkan.gauss_newton): no Gram matrix
+        # diag(JᵀJ) from J a few interior points at a time, the conditions with the first
+        rows_d = min(max(1, DIAG_ENTRIES // max(P, 1)), cfg.n_interior)
+        groups_d, feats_d = blocks(rows_d, cfg.n_boundary)
+        rows_j = sum(r for _, r, _ in groups_d)
+        build = _Moment()
+        for f in feats_d:
+            build.add("jet features", f * e)
+        for p in params:
+            for b in [b for b, _, _ in groups_d] + [rows_j]:
+                build.add("Jacobian blocks", b * p.numel() * e)
+        build.add("Jacobian", rows_j * P * e)
+        products = _Moment()  # one chunk's graph at a time (feats: a chunk's)
+        for f in feats:
+            products.add("chunk graph", f * e, agr, heap=True)
+        products.add("CG vectors", P * e, 8)
+        moments += [build, products]
+    elif lm:
         rows_j = sizes.get("chunk", N)  # rows of J held at once
         jac = rows_j * P * e
         g = P if primal else N

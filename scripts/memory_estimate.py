@@ -12,6 +12,7 @@ it. Linux only.
     python scripts/memory_estimate.py --quick    # the first three configs only (prints only)
     python scripts/memory_estimate.py --big      # N = 50 000, P = 22 032: docs/memory/big_cpu.json
     python scripts/memory_estimate.py --big --device cuda   # the same on a GPU: big_cuda.json
+    python scripts/memory_estimate.py --big-cg   # that step matrix-free: big_cg_cpu.json
     python scripts/memory_estimate.py --tables   # docs/memory.md's generated blocks from the JSON
     python scripts/memory_estimate.py --check    # exit 1 when they differ from it
 
@@ -83,6 +84,16 @@ BIG: list[tuple[str, dict[str, Any]]] = [
     (
         "lm bspline [48,48], 50k points (primal, chunks)",
         {"model.hidden": [48, 48], "train.n_interior": 50_000, "train.n_boundary": 400},
+    ),
+]
+
+
+# the same step matrix-free (optim.solve=cg, pinnkan.gauss_newton): no Gram matrix; memory
+# does not depend on the CG iterations, 5 keep the step short
+BIG_CG: list[tuple[str, dict[str, Any]]] = [
+    (
+        "lm bspline [48,48], 50k points (solve=cg, 5 CG iterations)",
+        {**BIG[0][1], "optim.solve": "cg", "optim.cg_iters": 5},
     ),
 ]
 
@@ -236,6 +247,11 @@ def chunk_line(res: dict[str, Any], changes: dict[str, Any]) -> str | None:
         return None
     element = 4 if "float32" in json.dumps(changes) else 8
     chunk, gram = s["chunk"] * s["P"] * element, s["P"] ** 2 * element
+    if "Gram" not in s:  # matrix-free: no Gram matrix held
+        return (
+            f"matrix-free, no Gram matrix (it would be {human_bytes(gram)}): "
+            f"peak / Gram = {res['measured'] / gram:.2f}; step {res['seconds']:.1f} s"
+        )
     return (
         f"chunk of J {human_bytes(chunk)} ({s['chunk']} rows), Gram {human_bytes(gram)}: "
         f"peak / (chunk + Gram) = {res['measured'] / (chunk + gram):.2f}; "
@@ -280,6 +296,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the first three configs only")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each step")
     ap.add_argument("--big", action="store_true", help="only the N = 50 000 primal config")
+    ap.add_argument("--big-cg", action="store_true", help="only the N = 50 000 cg config")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--out", type=Path, help="the JSON written (default docs/memory/...)")
     ap.add_argument("--tables", action="store_true", help="rewrite docs/memory.md's blocks")
@@ -294,8 +311,9 @@ def main() -> None:
     )
     if mode is not None:
         sys.exit(mode)
-    out = args.out or DATA / f"{'big_' if args.big else ''}{args.device}.json"
-    configs = BIG if args.big else CONFIGS[:3] if args.quick else CONFIGS
+    prefix = "big_cg_" if args.big_cg else "big_" if args.big else ""
+    out = args.out or DATA / f"{prefix}{args.device}.json"
+    configs = BIG_CG if args.big_cg else BIG if args.big else CONFIGS[:3] if args.quick else CONFIGS
     data = {
         "schema": 1,
         "command": "python scripts/memory_estimate.py " + " ".join(sys.argv[1:]),
@@ -306,7 +324,8 @@ def main() -> None:
     print("\n".join(HEADER))
     for label, changes in configs:
         cfg = config_with({**changes, "device": args.device})
-        res = measure(cfg, threads=args.threads, timeout=3600 if args.big else 600)
+        big = args.big or args.big_cg
+        res = measure(cfg, threads=args.threads, timeout=3600 if big else 600)
         data["rows"].append({"label": label, "changes": changes, "result": res})
         print(row(label, res), flush=True)
         extra = chunk_line(res, changes)
