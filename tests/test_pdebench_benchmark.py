@@ -86,4 +86,4 @@ def test_times_to_goal_saving_and_table(pb: Any, tmp_path: Path) -> None:
 
 def test_committed_page_matches_its_data(pb: Any) -> None:
     assert pb.DOC.read_text() == pb.regenerated(pb.DOC, pb.OUT)
-    assert "| advection | beta = 0.1 | 0 | 1,2,3 | 0.001 |" in pb.settings()
+    assert "| advection | beta = 0.1 | 0 | 1,2,3 | 0.001 |" in pb.settings([])
