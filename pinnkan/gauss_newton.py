@@ -21,10 +21,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp
 
-from pinnkan.jacobian import _counts, chunks, residuals_and_jacobian
+from pinnkan.jacobian import chunks, residuals_and_jacobian
 from pinnkan.jet import Jet
 from pinnkan.kan import KAN
-from pinnkan.loss import PinnLoss, scaled
+from pinnkan.loss import PinnLoss
 
 # entries of J held at once while its column norms are summed (32 MB in float64)
 DIAG_ENTRIES = 1 << 22
@@ -44,9 +44,7 @@ class _Residuals(nn.Module):
         def jet_of(x: Tensor, derivatives: bool) -> Jet:
             return self.model.forward_jet(x, fused=False) if derivatives else Jet(self.model(x))
 
-        parts = self.loss_fn.weighted_residuals(self.model, piece, jet_of)
-        counts = _counts(len(parts), count)
-        return torch.cat([scaled(w, res, n) for (w, res), n in zip(parts, counts)])
+        return self.loss_fn.residual_vector(self.model, piece, count, jet_of)
 
 
 class GaussNewtonProducts:
@@ -64,9 +62,18 @@ class GaussNewtonProducts:
         self._loss_fn, self._model, self._batch = loss_fn, model, batch
         count = batch["interior"].shape[0]
         self._fns = [self._function(piece, count) for piece in chunks(batch, rows)]
-        with torch.no_grad():
-            self.r = torch.cat([fn(*self._primals) for fn in self._fns])  # (N,)
-        self.grad = self.transpose_times(self.r)  # Jᵀr (P,)
+        # r and Jᵀr in one pass: each chunk's forward, then its backward with its own r
+        residuals, grad = [], None
+        for fn in self._fns:
+            r, pullback = vjp(fn, *self._primals)
+            r = r.detach()
+            flat = torch.cat([g.reshape(-1) for g in pullback(r)])
+            grad = flat if grad is None else grad.add_(flat)
+            residuals.append(r)
+            del pullback
+        assert grad is not None
+        self.r = torch.cat(residuals)  # (N,)
+        self.grad = grad  # Jᵀr (P,)
 
     def _function(self, piece: dict[str, Tensor], count: int) -> Callable[..., Tensor]:
         def fn(*tensors: Tensor) -> Tensor:

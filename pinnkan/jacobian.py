@@ -183,9 +183,7 @@ def residuals(
 ) -> Tensor:
     """r as `residuals_and_jacobian` computes it (same arithmetic, bit for bit), without J:
     the loss of a trial step is then comparable with the loss at the current point."""
-    parts = loss_fn.weighted_residuals(model, batch, _ProbedJets(model, probes=False))
-    counts = _counts(len(parts), interior_count)
-    return torch.cat([scaled(w, res, n) for (w, res), n in zip(parts, counts)])
+    return loss_fn.residual_vector(model, batch, interior_count, _ProbedJets(model, False))
 
 
 def chunked_loss(loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor], rows: int) -> float:

@@ -53,6 +53,13 @@ class Jet:
         return self.value[:, 0]
 
 
+def zero_jet(x: Tensor, directions: int | None = None) -> Jet:
+    """u ≡ 0 at points x (B, D) as a jet with `directions` derivative directions (default D)."""
+    n = x.shape[1] if directions is None else directions
+    z, dz = x.new_zeros(x.shape[0], 1), x.new_zeros(n, x.shape[0], 1)
+    return Jet(z, dz, dz)
+
+
 def affine_input_jet(x: Tensor, lo: Tensor, hi: Tensor) -> Jet:
     """Map physical points x (B, D) affinely to [-1, 1]^D and seed the derivative directions.
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from pinnkan.causal import CausalWeighting, summary
 from pinnkan.derivatives import compute_jet
-from pinnkan.jet import Jet
+from pinnkan.jet import Jet, zero_jet
 from pinnkan.kan import KAN
 from pinnkan.pde import PDEFamily
 
@@ -135,15 +135,12 @@ class PinnLoss:
     def _zero_residuals(self, batch: dict[str, Tensor]) -> list[tuple[float, Tensor]]:
         """(weight, residuals) of the PDE and the batch's conditions at u ≡ 0: no network pass."""
 
-        def zero(x: Tensor) -> Jet:
-            z, dz = x.new_zeros(x.shape[0], 1), x.new_zeros(x.shape[1], x.shape[0], 1)
-            return Jet(z, dz, dz)
-
         x = batch["interior"]
-        out = [(self.pde.weights["residual"], self.pde.residual(x, zero(x)))]
+        out = [(self.pde.weights["residual"], self.pde.residual(x, zero_jet(x)))]
         for cond in self.conditions:
             if cond.name in batch:
-                out.append((cond.weight, cond.residual(batch[cond.name], zero(batch[cond.name]))))
+                xc = batch[cond.name]
+                out.append((cond.weight, cond.residual(xc, zero_jet(xc))))
         return out
 
     @contextlib.contextmanager
@@ -173,10 +170,15 @@ class PinnLoss:
         return out
 
     def residual_vector(
-        self, model: KAN, batch: dict[str, Tensor], interior_count: int | None = None
+        self,
+        model: KAN,
+        batch: dict[str, Tensor],
+        interior_count: int | None = None,
+        jet_of: Callable[[Tensor, bool], Jet] | None = None,
     ) -> Tensor:
         """r (N,) with loss = r·r: each group's residuals scaled by √(weight / count);
-        `interior_count`: the whole batch's interior size when `batch` is a chunk of it."""
-        parts = self.weighted_residuals(model, batch)
+        `interior_count`: the whole batch's interior size when `batch` is a chunk of it;
+        `jet_of` as for `weighted_residuals`."""
+        parts = self.weighted_residuals(model, batch, jet_of)
         counts = [interior_count] + [None] * (len(parts) - 1)
         return torch.cat([scaled(w, res, n) for (w, res), n in zip(parts, counts)])

@@ -128,15 +128,14 @@ def _source_network(
             path,
             ", ".join(spec["params"]),
         )
-        gen.set_state(fresh)
-        return KAN.from_spec(spec, dtype=setup.dtype, device=setup.device, generator=gen)
-    log.info(
-        "source %s holds a %s network, not this run's %s: the transfer adapts the source's "
-        "(model settings apply to pretrain and adapter=scratch)",
-        path,
-        matching(spec),
-        matching(model.spec()),
-    )
+    else:
+        log.info(
+            "source %s holds a %s network, not this run's %s: the transfer adapts the source's "
+            "(model settings apply to pretrain and adapter=scratch)",
+            path,
+            matching(spec),
+            matching(model.spec()),
+        )
     gen.set_state(fresh)
     return KAN.from_spec(spec, dtype=setup.dtype, device=setup.device, generator=gen)
 

@@ -115,8 +115,11 @@ def diagnostics_rows(results: Path) -> list[dict[str, Any]]:
 
 
 def jobs(sweep: Path) -> list[Path]:
-    numbered = [d for d in sweep.iterdir() if d.is_dir() and d.name[0].isdigit()]
-    return sorted(numbered, key=lambda d: int(d.name.split("_", 1)[0]))
+    """A multirun's job directories in job order (pinnkan.continuation.job_number)."""
+    from pinnkan.continuation import job_number
+
+    numbered = [d for d in sweep.iterdir() if d.is_dir() and job_number(d) is not None]
+    return sorted(numbered, key=job_number)
 
 
 def run(work: Path, threads: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from pinnkan.config_checks import as_float
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
+from pinnkan.jet import Jet, zero_jet
 from pinnkan.pde.base import Condition, PDEFamily
 
 
@@ -144,10 +144,10 @@ class ParametricMember(PDEFamily):
         gen = torch.Generator().manual_seed(0)
         try:
             x = self.sample_interior(3, gen, torch.float64)
-            self.residual(x, _zero_jet(x, self.member.dim))
+            self.residual(x, zero_jet(x, self.member.dim))
             for cond in self.conditions():
                 xc = cond.sample(4, gen, torch.float64)
-                cond.residual(xc, _zero_jet(xc, self.member.dim))
+                cond.residual(xc, zero_jet(xc, self.member.dim))
         except Exception as exc:  # the family's own code: any failure means "cannot"
             raise PinnkanError(
                 f"pde.parametric: pde={self.name}'s residual or conditions do not take "
@@ -159,12 +159,6 @@ class ParametricMember(PDEFamily):
         fixed = [f"{k}={v:g}" for k, v in self.params.items() if k not in self.swept]
         swept = [f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in self.ranges.items()]
         return f"{self.name}({', '.join([*fixed, *swept])})"
-
-
-def _zero_jet(x: Tensor, n_coords: int) -> Jet:
-    z = x.new_zeros(x.shape[0], 1)
-    dz = x.new_zeros(n_coords, x.shape[0], 1)
-    return Jet(z, dz, dz)
 
 
 def member_values(
