@@ -16,13 +16,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pinnkan import __version__
 from pinnkan.adapters.tucker import check_cr
-from pinnkan.atomic import unwritable_dir
+from pinnkan.common.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
-from pinnkan.merge import merge_to_file
+from pinnkan.run.merge import merge_to_file
+from pinnkan.run.sweep import PLUGIN_GROUPS, check_plugin, sweep_values
 from pinnkan.stages.entry import FAILED_JOBS
-from pinnkan.sweep import PLUGIN_GROUPS, check_plugin, sweep_values
+from pinnkan.version import __version__
 
 STAGES = {
     "pretrain": "train the source KAN on the PDE family's source parameters",
@@ -32,6 +32,7 @@ COMMANDS = {
     **STAGES,
     "merge": "apply a LoTRA adapter file to its base model: pinnkan merge <adapter> [--base M]",
     "report": "collect results.h5 files into one table and plots: pinnkan report <dirs> [--out D]",
+    "predict": "u of a trained run at your points: pinnkan predict <run> --points F [--out F]",
 }
 GROUPS = ("pde", "model", "adapter", "optim", "experiment")
 
@@ -49,6 +50,7 @@ examples:
   pinnkan report outputs/multirun/transfer/elliptic/<time> --out report/
   pinnkan pretrain resume=outputs/pretrain/elliptic/<run>   (continue an interrupted run)
   pinnkan merge outputs/transfer/elliptic/<run> --out merged.safetensors
+  pinnkan predict outputs/transfer/elliptic/<run> --points pts.npz --out u.h5 --derivatives
   pinnkan <stage> --help      (Hydra's help: every config value)
 """
 
@@ -115,7 +117,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
                 return f"cannot create {key}={value}: {problem}; pass another {key}="
         if key in ("train.steps", "optim.lbfgs_steps"):
             for v in sweep_values(value):
-                # a transfer with train.steps=0 evaluates its start (pinnkan.evaluate_only)
+                # a transfer with train.steps=0 evaluates its start (pinnkan.train.evaluate_only)
                 lowest = 0 if key == "optim.lbfgs_steps" or stage == "transfer" else 1
                 if not v.strip().lstrip("-").isdigit() or int(v) < lowest:
                     return f"{key}={v} must be an integer >= {lowest}"
@@ -129,7 +131,7 @@ def check_overrides(stage: str, args: list[str]) -> str | None:
 
 def resume_overrides(stage: str, args: list[str]) -> list[str]:
     """`resume=<run dir>` becomes the run's own overrides plus hydra.run.dir=<run dir>; the
-    checkpoint itself is checked by `pinnkan.resume.load_resume`."""
+    checkpoint itself is checked by `pinnkan.run.resume.load_resume`."""
     resumes = [a for a in args if a.split("=", 1)[0] == "resume"]
     if not resumes:
         return args
@@ -221,6 +223,42 @@ def report_main(args: list[str]) -> int:
     return 0
 
 
+def predict_main(args: list[str]) -> int:
+    """`pinnkan predict <run dir or model file> --points F [--out F] [--derivatives]`."""
+    parser = argparse.ArgumentParser(
+        prog="pinnkan predict",
+        description="Evaluate a trained network (pretrain, transfer or merged model) at the "
+        "points of an NPZ or HDF5 file (an (N, d) array in physical coordinates) and write u, "
+        "and with --derivatives its exact first and second derivatives, to an HDF5 file.",
+    )
+    parser.add_argument("run", type=Path, help="run directory or model file")
+    parser.add_argument("--points", type=Path, required=True, help="points file (.npz or .h5)")
+    parser.add_argument(
+        "--key", default=None, help="the array to read (default: `points`, or the only one)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("predictions.h5"), help="output HDF5 file")
+    parser.add_argument(
+        "--derivatives", action="store_true", help="also u_c and u_cc for each coordinate c"
+    )
+    parser.add_argument(
+        "--adapter",
+        action="store_true",
+        help="a transfer run's base with its adapter attached (default: its merged network)",
+    )
+    ns = parser.parse_args(args)
+    from pinnkan.run.solution import predict_to_file
+
+    try:
+        out = predict_to_file(
+            ns.run, ns.points, ns.out, derivatives=ns.derivatives, adapter=ns.adapter, key=ns.key
+        )
+    except PinnkanError as exc:
+        print(f"pinnkan: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"predictions written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pinnkan` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -235,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         return merge_main(rest)
     if stage == "report":
         return report_main(rest)
+    if stage == "predict":
+        return predict_main(rest)
     if stage not in STAGES:
         print(
             f"pinnkan: error: unknown command {stage!r}; choose one of: {', '.join(COMMANDS)}",

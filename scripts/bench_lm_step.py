@@ -17,11 +17,11 @@ import time
 import torch
 
 from pinnkan.adapters import AdapterConfig, prepare
-from pinnkan.jacobian import residuals_and_jacobian, trainable_parameters
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig
-from pinnkan.loss import PinnLoss
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
+from pinnkan.pinn.jacobian import residuals_and_jacobian, trainable_parameters
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.train.levenberg_marquardt import LevenbergMarquardt, LMConfig
 
 CASES = [
     ("bspline [16,16]", "bspline", [16, 16], None),

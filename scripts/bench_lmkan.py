@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from pinnkan.jet import affine_input_jet
+from pinnkan.layers.jet import affine_input_jet
 from pinnkan.layers.lmkan import LookupKANLayer
 
 WIDTHS = [2, 32, 32, 1]

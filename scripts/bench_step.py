@@ -44,10 +44,10 @@ import torch
 from torch import Tensor, nn
 
 from pinnkan.adapters import AdapterConfig, param_groups, prepare
-from pinnkan.derivatives import autograd_jet
-from pinnkan.jet import Jet
-from pinnkan.kan import KAN
-from pinnkan.malloc import keep_freed_memory
+from pinnkan.common.malloc import keep_freed_memory
+from pinnkan.layers.jet import Jet
+from pinnkan.network.derivatives import autograd_jet
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -166,7 +166,7 @@ def read_run(results: Path) -> dict[str, Any]:
     """What the tables need from one results.h5: attrs, final metrics, the curve."""
     import yaml
 
-    from pinnkan.results import read_results
+    from pinnkan.io.results import read_results
 
     res = read_results(results)
     attrs, metrics = res["attrs"], res["metrics"]
@@ -665,8 +665,8 @@ def deepxde_burgers(seed: int, seconds: float, nu: float, n: int) -> dict[str, A
     import numpy as np
     import torch
 
+    from pinnkan.io.results import max_abs_error, relative_l2
     from pinnkan.pde.burgers import Burgers
-    from pinnkan.results import max_abs_error, relative_l2
 
     dde.config.set_random_seed(seed)
     _, pts = Burgers(nu=nu).grid(n, torch.float64)

@@ -1,10 +1,11 @@
-"""Calibration of `pinnkan.memory.estimate_step`: estimate against the measured peak of one step.
+"""Calibration of `pinnkan.train.memory.estimate_step`: estimate against the measured peak of
+one step.
 
-Each config runs in a fresh subprocess with 2 torch threads and pinnkan.malloc's settings (as
+Each config runs in a fresh subprocess with 2 torch threads and pinnkan.common.malloc's settings (as
 the command-line stages): build the model, take the estimate, run one warm-up step on a copy
 with a handful of points (code pages, one-time buffers), reset the resident-set high-water
 mark (/proc/self/clear_refs; else VmRSS is sampled every 1 ms), run one
-`pinnkan.training.train` step (LM: Jacobian, solve, trial and held-out losses; Adam: loss,
+`pinnkan.train.training.train` step (LM: Jacobian, solve, trial and held-out losses; Adam: loss,
 backward, update; with L-BFGS also one L-BFGS step) and report the peak minus VmRSS before
 it. Linux only.
 
@@ -88,7 +89,7 @@ BIG: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-# the same step matrix-free (optim.solve=cg, pinnkan.gauss_newton): no Gram matrix; memory
+# the same step matrix-free (optim.solve=cg, pinnkan.train.gauss_newton): no Gram matrix; memory
 # does not depend on the CG iterations, 5 keep the step short
 BIG_CG: list[tuple[str, dict[str, Any]]] = [
     (
@@ -112,7 +113,7 @@ def base_config() -> dict[str, Any]:
 
 
 def config_with(changes: dict[str, Any]) -> dict[str, Any]:
-    from pinnkan.config import set_dotted
+    from pinnkan.run.config import set_dotted
 
     cfg = base_config()
     for path, value in changes.items():
@@ -165,13 +166,13 @@ def child(cfg: dict[str, Any], freeze: list[str], threads: int) -> dict[str, Any
 
     import torch
 
-    from pinnkan import stage_setup
-    from pinnkan.config import RunConfig
-    from pinnkan.evaluation import Evaluator
-    from pinnkan.loss import PinnLoss
-    from pinnkan.malloc import keep_freed_memory
-    from pinnkan.memory import estimate_step
-    from pinnkan.training import train
+    from pinnkan.common.malloc import keep_freed_memory
+    from pinnkan.network.evaluation import Evaluator
+    from pinnkan.pinn.loss import PinnLoss
+    from pinnkan.run import stage_setup
+    from pinnkan.run.config import RunConfig
+    from pinnkan.train.memory import estimate_step
+    from pinnkan.train.training import train
 
     torch.set_num_threads(threads)  # glibc keeps a heap arena per thread: fix their number
     keep_freed_memory()  # as the command-line stages do
@@ -229,7 +230,7 @@ def measure(
 
 def row(label: str, res: dict[str, Any]) -> str:
     """One Markdown row of the table."""
-    from pinnkan.memory import human_bytes
+    from pinnkan.train.memory import human_bytes
 
     s, est, got = res["sizes"], res["estimate"], res["measured"]
     return (
@@ -240,7 +241,7 @@ def row(label: str, res: dict[str, Any]) -> str:
 
 def chunk_line(res: dict[str, Any], changes: dict[str, Any]) -> str | None:
     """The primal form's peak against one chunk of J plus the Gram matrix (None otherwise)."""
-    from pinnkan.memory import human_bytes
+    from pinnkan.train.memory import human_bytes
 
     s = res["sizes"]
     if "chunk" not in s:

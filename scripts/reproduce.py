@@ -48,8 +48,8 @@ import torch
 import yaml
 
 from pinnkan.adapters.tucker import ranks_from_cr
-from pinnkan.diagnostics import hosvd_rel_error, normalised_singular_values, read_update
-from pinnkan.results import RESULTS_FILE
+from pinnkan.io.results import RESULTS_FILE
+from pinnkan.run.diagnostics import hosvd_rel_error, normalised_singular_values, read_update
 
 PDES = ("elliptic", "parabolic", "advection", "wave")
 PARAM = {"elliptic": "mu", "parabolic": "nu", "advection": "beta", "wave": "c"}

@@ -66,7 +66,7 @@ def commands(work: Path) -> list[tuple[str, list[str]]]:
 
 def read_job(run_dir: Path) -> dict[str, Any]:
     """One job's row: its target, adapter, ranks, trainable count, errors, seconds, stop."""
-    from pinnkan.results import RESULTS_FILE, read_results
+    from pinnkan.io.results import RESULTS_FILE, read_results
 
     res = read_results(run_dir / RESULTS_FILE)
     attrs, metrics = res["attrs"], res["metrics"]
@@ -90,7 +90,7 @@ def read_job(run_dir: Path) -> dict[str, Any]:
 
 
 def diagnostics_rows(results: Path) -> list[dict[str, Any]]:
-    """Per layer: shape, ‖ΔA‖ and the truncated-HOSVD error at each cr (pinnkan.diagnostics)."""
+    """Per layer: shape, ‖ΔA‖ and the truncated-HOSVD error at each cr (pinnkan.run.diagnostics)."""
     import h5py
 
     out = []
@@ -115,8 +115,8 @@ def diagnostics_rows(results: Path) -> list[dict[str, Any]]:
 
 
 def jobs(sweep: Path) -> list[Path]:
-    """A multirun's job directories in job order (pinnkan.continuation.job_number)."""
-    from pinnkan.continuation import job_number
+    """A multirun's job directories in job order (pinnkan.run.continuation.job_number)."""
+    from pinnkan.run.continuation import job_number
 
     numbered = [d for d in sweep.iterdir() if d.is_dir() and job_number(d) is not None]
     return sorted(numbered, key=job_number)
@@ -157,7 +157,7 @@ def run(work: Path, threads: int) -> dict[str, Any]:
 
 
 def read_job_source(run_dir: Path) -> dict[str, Any]:
-    from pinnkan.results import RESULTS_FILE, read_results
+    from pinnkan.io.results import RESULTS_FILE, read_results
 
     res = read_results(run_dir / RESULTS_FILE)
     m = res["metrics"]

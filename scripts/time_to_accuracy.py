@@ -104,7 +104,7 @@ def run_family(family: str, pretrain_s: float, transfer_s: float, out: Path) -> 
     """Every variant of one family, in this process, one at a time; results to `out` (JSON)."""
     import torch
 
-    from pinnkan import runner
+    from pinnkan.run import runner
 
     torch.set_num_threads(2)
     root = ROOT / "outputs" / "tta" / family / time.strftime("%Y-%m-%d_%H-%M-%S")

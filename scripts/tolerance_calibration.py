@@ -53,8 +53,8 @@ def zero_loss(family: str, params: dict[str, float]) -> float:
     """The loss u = 0 has on a large Sobol set of the member (the scale train.tol uses)."""
     import torch
 
-    from pinnkan.loss import PinnLoss
     from pinnkan.pde import build_pde
+    from pinnkan.pinn.loss import PinnLoss
 
     loss = PinnLoss(build_pde(family, params))
     gen = torch.Generator().manual_seed(0)

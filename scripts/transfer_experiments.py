@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pinnkan import runner
-from pinnkan.config import set_dotted
+from pinnkan.run import runner
+from pinnkan.run.config import set_dotted
 
 BASE: dict[str, Any] = {
     "seed": 0,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pinnkan.config import set_dotted as set_path  # tests import it from here
+from pinnkan.run.config import set_dotted as set_path  # tests import it from here
 
 # Overrides that make one run take a few seconds: 3 Adam steps on a [dim, 4, 1] B-spline KAN
 # (the kind the CLI tests count coefficients of), 9x9 grid.
@@ -54,7 +54,7 @@ def tiny_config(outputs_root: Path, changes: dict[str, Any] | None = None) -> di
 
 def lm_transfer_config(tmp_path: Path) -> dict[str, Any]:
     """The config of a transfer from a tiny float64 LM pretrain run in tmp_path/source."""
-    from pinnkan import runner  # the stages, only for the tests that train
+    from pinnkan.run import runner  # the stages, only for the tests that train
 
     cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, "train.steps": 6})
     cfg["precision"] = "float64"

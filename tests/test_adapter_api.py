@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.adapters import (
     ADAPTER_FILE,
     AdapterConfig,
@@ -20,16 +19,17 @@ from pinnkan.adapters import (
     read_adapter,
     save_adapter,
 )
-from pinnkan.checkpoint import (
+from pinnkan.errors import PinnkanError
+from pinnkan.io.checkpoint import (
     LEGACY_MODEL_FILE,
     MODEL_FILE,
     MODEL_FORMAT,
     load_checkpoint,
     model_file,
 )
-from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN
-from pinnkan.merge import merge_adapter
+from pinnkan.network.kan import KAN
+from pinnkan.run import runner
+from pinnkan.run.merge import merge_adapter
 from tests.conftest import tiny_config
 
 DOMAIN = [(0.0, 1.0), (-1.0, 3.0)]

@@ -90,7 +90,7 @@ def test_float32_close_to_float64() -> None:
 def test_non_finite_inputs_give_nan_not_an_index_error(kind: str) -> None:
     """A diverging run feeds NaN / inf into the grid lookup: the features must come out NaN
     (so the divergence guard reports it) instead of a scatter / gather index error."""
-    from pinnkan.kan import KAN
+    from pinnkan.network.kan import KAN
 
     model = KAN([2, 3, 1], [(0.0, 1.0), (0.0, 1.0)], kind=kind, dtype=torch.float64)
     for layer in model.layers:

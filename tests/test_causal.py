@@ -1,4 +1,4 @@
-"""Causal weighting of the PDE residual in time (`pinnkan.causal`): the weights, the weighted
+"""Causal weighting of the PDE residual in time (`pinnkan.pinn.causal`): the weights, the weighted
 loss and its Jacobian, resume with LM, the config's one-line errors and a tiny CLI run."""
 
 from __future__ import annotations
@@ -11,17 +11,19 @@ import h5py
 import pytest
 import torch
 
-from pinnkan.causal import CausalWeighting, summary
-from pinnkan.config import RunConfig
 from pinnkan.errors import PinnkanError
-from pinnkan.evaluation import Evaluator
-from pinnkan.jacobian import residuals_and_jacobian
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LMConfig
-from pinnkan.loss import PinnLoss
+from pinnkan.network.evaluation import Evaluator
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.stage_setup import validate_config
-from pinnkan.training import Interrupted, TrainConfig, TrainState, train
+from pinnkan.pinn.causal import CausalWeighting, summary
+from pinnkan.pinn.jacobian import residuals_and_jacobian
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run.config import RunConfig
+from pinnkan.run.stage_setup import validate_config
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.levenberg_marquardt import LMConfig
+from pinnkan.train.state import Interrupted, TrainState
+from pinnkan.train.training import train
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 from tests.test_lm import _jacrev
 

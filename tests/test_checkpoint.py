@@ -1,4 +1,4 @@
-"""In-process tests of pinnkan.checkpoint: round trip, refusal of bad files, hash, atomic write,
+"""In-process tests of pinnkan.io.checkpoint: round trip, refusal of bad files, hash, atomic write,
 safetensors files and the older torch files that are still read."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch
 from safetensors import safe_open
 
 from pinnkan import __version__
-from pinnkan.checkpoint import (
+from pinnkan.errors import PinnkanError
+from pinnkan.io.checkpoint import (
     ADAPTER_FORMAT,
     MODEL_FORMAT,
     STATE_FORMAT,
@@ -23,7 +24,6 @@ from pinnkan.checkpoint import (
     save_checkpoint,
     tensors_hash,
 )
-from pinnkan.errors import PinnkanError
 
 LEGACY_MODEL, LEGACY_ADAPTER = "pinnkan-model/1", "pinnkan-adapter/1"
 

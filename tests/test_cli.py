@@ -17,7 +17,7 @@ import yaml
 from conftest import SourceRun, describe, run_pinnkan, tiny
 
 from pinnkan.adapters import ADAPTER_FILE, read_adapter
-from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint, tensors_hash
+from pinnkan.io.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint, tensors_hash
 
 PDES = ("elliptic", "parabolic", "advection", "wave")
 AXES = {

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pinnkan.errors import PinnkanError
-from pinnkan.first_order import CompiledStep
-from pinnkan.kan import KAN
-from pinnkan.loss import PinnLoss
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.training import TrainConfig
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.first_order import CompiledStep
 
 
 def _setup(engine: str = "forward"):

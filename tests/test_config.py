@@ -17,15 +17,16 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from pinnkan.adapters import ADAPTERS, AdapterConfig
-from pinnkan.config import OPTIMIZERS, RunConfig
+from pinnkan.adapters import AdapterConfig, adapter_names
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.network.kan import KAN, LAYER_KINDS
 from pinnkan.pde import FAMILIES, build_pde
-from pinnkan.stage_setup import build_model, pde_from_config, resolve_setup
+from pinnkan.run.config import RunConfig
+from pinnkan.run.stage_setup import build_model, pde_from_config, resolve_setup
 from pinnkan.stages.precheck import check_composes
 from pinnkan.stages.schema import register
-from pinnkan.training import TrainConfig
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.optimizers import optimizer_names
 
 
 def composed(stage: str, *overrides: str) -> RunConfig:
@@ -55,7 +56,7 @@ def test_model_option_defaults(kind: str) -> None:
     assert cli.spec() == lib.spec() and cli.options == lib.options
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", optimizer_names())
 def test_optim_option_defaults(name: str) -> None:
     """optim=<name> trains a pretrain with `TrainConfig(optimizer=name)`."""
     cli = resolve_setup(composed("pretrain", f"optim={name}")).train
@@ -64,7 +65,7 @@ def test_optim_option_defaults(name: str) -> None:
     assert cli == lib
 
 
-@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("name", adapter_names())
 def test_adapter_option_defaults(name: str) -> None:
     """adapter=<name> is `AdapterConfig(name=name)`: for lotra, the multipliers 16 / 9."""
     assert composed("transfer", f"adapter={name}").adapter == AdapterConfig(name=name)
@@ -111,7 +112,11 @@ def test_core_runs_without_hydra(tmp_path: Path) -> None:
                 return None
 
         sys.meta_path.insert(0, NoHydra())
-        from pinnkan import adapters, config, kan, merge, pde, results, runner, training
+        from pinnkan import adapters, pde
+        from pinnkan.run import config, merge, runner
+        from pinnkan.network import kan
+        from pinnkan.io import results
+        from pinnkan.train import training
         from tests.conftest import tiny_config
 
         cfg = tiny_config({str(tmp_path / "out")!r}, {{"train.steps": 2, "eval.n": 5}})
@@ -182,9 +187,9 @@ def test_pde_hyperbolic_is_the_advection_family() -> None:
     """pde=hyperbolic (the mission's name for the first-order hyperbolic family) passes the CLI's
     check and composes to pde=advection, name included; the library takes it too."""
     from pinnkan.cli import check_overrides, group_options
-    from pinnkan.config import PDEConfig
     from pinnkan.pde import ALIASES
     from pinnkan.pde.advection import Advection
+    from pinnkan.run.config import PDEConfig
 
     assert check_overrides("pretrain", ["pde=hyperbolic"]) is None
     for stage in ("pretrain", "transfer"):
@@ -218,7 +223,7 @@ def test_a_source_under_either_name_of_the_family_is_found(tmp_path: Path) -> No
     """A transfer of pde=advection or pde=hyperbolic finds the newest pretrain run of the family,
     whichever name it recorded (files written before the rename say hyperbolic); its checkpoint
     fits; another family's does not."""
-    from pinnkan.sources import check_compatible, find_source
+    from pinnkan.run.sources import check_compatible, find_source
 
     old = _fake_pretrain(tmp_path / "old", "hyperbolic", 1_000_000)
     _fake_pretrain(tmp_path / "other", "elliptic", 3_000_000)
@@ -242,12 +247,12 @@ def test_hyperbolic_runs_record_advection_and_old_files_still_serve(tmp_path: Pa
     and adapts it, and merging an adapter recorded as hyperbolic writes advection."""
     from conftest import tiny_config
 
-    from pinnkan import runner
     from pinnkan.adapters import ADAPTER_FILE
     from pinnkan.adapters.files import ADAPTER_FORMAT
-    from pinnkan.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
-    from pinnkan.merge import merge_adapter
-    from pinnkan.results import root_attrs
+    from pinnkan.io.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
+    from pinnkan.io.results import root_attrs
+    from pinnkan.run import runner
+    from pinnkan.run.merge import merge_adapter
 
     def rename(path: Path, fmt: str) -> None:
         meta, state = load_checkpoint(path, fmt)
@@ -267,3 +272,12 @@ def test_hyperbolic_runs_record_advection_and_old_files_still_serve(tmp_path: Pa
     assert json.loads(attrs["pde_params"]) == {"beta": 2.0}
     rename(dst / ADAPTER_FILE, ADAPTER_FORMAT)
     assert merge_adapter(dst)[0]["pde"] == "advection"
+
+
+@pytest.mark.parametrize(("given", "means"), [(False, "none"), ("False", "none"), ("true", "auto")])
+def test_progress_takes_a_yaml_boolean(given: object, means: str) -> None:
+    """`train.progress=false` (Hydra hands the str field "False") turns the bar off; true is
+    the default (auto)."""
+    cfg = TrainConfig(progress=given)  # type: ignore[arg-type]
+    cfg.validate()
+    assert cfg.progress == means

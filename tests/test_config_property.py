@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pinnkan import runner
 from pinnkan.errors import PinnkanError
-from pinnkan.results import RunResult
+from pinnkan.io.results import RunResult
+from pinnkan.run import runner
 from tests.conftest import set_path, tiny_config
 
 junk = st.sampled_from(["abc", True, None, [1], {"a": 1}])

@@ -1,4 +1,4 @@
-"""Where a transfer starts (`transfer.start`, pinnkan.continuation): the nearest solved member
+"""Where a transfer starts (`transfer.start`, pinnkan.run.continuation): the nearest solved member
 of a sweep, chosen deterministically, optionally along the secant; the chain recorded, a member
 reproducible alone, and its files still an update of the source."""
 
@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import continuation, runner
 from pinnkan.adapters import AdapterConfig, load_adapter, prepare
 from pinnkan.adapters.files import read_adapter
-from pinnkan.checkpoint import MODEL_FILE
-from pinnkan.continuation import Member, nearest
 from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN
-from pinnkan.merge import model_from_file
-from pinnkan.options import TransferOptions
-from pinnkan.results import read_results
+from pinnkan.io.checkpoint import MODEL_FILE
+from pinnkan.io.results import read_results
+from pinnkan.network.kan import KAN
+from pinnkan.run import continuation, runner
+from pinnkan.run.continuation import Member, nearest
+from pinnkan.run.merge import model_from_file
+from pinnkan.train.options import TransferOptions
 from tests.conftest import tiny_config
 
 F64 = torch.float64

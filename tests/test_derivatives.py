@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pinnkan.adapters import AdapterConfig, prepare
-from pinnkan.derivatives import compute_jet
-from pinnkan.kan import KAN
+from pinnkan.network.derivatives import compute_jet
+from pinnkan.network.kan import KAN
 from pinnkan.pde import FAMILIES, build_pde
 
 DOMAIN = [(0.0, 1.0), (-1.0, 3.0)]
@@ -135,7 +135,7 @@ def test_residuals_agree_between_engines(family: str, adapter: str) -> None:
 def test_a_mixed_second_derivative_is_refused_not_zero() -> None:
     """The jets carry ∂²/∂x_k² only: u_xy is a clear error, the diagonal is dd."""
     from pinnkan.errors import PinnkanError
-    from pinnkan.jet import Jet
+    from pinnkan.layers.jet import Jet
 
     d2 = torch.arange(6.0).reshape(2, 3, 1)
     jet = Jet(torch.zeros(3, 1), torch.zeros(2, 3, 1), d2)

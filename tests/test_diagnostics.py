@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from pinnkan.adapters.tucker import tucker_product
-from pinnkan.diagnostics import (
+from pinnkan.io.results import RunResult, read_results, write_results
+from pinnkan.run.diagnostics import (
     diagnose_run,
     hosvd_rel_error,
     layer_diagnostics,
     normalised_singular_values,
     read_diagnostics,
 )
-from pinnkan.results import RunResult, read_results, write_results
 
 SHAPE = (5, 6, 4)
 # (2, 3, 1) cannot be a multilinear rank: a mode's rank is at most the product of the other

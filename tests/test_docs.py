@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pinnkan.cli import check_overrides, config_dirs
-from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.network.kan import KAN, LAYER_KINDS
 from pinnkan.stages.precheck import check_composes
 
 ROOT = docblocks.ROOT

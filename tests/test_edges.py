@@ -25,18 +25,18 @@ import pytest
 import torch
 
 from pinnkan import cli
-from pinnkan.atomic import WriteFailed
-from pinnkan.checkpoint import (
+from pinnkan.common.atomic import WriteFailed
+from pinnkan.io.checkpoint import (
     MODEL_FILE,
     MODEL_FORMAT,
     STATE_FILE,
     load_checkpoint,
-    load_train_state,
     save_checkpoint,
 )
-from pinnkan.merge import MERGED_FILE
-from pinnkan.results import RESULTS_FILE, read_results
-from pinnkan.runlock import LOCK_FILE, RunDirBusy, acquire, release, run_lock
+from pinnkan.io.results import RESULTS_FILE, read_results
+from pinnkan.run.merge import MERGED_FILE
+from pinnkan.run.runlock import LOCK_FILE, RunDirBusy, acquire, locked_while_running, release
+from pinnkan.train.state import load_train_state
 from tests.conftest import SourceRun, describe, finished_pretrain, run_pinnkan, start_pinnkan, tiny
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux faults")
@@ -141,8 +141,8 @@ def test_h5py_and_png_write_failures_are_one_line(tmp_path: Path) -> None:
     import h5py
     from matplotlib.figure import Figure
 
-    from pinnkan.atomic import atomic_replace
-    from pinnkan.plots import save_png
+    from pinnkan.common.atomic import atomic_replace
+    from pinnkan.io.plots import save_png
 
     with file_size_limit(20000):
         with pytest.raises(WriteFailed, match="File too large$"):
@@ -361,7 +361,7 @@ def test_resume_with_a_broken_overrides_file(
 # --- two runs on one run directory ---------------------------------------------------------------
 HOLDER = """
 import sys, time
-from pinnkan.runlock import acquire
+from pinnkan.run.runlock import acquire
 acquire(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)
@@ -388,10 +388,11 @@ def test_lock_is_exclusive_reentrant_and_removed_on_release(tmp_path: Path) -> N
             acquire(run_dir)
     # the holder was killed: its lock file stays, names it, and is taken over
     assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == holder.pid
-    with run_lock(run_dir):
+    with locked_while_running(run_dir):
+        acquire(run_dir)
         assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
-        with run_lock(run_dir):  # the same process again: fine, and still held after
-            pass
+        with locked_while_running(run_dir):  # the same process again: fine, still held after
+            acquire(run_dir)
         assert (run_dir / LOCK_FILE).exists()
     assert not (run_dir / LOCK_FILE).exists()
     release(run_dir)  # not held: no-op
@@ -457,9 +458,10 @@ def test_a_step_out_of_memory_is_one_line_with_a_checkpoint_that_resumes_exactly
 ) -> None:
     """The allocator fails in step 13 (after the step-10 checkpoint): the state before step 13
     is checkpointed, and a resume from it ends with the numbers of an uninterrupted run."""
-    from pinnkan import first_order, runner
     from pinnkan.errors import PinnkanError
-    from pinnkan.levenberg_marquardt import LevenbergMarquardt
+    from pinnkan.run import runner
+    from pinnkan.train import first_order
+    from pinnkan.train.levenberg_marquardt import LevenbergMarquardt
     from tests.conftest import tiny_config
 
     changes = {"train.steps": 20, "train.eval_every": 5, "train.checkpoint_every": 5}

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pinnkan.errors import PinnkanError
+from pinnkan.io.results import read_results
 from pinnkan.pde import FAMILIES, build_pde
-from pinnkan.results import read_results
 from tests.conftest import describe, run_pinnkan, tiny
 from tests.test_pde import LINEAR_CASES as CASES  # their residual test is in test_pde
 from tests.test_pde import exact_jet

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pinnkan.derivatives import compute_jet
-from pinnkan.jacobian import residuals_and_jacobian
-from pinnkan.kan import KAN
+from pinnkan.network.derivatives import compute_jet
+from pinnkan.network.kan import KAN
 from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.pde import allen_cahn as ac
 from pinnkan.pde.burgers import Burgers, cole_hopf, cole_hopf_periodic
+from pinnkan.pinn.jacobian import residuals_and_jacobian
 from tests.conftest import describe, run_pinnkan, tiny
 from tests.test_lm import _jacrev, _problem
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
-from pinnkan.atomic import unwritable_dir
-from pinnkan.checkpoint import STATE_FILE, load_train_state
+from pinnkan.common.atomic import unwritable_dir
 from pinnkan.errors import PinnkanError
-from pinnkan.loss import PinnLoss
-from pinnkan.results import RESULTS_FILE, read_results
+from pinnkan.io.checkpoint import STATE_FILE
+from pinnkan.io.results import RESULTS_FILE, read_results
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import runner
+from pinnkan.train.state import load_train_state
 from tests.conftest import describe, finished_pretrain, run_pinnkan, start_pinnkan, tiny_config
 
 # long enough to be caught mid-training (a few ms per step), checkpoints often
@@ -146,7 +147,7 @@ WRITER = textwrap.dedent(
     """
     import sys, numpy as np
     from pathlib import Path
-    from pinnkan.results import RunResult, write_results
+    from pinnkan.io.results import RunResult, write_results
     path = Path(sys.argv[1])
     n = 0
     while True:

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from pinnkan import runner
-from pinnkan.checkpoint import MODEL_FORMAT, load_checkpoint
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
-from pinnkan.merge import merge_adapter
+from pinnkan.io.checkpoint import MODEL_FORMAT, load_checkpoint
+from pinnkan.layers.jet import Jet
 from pinnkan.pde.config import member_from_config
 from pinnkan.pde.reference import FileReference, file_sha256
 from pinnkan.report.collect import read_run
-from pinnkan.stage_setup import periodic_axes
+from pinnkan.run import runner
+from pinnkan.run.merge import merge_adapter
+from pinnkan.run.stage_setup import periodic_axes
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 
 NX, NT = 32, 11  # cell centres on (0, 1); NT slices on [0, 2], NT + 1 t values as PDEBench
@@ -53,7 +53,7 @@ def pdebench_file(
 
 def posed(path: Path, name: str = "advection", which: str = "source", **more: Any) -> Any:
     """The member posed from `path` as the CLI's config builds it (family parameters filled)."""
-    from pinnkan.config import RunConfig
+    from pinnkan.run.config import RunConfig
 
     pde = RunConfig.from_dict({"pde": {"name": name}}).pde
     reference = {which: str(path), "initial": True, **more.pop("reference", {})}

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.adapters import AdapterConfig, prepare
-from pinnkan.gauss_newton import GaussNewtonProducts, conjugate_gradient
-from pinnkan.jacobian import chunks, residuals_and_jacobian, trainable_parameters
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig
-from pinnkan.loss import PinnLoss
-from pinnkan.memory import estimate_step
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.training import TrainConfig
+from pinnkan.pinn.jacobian import chunks, residuals_and_jacobian, trainable_parameters
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import runner
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.gauss_newton import GaussNewtonProducts, conjugate_gradient
+from pinnkan.train.levenberg_marquardt import LevenbergMarquardt, LMConfig
+from pinnkan.train.memory import estimate_step
 from tests.conftest import tiny_config
 
 F64 = torch.float64

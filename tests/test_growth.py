@@ -11,19 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.adapters import AdapterConfig, load_adapter, param_groups, prepare
 from pinnkan.adapters.growth import RankGrowth, grown_update, match_ranks, new_directions
 from pinnkan.adapters.tucker import TuckerUpdate, unfold
 from pinnkan.errors import PinnkanError
-from pinnkan.evaluation import Evaluator
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LMConfig
-from pinnkan.loss import PinnLoss
-from pinnkan.merge import model_from_file
+from pinnkan.io.results import read_results
+from pinnkan.network.evaluation import Evaluator
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.results import read_results
-from pinnkan.training import Interrupted, TrainConfig, TrainState, train
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import runner
+from pinnkan.run.merge import model_from_file
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.levenberg_marquardt import LMConfig
+from pinnkan.train.state import Interrupted, TrainState
+from pinnkan.train.training import train
 from tests.conftest import lm_transfer_config, tiny_config
 
 F64 = torch.float64

@@ -1,4 +1,4 @@
-"""Homotopy inside one run (`transfer.homotopy`, pinnkan.homotopy): the legs' rule, a run
+"""Homotopy inside one run (`transfer.homotopy`, pinnkan.pinn.homotopy): the legs' rule, a run
 that walks the path and ends on the target, reproducible and resumable mid-path."""
 
 from __future__ import annotations
@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.errors import PinnkanError
-from pinnkan.evaluation import Evaluator
-from pinnkan.homotopy import MIN_STEP, HomotopyPath, point
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LMConfig
-from pinnkan.loss import PinnLoss
+from pinnkan.io.results import read_results
+from pinnkan.network.evaluation import Evaluator
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.results import read_results
-from pinnkan.training import Interrupted, TrainConfig, TrainState, train
+from pinnkan.pinn.homotopy import MIN_STEP, HomotopyPath, point
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import runner
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.levenberg_marquardt import LMConfig
+from pinnkan.train.state import Interrupted, TrainState
+from pinnkan.train.training import train
 from tests.conftest import lm_transfer_config, tiny_config
 
 F64 = torch.float64

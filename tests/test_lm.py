@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.adapters import AdapterConfig, prepare
 from pinnkan.errors import PinnkanError
-from pinnkan.evaluation import Evaluator
-from pinnkan.jacobian import residuals_and_jacobian, trainable_parameters
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig, assign_flat, flat_view
-from pinnkan.loss import PinnLoss
+from pinnkan.network.evaluation import Evaluator
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.training import Interrupted, TrainConfig, TrainState, train
+from pinnkan.pinn.jacobian import residuals_and_jacobian, trainable_parameters
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import runner
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.levenberg_marquardt import LevenbergMarquardt, LMConfig, assign_flat, flat_view
+from pinnkan.train.state import Interrupted, TrainState
+from pinnkan.train.training import train
 from tests.conftest import tiny_config
 
 F64 = torch.float64
@@ -287,6 +289,6 @@ def test_adam_transfer_from_a_float64_lm_source_on_a_2pi_domain(tmp_path: Path) 
     )
     res = runner.transfer(cfg, tmp_path / "adam")
     assert res.status == "ok" and res.attrs["precision"] == "float32"
-    from pinnkan.merge import merge_adapter
+    from pinnkan.run.merge import merge_adapter
 
     merge_adapter(tmp_path / "adam")  # the base hash and spec still match

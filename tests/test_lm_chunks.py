@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.errors import PinnkanError
-from pinnkan.evaluation import Evaluator
-from pinnkan.jacobian import chunked_loss, chunks, normal_equations, residuals_and_jacobian
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig
-from pinnkan.loss import PinnLoss
+from pinnkan.network.evaluation import Evaluator
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.sampling import draw_by_residual, pde_residual
-from pinnkan.training import Interrupted, TrainConfig, TrainState, train
+from pinnkan.pinn.jacobian import chunked_loss, chunks, normal_equations, residuals_and_jacobian
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.pinn.sampling import draw_by_residual, pde_residual
+from pinnkan.run import runner
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.levenberg_marquardt import LevenbergMarquardt, LMConfig
+from pinnkan.train.state import Interrupted, TrainState
+from pinnkan.train.training import train
 from tests.conftest import tiny_config
 from tests.test_lm import _problem
 
@@ -96,7 +98,7 @@ def test_a_retry_after_the_in_place_factor_is_a_fresh_solve(n: int, p: int) -> N
 
 SOLVE_MEMORY = """
 import torch
-from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig
+from pinnkan.train.levenberg_marquardt import LevenbergMarquardt, LMConfig
 torch.set_num_threads(1)
 def rss(key):
     return next(int(ln.split()[1]) * 1024 for ln in open("/proc/self/status") if ln.startswith(key))

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.adapters.tucker import TuckerUpdate, tucker_product
-from pinnkan.jet import Jet, affine_input_jet
+from pinnkan.layers.jet import Jet, affine_input_jet
 from pinnkan.layers.lmkan import OUTSIDE, LookupKANLayer
 
 F64 = torch.float64

@@ -19,11 +19,12 @@ from pinnkan.adapters.tucker import (
     unfold,
 )
 from pinnkan.errors import PinnkanError
-from pinnkan.evaluation import Evaluator
-from pinnkan.kan import KAN
-from pinnkan.loss import PinnLoss
+from pinnkan.network.evaluation import Evaluator
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.training import TrainConfig, train
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.training import train
 
 DT = torch.float64
 

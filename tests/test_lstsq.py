@@ -11,18 +11,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pinnkan import lstsq, runner
 from pinnkan.adapters import AdapterConfig, prepare, read_adapter
-from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.errors import PinnkanError
-from pinnkan.jacobian import residuals, residuals_and_jacobian
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LevenbergMarquardt, LMConfig, assign_flat, flat_view
-from pinnkan.loss import PinnLoss
-from pinnkan.merge import merge_adapter
+from pinnkan.io.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
+from pinnkan.io.results import RESULTS_FILE, read_results
+from pinnkan.network.kan import KAN
 from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.pde.base import PDEFamily
-from pinnkan.results import RESULTS_FILE, read_results
+from pinnkan.pinn.jacobian import residuals, residuals_and_jacobian
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import runner
+from pinnkan.run.merge import merge_adapter
+from pinnkan.train import lstsq
+from pinnkan.train.levenberg_marquardt import LevenbergMarquardt, LMConfig, assign_flat, flat_view
 from tests.conftest import SourceRun, describe, run_pinnkan, tiny, tiny_config
 
 F64 = torch.float64
@@ -60,7 +61,7 @@ def direct_solve(
     model: KAN, loss_fn: PinnLoss, batch: dict[str, Tensor]
 ) -> tuple[dict[str, Tensor], int]:
     """The last layer's least-squares coefficients from J = ∂r/∂θ by autograd through the
-    loss's own residual vector (its forward engine, not `pinnkan.jacobian`) and
+    loss's own residual vector (its forward engine, not `pinnkan.pinn.jacobian`) and
     torch.linalg.lstsq (gelsd: SVD, minimum norm), and J's rank."""
     start = _solved(model)
     names = list(start)

@@ -1,4 +1,4 @@
-"""pinnkan.memory: the step estimate scales with the sizes, bounds the measured peak of a real
+"""pinnkan.train.memory: the step estimate scales with the sizes, bounds the measured peak of a real
 step from above (not by much), and the available-memory probe and the refusal behave."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import torch
 
-from pinnkan import stage_setup
 from pinnkan.adapters import AdapterConfig, prepare
-from pinnkan.config import RunConfig, set_dotted
 from pinnkan.errors import PinnkanError
-from pinnkan.jacobian import trainable_parameters
-from pinnkan.kan import KAN
-from pinnkan.memory import MemoryEstimate, available_bytes, check_fits, estimate_step
+from pinnkan.network.kan import KAN
 from pinnkan.pde import PDEFamily
-from pinnkan.training import TrainConfig
+from pinnkan.pinn.jacobian import trainable_parameters
+from pinnkan.run import stage_setup
+from pinnkan.run.config import RunConfig, set_dotted
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.memory import MemoryEstimate, available_bytes, check_fits, estimate_step
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "memory_estimate.py"
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -172,7 +172,7 @@ def test_available_memory_on_cpu() -> None:
 def test_available_memory_respects_the_address_space_limit() -> None:
     code = (
         "import resource, torch\n"
-        "from pinnkan.memory import available_bytes, _read\n"
+        "from pinnkan.train.memory import available_bytes, _read\n"
         "size = _read('/proc/self/status', 'VmSize')\n"
         "limit = size + 300 * 2**20\n"
         "hard = resource.getrlimit(resource.RLIMIT_AS)[1]\n"

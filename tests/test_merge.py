@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.adapters import ADAPTER_FILE
-from pinnkan.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.errors import PinnkanError
-from pinnkan.merge import merge_adapter
+from pinnkan.io.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
+from pinnkan.run import runner
+from pinnkan.run.merge import merge_adapter
 from tests.conftest import SourceRun, describe, run_pinnkan, tiny, tiny_config
 
 

@@ -11,9 +11,10 @@ import h5py
 import pytest
 import torch
 
-from pinnkan import cli, runner
+from pinnkan import cli
+from pinnkan.io.results import RESULTS_FILE, read_results
 from pinnkan.pde.base import PI, Condition, PDEFamily, dirichlet_box, edge_points
-from pinnkan.results import RESULTS_FILE, read_results
+from pinnkan.run import runner
 from tests.conftest import tiny_config
 
 

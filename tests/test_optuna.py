@@ -9,8 +9,9 @@ import pytest
 from conftest import describe, run_pinnkan, tiny
 from omegaconf import OmegaConf
 
-from pinnkan import cli, sweep
-from pinnkan.sweep import failures
+from pinnkan import cli
+from pinnkan.run import sweep
+from pinnkan.run.sweep import failures
 
 
 # --- the CLI's checks, before Hydra ---------------------------------------------------------------

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
-from pinnkan.checkpoint import MODEL_FILE
-from pinnkan.derivatives import autograd_jet
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
-from pinnkan.kan import KAN
-from pinnkan.merge import merge_adapter, model_from_file
+from pinnkan.io.checkpoint import MODEL_FILE
+from pinnkan.io.results import RESULTS_FILE, read_results
+from pinnkan.layers.jet import Jet
+from pinnkan.network.derivatives import autograd_jet
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
 from pinnkan.pde.base import PDEFamily
 from pinnkan.pde.parametric import ParametricMember, parse_ranges
-from pinnkan.results import RESULTS_FILE, read_results
+from pinnkan.run import runner
+from pinnkan.run.merge import merge_adapter, model_from_file
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 
 F64 = torch.float64

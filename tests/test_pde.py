@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 from pinnkan.pde import FAMILIES, build_pde
 
 CASES = [

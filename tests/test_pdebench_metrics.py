@@ -1,4 +1,4 @@
-"""PDEBench's nRMSE and boundary RMSE (pinnkan/pdebench_metrics.py) against direct loops over
+"""PDEBench's nRMSE and boundary RMSE (pinnkan/run/pdebench_metrics.py) against direct loops over
 the time slices, in 1-D and 2-D, as PDEBench's `metric_func` defines them."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pinnkan.pdebench_metrics import boundary_rmse, nrmse
+from pinnkan.run.pdebench_metrics import boundary_rmse, nrmse
 
 
 def test_one_dimension_against_a_direct_computation() -> None:

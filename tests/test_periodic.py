@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.adapters import AdapterConfig, apply, load_adapter, save_adapter
-from pinnkan.checkpoint import MODEL_FORMAT, load_checkpoint, save_checkpoint
-from pinnkan.derivatives import autograd_jet
 from pinnkan.errors import PinnkanError
-from pinnkan.jacobian import residuals_and_jacobian, trainable_parameters
-from pinnkan.jet import Jet
-from pinnkan.kan import KAN, LAYER_KINDS, spec_differences
-from pinnkan.merge import model_from_file
+from pinnkan.io.checkpoint import MODEL_FORMAT, load_checkpoint, save_checkpoint
+from pinnkan.layers.jet import Jet
+from pinnkan.network.derivatives import autograd_jet
+from pinnkan.network.kan import KAN, LAYER_KINDS, spec_differences
 from pinnkan.pde import FAMILIES, build_pde
-from pinnkan.sources import check_compatible
-from pinnkan.stage_setup import periodic_axes
+from pinnkan.pinn.jacobian import residuals_and_jacobian, trainable_parameters
+from pinnkan.run import runner
+from pinnkan.run.merge import model_from_file
+from pinnkan.run.sources import check_compatible
+from pinnkan.run.stage_setup import periodic_axes
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 from tests.test_lm import _jacrev, _problem
 
@@ -182,7 +182,7 @@ def test_spec_round_trip_and_refusals(tmp_path: Path) -> None:
     )
     assert spec_differences(old, plain.spec()) == spec_differences(plain.spec(), old) == []
     meta = {"pde": "advection", "spec": model.spec()}
-    # a transfer adapts the source's network (pinnkan.runner): the difference is reported
+    # a transfer adapts the source's network (pinnkan.run.runner): the difference is reported
     assert check_compatible(meta, Path("src"), build_pde("advection"), plain) == ["periodic"]
     pde = build_pde("advection")
     assert check_compatible({**meta, "spec": old}, Path("src"), pde, model) == ["periodic"]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pinnkan import runner
 from pinnkan.errors import PinnkanError
 from pinnkan.pde import build_pde
 from pinnkan.pde.config import member_from_config
 from pinnkan.pde.reference import FileReference
+from pinnkan.run import runner
 from tests.conftest import tiny_config
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from pinnkan import cli
+from pinnkan.io.results import RunResult, write_results
 from pinnkan.report import run_report
 from pinnkan.report.collect import COLUMNS, collect
-from pinnkan.results import RunResult, write_results
-from pinnkan.sweep import mark_failed
+from pinnkan.run.sweep import mark_failed
 
 SHAPES = [(2, 4, 9), (4, 1, 9)]  # a [2, 4, 1] KAN with grid_size 5
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pinnkan import runner
-from pinnkan.results import read_results
+from pinnkan.io.results import read_results
+from pinnkan.run import runner
 
 
 def _cfg(tmp: Path, seed: int = 0, adapter: str = "lotra") -> dict:

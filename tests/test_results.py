@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import pinnkan
-from pinnkan import results as results_mod
-from pinnkan.atomic import WriteFailed
-from pinnkan.plots import plot_run
-from pinnkan.results import (
+from pinnkan.common.atomic import WriteFailed
+from pinnkan.io import results as results_mod
+from pinnkan.io.plots import plot_run
+from pinnkan.io.results import (
     ERROR_METRIC,
     RunResult,
     max_abs_error,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pinnkan.adapters import AdapterConfig, prepare
-from pinnkan.kan import KAN, LAYER_KINDS
+from pinnkan.network.kan import KAN, LAYER_KINDS
 
 KINDS = sorted(LAYER_KINDS)
 DOMAIN = [(0.0, 1.0), (0.0, 1.0)]

@@ -9,9 +9,10 @@ import h5py
 import pytest
 from conftest import SourceRun, describe, run_pinnkan, tiny
 
-from pinnkan import cli, sweep
+from pinnkan import cli
 from pinnkan.errors import PinnkanError
-from pinnkan.sweep import failures, joblib_workers, threads_for_job
+from pinnkan.run import sweep
+from pinnkan.run.sweep import failures, joblib_workers, threads_for_job
 
 JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
 SUBMITIT = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}

@@ -9,14 +9,15 @@ import h5py
 import pytest
 import torch
 
-from pinnkan import runner
-from pinnkan.evaluation import Evaluator
-from pinnkan.jacobian import chunked_loss
-from pinnkan.kan import KAN
-from pinnkan.levenberg_marquardt import LMConfig
-from pinnkan.loss import PinnLoss
+from pinnkan.network.evaluation import Evaluator
+from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
-from pinnkan.training import TrainConfig, train
+from pinnkan.pinn.jacobian import chunked_loss
+from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import runner
+from pinnkan.train.config import TrainConfig
+from pinnkan.train.levenberg_marquardt import LMConfig
+from pinnkan.train.training import train
 from tests.conftest import tiny_config
 
 F64 = torch.float64

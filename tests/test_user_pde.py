@@ -10,8 +10,8 @@ import pytest
 
 from pinnkan import cli
 from pinnkan.errors import PinnkanError
+from pinnkan.io.results import RESULTS_FILE, read_results
 from pinnkan.pde.config import member_from_config
-from pinnkan.results import RESULTS_FILE, read_results
 from tests.conftest import describe, run_pinnkan, tiny
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "user_pde"
@@ -96,3 +96,37 @@ def test_domain_override_of_a_builtin_family_leaves_the_class_alone() -> None:
     member = member_from_config({"name": "elliptic", "domain": [[0, 2], [0, 1]]}, "source")
     assert member.domain == ((0.0, 2.0), (0.0, 1.0)) and member.name == "elliptic"
     assert FAMILIES["elliptic"].domain != member.domain
+
+
+BROKEN = """
+from pinnkan.pde.elliptic import Elliptic
+
+
+class Broken(Elliptic):
+    name = "broken"
+
+    def residual(self, x, jet):
+        return jet.u / self.params["missing"]
+"""
+
+
+def test_an_error_in_the_users_family_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's own residual raising: one line naming the method, file, line and error (exit
+    2); HYDRA_FULL_ERROR=1 gives the whole traceback."""
+    pkg = tmp_path / "brokenpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fam.py").write_text(BROKEN)
+    args = ["pretrain", "+pde._target_=brokenpkg.fam.Broken", *tiny(tmp_path / "out")]
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    proc = run_pinnkan(args, tmp_path)
+    assert proc.returncode == 2, describe(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, describe(proc)
+    assert "KeyError: 'missing' in Broken.residual of the PDE family 'elliptic'" in lines[0]
+    assert f"{pkg / 'fam.py'}:9" in lines[0]
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    proc = run_pinnkan(args, tmp_path)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "KeyError" in proc.stderr

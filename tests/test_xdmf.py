@@ -1,4 +1,4 @@
-"""The ParaView sidecar results.xdmf (pinnkan.xdmf) and the string-array ``axes`` attribute.
+"""The ParaView sidecar results.xdmf (pinnkan.io.xdmf) and the string-array ``axes`` attribute.
 
 The XDMF is interpreted here independently of the writer, following the XDMF rules (Dimensions
 slowest first; a RectMesh point index is ix + nx * (iy + ny * iz) with X from VX; an SMesh point
@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pinnkan.results import RunResult, max_abs_error, read_results, relative_l2, write_results
-from pinnkan.xdmf import write_xdmf
+from pinnkan.io.results import RunResult, max_abs_error, read_results, relative_l2, write_results
+from pinnkan.io.xdmf import write_xdmf
 
 SIZES = {"x": 7, "y": 4, "z": 3, "t": 5}  # all different, so a swapped axis changes a shape
 CASES = [("x", "y"), ("x", "t"), ("x", "y", "t")]

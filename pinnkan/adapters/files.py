@@ -20,23 +20,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pinnkan.adapters.tucker import TuckerUpdate
-from pinnkan.checkpoint import (
+from pinnkan.adapters.tucker import FACTORS, TuckerUpdate
+from pinnkan.common.dtypes import dtype_of
+from pinnkan.errors import PinnkanError
+from pinnkan.io.checkpoint import (
     ADAPTER_FORMAT,
     file_in,
     load_checkpoint,
     save_checkpoint,
     tensors_hash,
 )
-from pinnkan.errors import PinnkanError
-from pinnkan.kan import KAN, spec_differences
 from pinnkan.layers.base import layer_extra_parameters
+from pinnkan.network.kan import KAN, spec_differences
 from pinnkan.pde import current_name
 
 ADAPTER_FILE = "adapter.safetensors"
 LEGACY_ADAPTER_FILE = "adapter.pt"  # what transfer runs of earlier pinnkan versions wrote
-FACTORS = ("G", "U1", "U2", "U3")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # set on a model by `apply` / `load_adapter`: the hash of its base, which `save_adapter` records
 _BASE_HASH = "adapter_base_hash"
 
@@ -76,7 +75,7 @@ def base_hash(model: KAN, dtype: torch.dtype | None = None) -> str:
 
 def adapter_dtype(meta: dict[str, Any]) -> torch.dtype:
     """The dtype an adapter was trained in: its header's precision (float32 when absent)."""
-    return _DTYPES.get(str(meta.get("precision")), torch.float32)
+    return dtype_of(meta.get("precision"), torch.float32)
 
 
 def record_base(model: KAN) -> None:

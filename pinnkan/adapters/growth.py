@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pinnkan.adapters import COMPONENTS, loss_gradients
-from pinnkan.adapters.tucker import TuckerUpdate, ranks_from_cr, unfold
-from pinnkan.kan import KAN
+from pinnkan.adapters.kinds import loss_gradients
+from pinnkan.adapters.tucker import FACTORS, TuckerUpdate, ranks_from_cr, unfold
+from pinnkan.network.kan import KAN
 
-FACTORS = COMPONENTS[1:]  # U1, U2, U3: the factors of modes 1, 2, 3
+MODE_FACTORS = FACTORS[1:]  # U1, U2, U3: the factors of modes 1, 2, 3
 
 
 def new_directions(old: Tensor, grad_unfolded: Tensor, k: int) -> Tensor:
@@ -66,7 +66,7 @@ def grown_update(upd: TuckerUpdate, ranks: tuple[int, int, int], grad: Tensor) -
     new = TuckerUpdate(upd.shape, ranks, dtype=A_dtype, device=device)  # type: ignore[arg-type]
     r1, r2, r3 = upd.ranks
     new.G[:r1, :r2, :r3] = upd.G
-    for m, name in enumerate(FACTORS):
+    for m, name in enumerate(MODE_FACTORS):
         old, target = getattr(upd, name), getattr(new, name)
         r = old.shape[1]
         target[:, :r] = old

@@ -14,6 +14,9 @@ from torch import Tensor, nn
 
 from pinnkan.errors import PinnkanError
 
+# the Tucker update's tensors: core G and the factors of modes 1, 2, 3 (in / out / basis)
+FACTORS = ("G", "U1", "U2", "U3")
+
 INITS = ("grad", "random", "hosvd")
 
 
@@ -83,9 +86,6 @@ class TuckerUpdate(nn.Module):
 
     def delta(self) -> Tensor:
         return tucker_product(self.G, self.U1, self.U2, self.U3)
-
-    def n_params(self) -> int:
-        return tucker_param_count(self.shape, self.ranks)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def initialise(

@@ -15,15 +15,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from pinnkan.config_checks import as_float
+from pinnkan.common.config_checks import as_float
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
-
-
-class CoefficientUpdate(Protocol):
-    """What an adapter offers a layer: an additive update ΔA of A's shape."""
-
-    def delta(self) -> Tensor: ...
+from pinnkan.layers.jet import Jet
 
 
 class Layer(Protocol):
@@ -122,7 +116,7 @@ class BasisLayer(CoefficientLayer):
         """(1 + 2D, B, n_in, n_d): φ(x), φ'(x)·x_k and φ''(x)·x_k² + φ'(x)·x_kk, k = 1..D.
 
         The layer's jet output is these features contracted with A (+ ΔA) over (n_in, n_d),
-        which is what the Gauss–Newton Jacobian (`pinnkan.jacobian`) uses.
+        which is what the Gauss–Newton Jacobian (`pinnkan.pinn.jacobian`) uses.
         """
         x, dx, ddx = jet.value, jet.d1, jet.d2  # (B, n_in), (D, B, n_in), (D, B, n_in)
         assert dx is not None and ddx is not None

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pinnkan.config_checks import as_float
-from pinnkan.jet import Jet
+from pinnkan.common.config_checks import as_float
 from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, NetworkModel, check_range
 from pinnkan.layers.bspline_jet import bspline_jet_matmul
+from pinnkan.layers.jet import Jet
 from pinnkan.layers.splines import (
     GRID_RANGE,
     ORDER,

@@ -15,19 +15,22 @@ is what `train.derivatives=autograd` replaces, so nothing differentiates it twic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pinnkan.layers.splines import CUBIC_THIRD, ORDER, local_cubic, silu_derivatives
+from pinnkan.layers.splines import (
+    CUBIC_THIRD,
+    ORDER,
+    UniformGrid,
+    local_cubic,
+    silu_derivatives,
+)
 
-if TYPE_CHECKING:  # the layer module imports this one
-    from pinnkan.layers.bspline import BSplineBasis
 
-
-def _pieces(basis: BSplineBasis, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+def _pieces(basis: UniformGrid, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     """Slot positions (B, 5, n) and the 5 local basis values per derivative order 0..3, each
     (B, 5, n): the 4 cubic pieces (derivatives in x, i.e. scaled by 1/h per order; zero outside
     the knots), then SiLU. The slot axis sits before the input axis so that every broadcast
@@ -50,7 +53,7 @@ def _pieces(basis: BSplineBasis, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     return pos, out
 
 
-def n_slots(basis: BSplineBasis) -> int:
+def n_slots(basis: UniformGrid) -> int:
     """Dense slots per input: splines, SiLU, dummy."""
     return basis.n_splines + 2
 
@@ -76,7 +79,7 @@ class BSplineJetMatmul(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, dx: Tensor, ddx: Tensor, w: Tensor, basis: BSplineBasis):
+    def forward(ctx: Any, x: Tensor, dx: Tensor, ddx: Tensor, w: Tensor, basis: UniformGrid):
         n_blocks, (n_batch, n_in), n_out = 1 + 2 * dx.shape[0], x.shape, w.shape[1]
         pos, (p0, p1, p2, p3) = _pieces(basis, x)
         dxe, ddxe = dx.unsqueeze(-2), ddx.unsqueeze(-2)  # (D, B, 1, n)
@@ -136,8 +139,6 @@ def _block_index(rows: Tensor, slots: int) -> Tensor:
     return (rows + batch_off).view(1, -1)
 
 
-def bspline_jet_matmul(
-    basis: BSplineBasis, x: Tensor, dx: Tensor, ddx: Tensor, a: Tensor
-) -> Tensor:
+def bspline_jet_matmul(basis: UniformGrid, x: Tensor, dx: Tensor, ddx: Tensor, a: Tensor) -> Tensor:
     """Fused jet step of one layer with coefficients a (n_in, n_out, n_basis)."""
     return BSplineJetMatmul.apply(x, dx, ddx, padded_weight(a), basis)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pinnkan.config_checks import as_float, as_int
+from pinnkan.common.config_checks import as_float, as_int
 from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, NetworkModel
 
 

@@ -32,9 +32,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pinnkan.config_checks import as_choice, as_float
-from pinnkan.jet import Jet
+from pinnkan.common.config_checks import as_choice, as_float
 from pinnkan.layers.base import CoefficientLayer, LayerContext, LayerKind, NetworkModel, check_range
+from pinnkan.layers.jet import Jet
 from pinnkan.layers.splines import GRID_RANGE, ORDER, UniformGrid, check_grid_size, local_cubic
 
 GAIN = 0.5  # linear-part gain of the init, keeps hidden values mostly inside grid_range
@@ -206,7 +206,7 @@ class LookupKANLayer(CoefficientLayer):
 
     def jet_features(self, jet: Jet) -> Tensor:
         """(1 + 2D, B, n_pairs, n_d): the jet output is these contracted with A over
-        (n_pairs, n_d), as for the other layer kinds (used by `pinnkan.jacobian`)."""
+        (n_pairs, n_d), as for the other layer kinds (used by `pinnkan.pinn.jacobian`)."""
         w, slots = self._jet_weights(jet)
         n = self.n_splines
         dense = w.new_zeros(*w.shape[:-1], self.n_pad * self.n_pad)

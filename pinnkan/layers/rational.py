@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pinnkan.config_checks import as_choice, as_float, as_int
+from pinnkan.common.config_checks import as_choice, as_float, as_int
 from pinnkan.layers.base import BasisLayer, LayerContext, LayerKind, NetworkModel
 
 DEGREE_P = 5  # numerator degree: n_d = DEGREE_P + 1 basis functions per channel

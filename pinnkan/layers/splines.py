@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnkan.config_checks import as_int
+from pinnkan.common.config_checks import as_int
 
 ORDER = 3  # cubic: the only order the closed-form pieces below cover
 GRID_RANGE = (-1.0, 1.0)  # default grid_range of the spline kinds

@@ -37,11 +37,25 @@ def build_pde(
 ) -> PDEFamily:
     """The member of family `name` (or an alias of it) with the given parameters (missing ones:
     the source member's, `defaults`) and loss weights (missing ones: `DEFAULT_WEIGHTS`)."""
-    family = FAMILIES.get(current_name(name))
+    return family_of(name)(weights=weights, **dict(params or {}))
+
+
+def family_of(name: Any) -> type[PDEFamily]:
+    """The built-in family called `name` (or an alias of it): the one place a PDE name is
+    checked."""
+    family = FAMILIES.get(current_name(str(name)))
     if family is None:
         known = ", ".join(sorted([*FAMILIES, *ALIASES]))
         raise PinnkanError(f"unknown pde {name!r}; choose one of: {known}")
-    return family(weights=weights, **dict(params or {}))
+    return family
 
 
-__all__ = ["ALIASES", "FAMILIES", "Condition", "PDEFamily", "build_pde", "current_name"]
+__all__ = [
+    "ALIASES",
+    "FAMILIES",
+    "Condition",
+    "PDEFamily",
+    "build_pde",
+    "current_name",
+    "family_of",
+]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 from pinnkan.pde.base import PI, Condition, FileProblem, PDEFamily, at_start, periodic
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, periodic
 
 REACTION = 5.0

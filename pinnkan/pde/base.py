@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from pinnkan.config_checks import as_float
+from pinnkan.common.config_checks import as_float
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 
 PI = math.pi
 # the loss weights of the residual and of each condition group, for the library and conf/ alike
@@ -74,7 +74,7 @@ class PDEFamily:
     # how a member is posed from a data file's sample (pde.reference.initial); None: it cannot be
     file_problem: ClassVar[FileProblem | None] = None
     # coordinates in which the solution is periodic over the box (hi - lo): the network embeds
-    # them as cos / sin (model.periodic, pinnkan.kan.KAN), which makes u exactly periodic there
+    # them as cos / sin (model.periodic, pinnkan.network.kan.KAN): u is exactly periodic there
     periodic_axes: ClassVar[tuple[int, ...]] = ()
     # whether the residual and every condition are affine in u and its derivatives (then the
     # loss is quadratic in the last layer's coefficients: adapter=lstsq solves it exactly);

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 from pinnkan.pde.base import PI, Condition, FileProblem, PDEFamily, at_start, on_faces
 
 # Gauss–Hermite nodes: enough for ν ≥ ~0.01/π to rounding (tests check against a fine FD solve)

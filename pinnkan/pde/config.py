@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pinnkan.config_checks import as_int
+from pinnkan.common.config_checks import as_int
 from pinnkan.errors import PinnkanError
-from pinnkan.pde import FAMILIES, PDEFamily, build_pde
+from pinnkan.pde import FAMILIES, PDEFamily, build_pde, family_of
 from pinnkan.pde.base import FileProblem
 from pinnkan.pde.from_file import file_params, posed_overrides
 from pinnkan.pde.reference import TIME, FileReference, file_sha256
@@ -70,10 +70,8 @@ def member_from_config(pde: dict[str, Any], which: str) -> PDEFamily:
         return build_pde(pde.get("name", "?"), params, weights)
     if target is not None:
         cls = family_class(target)
-    elif pde.get("name") in FAMILIES:
-        cls = FAMILIES[pde["name"]]
     else:
-        raise PinnkanError(f"unknown pde {pde.get('name')!r}")
+        cls = family_of(pde.get("name"))
     name = str(pde.get("name") or getattr(cls, "name", cls.__name__.lower()))
     overrides: dict[str, Any] = {}
     if target is not None:  # results and `transfer`'s source search know it by this name

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, on_faces
 
 # (m, n, c_mn): initial condition Σ c_mn sin(mπx) sin(nπy)

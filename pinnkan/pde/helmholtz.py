@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 from pinnkan.pde.base import PI, Condition, PDEFamily, on_faces
 
 # (m, n, c_mn): the modes of the fixed shape u₀ = Σ c_mn sin(mπx) sin(nπy)

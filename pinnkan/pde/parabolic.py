@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pinnkan.jet import Jet
+from pinnkan.layers.jet import Jet
 from pinnkan.pde.base import PI, Condition, PDEFamily, at_start, on_faces
 
 

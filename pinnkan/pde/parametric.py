@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnkan.config_checks import as_float
+from pinnkan.common.config_checks import as_float
 from pinnkan.errors import PinnkanError
-from pinnkan.jet import Jet, zero_jet
+from pinnkan.layers.jet import Jet, zero_jet
 from pinnkan.pde.base import Condition, PDEFamily
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.errors import PinnkanError
-from pinnkan.results import read_axes
+from pinnkan.io.axes import read_axes
 
 FIELD_NAMES = ("u", "fields/u_ref", "tensor")
 TIME = "t"  # the coordinate whose file axis holds instants, not cells

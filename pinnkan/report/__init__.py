@@ -2,7 +2,7 @@
 
 No Hydra here: a run is any directory with a ``results.h5``, or a Hydra job directory (with
 ``.hydra/``) without one, which is reported as ``missing`` (a job that failed before writing).
-Full fine-tuning runs lacking the ΔA diagnostics get them computed (pinnkan.diagnostics), the
+Full fine-tuning runs lacking the ΔA diagnostics get them computed (pinnkan.run.diagnostics), the
 only thing this command writes into a run directory.
 """
 
@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
-from pinnkan.atomic import make_dir, unwritable_dir
+from pinnkan.common.atomic import make_dir, unwritable_dir
 from pinnkan.errors import PinnkanError
 from pinnkan.report.collect import COLUMNS, collect
 from pinnkan.report.plots import plot_curves, plot_error_vs_cr, plot_error_vs_params

@@ -14,10 +14,11 @@ import h5py
 import numpy as np
 import yaml
 
+from pinnkan.adapters import FACTORS, adapter_names, get_adapter
 from pinnkan.errors import PinnkanError
+from pinnkan.io.results import RESULTS_FILE, results_problem
 from pinnkan.pde import current_name
-from pinnkan.results import RESULTS_FILE, results_problem
-from pinnkan.sweep import failure_message
+from pinnkan.run.sweep import failure_message
 
 # column -> kind ("s" text, "f" float with NaN for none, "i" int with -1 for none)
 COLUMNS: dict[str, str] = {
@@ -35,14 +36,18 @@ COLUMNS: dict[str, str] = {
     "n_trainable": "i",
     "rel_l2": "f",
     "max_abs_error": "f",
-    "nrmse": "f",  # PDEBench's metrics (time-dependent runs; pinnkan.pdebench_metrics)
+    "nrmse": "f",  # PDEBench's metrics (time-dependent runs; pinnkan.run.pdebench_metrics)
     "brmse": "f",
     "steps": "i",
     "train_seconds": "f",
     "status": "s",
     "note": "s",
 }
-TUCKER_ADAPTERS = ("lotra", "slim")  # the adapters cr, lr_strategy and init apply to
+
+
+def is_tucker(adapter: str) -> bool:
+    """Whether cr, lr_strategy and init apply to the adapter (a registered Tucker kind)."""
+    return adapter in adapter_names() and get_adapter(adapter).tucker
 
 
 @dataclass
@@ -96,7 +101,7 @@ def multipliers_text(mult: Any) -> str:
     """LoTRA's per-component lr constants as "c_G/c_U1/c_U2/c_U3" (1 where not given)."""
     if not isinstance(mult, dict):
         return ""
-    return "/".join(f"{float(mult.get(k, 1.0)):g}" for k in ("G", "U1", "U2", "U3"))
+    return "/".join(f"{float(mult.get(k, 1.0)):g}" for k in FACTORS)
 
 
 def _from_config(row: dict[str, Any], cfg: dict[str, Any]) -> None:
@@ -115,7 +120,7 @@ def _from_config(row: dict[str, Any], cfg: dict[str, Any]) -> None:
         row["target"] = json.dumps(params, sort_keys=True) if params else ""
     name = str(adapter.get("name", "")) if stage == "transfer" else ""
     row["adapter"] = name
-    if name in TUCKER_ADAPTERS:
+    if is_tucker(name):
         try:
             row["cr"] = float(cfg.get("cr"))  # type: ignore[arg-type]
         except (TypeError, ValueError):

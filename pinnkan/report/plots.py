@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from pinnkan.plots import save_png
-from pinnkan.report.collect import TUCKER_ADAPTERS, Run
+from pinnkan.io.plots import save_png
+from pinnkan.report.collect import Run, is_tucker
 
 REFERENCES = ("full", "scratch")  # horizontal reference lines of the error-vs-cr plot
 DPI = 100
@@ -75,7 +75,7 @@ def plot_error_vs_cr(path: Path, runs: list[Run]) -> Path | None:
         refs: dict[str, list[float]] = defaultdict(list)
         for run in members:
             r = run.row
-            if r["adapter"] in TUCKER_ADAPTERS and not math.isnan(r["cr"]):
+            if is_tucker(r["adapter"]) and not math.isnan(r["cr"]):
                 series[_series_label(r)][r["cr"]].append(r["rel_l2"])
             elif r["adapter"] in REFERENCES:
                 refs[r["adapter"]].append(r["rel_l2"])

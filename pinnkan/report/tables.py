@@ -12,11 +12,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-import pinnkan
-from pinnkan.atomic import atomic_replace
-from pinnkan.diagnostics import diagnose_run, has_diagnostics, read_diagnostics
+from pinnkan.common.atomic import atomic_replace
+from pinnkan.io.results import RESULTS_FILE
 from pinnkan.report.collect import COLUMNS, Run
-from pinnkan.results import RESULTS_FILE
+from pinnkan.run.diagnostics import diagnose_run, has_diagnostics, read_diagnostics
+from pinnkan.version import __version__
 
 PRINTED = [c for c in COLUMNS if c != "note"]  # the notes follow the printed table
 FLOAT_FORMATS = {"cr": "{:g}", "train_seconds": "{:.1f}"}  # others: "{:.3e}"
@@ -48,7 +48,7 @@ def write_csv(path: Path, runs: list[Run]) -> None:
 def write_h5(path: Path, runs: list[Run], sources: list[Path]) -> None:
     """report.h5: group ``table`` with one dataset per column (readable with plain h5py)."""
     with atomic_replace(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["pinnkan_version"] = str(pinnkan.__version__)
+        f.attrs["pinnkan_version"] = str(__version__)
         f.attrs["columns"] = json.dumps(list(COLUMNS))
         f.attrs["n_rows"] = len(runs)
         f.attrs["sources"] = json.dumps([str(s) for s in sources])

@@ -19,13 +19,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from pinnkan.config import RunConfig
+from pinnkan.common.interrupts import exit_code
+from pinnkan.common.malloc import keep_freed_memory
 from pinnkan.errors import PinnkanError
-from pinnkan.fit import StageInterrupted
-from pinnkan.interrupts import exit_code
-from pinnkan.malloc import keep_freed_memory
-from pinnkan.runlock import LOCK_FILE, acquire, release
-from pinnkan.sweep import (
+from pinnkan.run.config import RunConfig
+from pinnkan.run.fit import StageInterrupted
+from pinnkan.run.runlock import LOCK_FILE, acquire, release
+from pinnkan.run.sweep import (
     clear_failed,
     cpu_count,
     failures,
@@ -33,6 +33,7 @@ from pinnkan.sweep import (
     mark_failed,
     threads_for_job,
 )
+from pinnkan.run.user_code import user_code_error
 
 log = logging.getLogger("pinnkan")
 # hydra.sweep.subdir uses it; registered on import, so in launcher worker processes too
@@ -93,7 +94,7 @@ HYDRA_FILES = (".hydra", LOCK_FILE)  # and the job's <name>.log
 
 class RunDirGuard(Callback):
     """Hydra callback (conf/base.yaml), before Hydra writes into the run or sweep directory:
-    pin its name, take its lock (a second run pointed at it is refused; pinnkan.runlock) and
+    pin its name, take its lock (a second run pointed at it is refused; pinnkan.run.runlock) and
     check the disk has room, each failure one line and exit status 2."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -154,7 +155,7 @@ def _remove_if_untouched(run_dir: Path, top: Path) -> None:
 
 
 def set_threads(cfg: DictConfig, hc: Any) -> None:
-    """Apply the config's `threads` (see pinnkan.sweep.threads_for_job) to torch."""
+    """Apply the config's `threads` (see pinnkan.run.sweep.threads_for_job) to torch."""
     launcher = None
     if hc.mode == RunMode.MULTIRUN:
         launcher = OmegaConf.to_container(hc.launcher, resolve=False)
@@ -175,7 +176,7 @@ def run_stage(cfg: DictConfig, stage: Callable[[RunConfig, Path, str], Any]) -> 
     In a single run a user error exits with status 2 after one line on stderr; in a multirun
     the failed job is logged and the sweep goes on with the other jobs.
     """
-    keep_freed_memory()  # steady large per-step buffers; see pinnkan/malloc.py
+    keep_freed_memory()  # steady large per-step buffers; see pinnkan/common/malloc.py
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -186,16 +187,6 @@ def run_stage(cfg: DictConfig, stage: Callable[[RunConfig, Path, str], Any]) -> 
         plain = OmegaConf.to_container(cfg, resolve=True)
         yaml = OmegaConf.to_yaml(cfg, resolve=True)
         result = stage(RunConfig.from_dict(plain), run_dir, yaml)  # type: ignore[arg-type]
-    except (PinnkanError, OmegaConfBaseException) as exc:
-        msg = str(exc).strip().splitlines()[0]
-        if multirun:
-            log.error("job %s failed: %s", hc.job.num, msg)
-            mark_failed(run_dir, msg)
-            return None
-        print(f"pinnkan: error: {msg}", file=sys.stderr)
-        if run_dir.absolute() in _CREATED:  # refused before it wrote anything: no litter
-            _remove_if_untouched(run_dir, _CREATED[run_dir.absolute()])
-        sys.exit(EXIT_USER_ERROR)
     except StageInterrupted as exc:  # a sweep stops too: the user asked the process to end
         saved = f"checkpoint at step {exc.saved_step}" if exc.saved_step else "no checkpoint"
         print(
@@ -208,5 +199,20 @@ def run_stage(cfg: DictConfig, stage: Callable[[RunConfig, Path, str], Any]) -> 
     except KeyboardInterrupt:
         print("pinnkan: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        # a user error, or one raised in the user's own code (a PDE family's residual, say)
+        known = exc if isinstance(exc, PinnkanError | OmegaConfBaseException) else None
+        known = known or user_code_error(exc)
+        if known is None:  # pinnkan's own bug: the whole traceback
+            raise
+        msg = str(known).strip().splitlines()[0]
+        if multirun:
+            log.error("job %s failed: %s", hc.job.num, msg)
+            mark_failed(run_dir, msg)
+            return None
+        print(f"pinnkan: error: {msg}", file=sys.stderr)
+        if run_dir.absolute() in _CREATED:  # refused before it wrote anything: no litter
+            _remove_if_untouched(run_dir, _CREATED[run_dir.absolute()])
+        sys.exit(EXIT_USER_ERROR)
     m = result.metrics  # the sweep objective (Optuna): rel. L2, or the loss without a reference
     return float(m["rel_l2"] if "rel_l2" in m else m["loss"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from pinnkan import runner
+from pinnkan.run import runner
 from pinnkan.stages.entry import run_stage
 from pinnkan.stages.schema import register
 

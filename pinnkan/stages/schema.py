@@ -1,4 +1,4 @@
-"""pinnkan.config's dataclasses in Hydra's ConfigStore: the schema of `pinnkan pretrain` and
+"""pinnkan.run.config's dataclasses in Hydra's ConfigStore: the schema of `pinnkan pretrain` and
 `pinnkan transfer` and of every group option (`schema/<group>/<option>`), which the YAML file
 of that option includes. Defaults live only in the dataclasses; Hydra checks keys and types."""
 
@@ -12,15 +12,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING as REQUIRED
 
-from pinnkan.adapters import ADAPTERS, AdapterConfig
-from pinnkan.config import (
-    OPTIMIZERS,
-    PDEConfig,
-    RunConfig,
-    model_class,
-)
-from pinnkan.kan import LAYER_KINDS
+from pinnkan.adapters import AdapterConfig, adapter_names
+from pinnkan.network.kan import LAYER_KINDS
 from pinnkan.pde import FAMILIES
+from pinnkan.run.config import PDEConfig, RunConfig, model_class
+from pinnkan.train.optimizers import get_optimizer, optimizer_names
 
 # filled by the group options' schemas (their types differ per option)
 GROUP_NODES = ("model", "optim", "adapter")
@@ -73,9 +69,9 @@ def register() -> None:
         cs.store(group="schema", name=stage, node=stage_schema(stage))
     for kind in LAYER_KINDS:
         cs.store(group="schema/model", name=kind, node=model_class(kind))
-    for name, cls in OPTIMIZERS.items():
-        cs.store(group="schema/optim", name=name, node=cls)
-    for name in ADAPTERS:
+    for name in optimizer_names():
+        cs.store(group="schema/optim", name=name, node=get_optimizer(name).options)
+    for name in adapter_names():
         cs.store(group="schema/adapter", name=name, node=AdapterOptions(name=name))
     for name, family in FAMILIES.items():
         cs.store(group="schema/pde", name=name, node=PDEConfig.of_family(family))

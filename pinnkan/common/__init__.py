@@ -1,0 +1,1 @@
+"""Helpers below every tier: atomic writes, config checks, signals, progress."""

@@ -1,0 +1,1 @@
+"""The network: a KAN of layers, its derivative engines and grid evaluation."""

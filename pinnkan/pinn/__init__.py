@@ -1,0 +1,1 @@
+"""The PINN objective: collocation points, residuals, their Jacobian, causal weights."""

@@ -1,0 +1,1 @@
+"""Runs: the stages as plain functions (setup, fit, outcome, resume, sources, lock)."""

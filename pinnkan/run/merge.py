@@ -1,0 +1,76 @@
+"""`pinnkan merge`: an adapter file applied to the base model file it was trained on, written as
+a plain model file (A = A_base + G ×1 U1 ×2 U2 ×3 U3; layers trained in full from the adapter).
+
+The base is rebuilt as a live network from its model file, the adapter is attached with
+`pinnkan.adapters.load_adapter` (which refuses any base but its own: PDE family, network spec,
+hash of the frozen tensors) and folded in with `pinnkan.adapters.merge`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pinnkan.adapters import load_adapter, merge, read_adapter
+from pinnkan.adapters.files import adapter_dtype
+from pinnkan.errors import PinnkanError
+from pinnkan.io.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
+from pinnkan.network.kan import KAN
+from pinnkan.pde import current_name
+
+MERGED_FILE = "merged.safetensors"
+
+
+def model_from_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, Any], KAN]:
+    """Meta and the live network (on the CPU, in `dtype`) of a pinnkan model file."""
+    meta, state = load_checkpoint(path, MODEL_FORMAT)
+    spec = meta.get("spec")
+    try:
+        # the initial values are overwritten by the file's tensors
+        model = KAN.from_spec(spec, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        model.load_state_dict(state)
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, PinnkanError):
+        raise PinnkanError(
+            f"model checkpoint {path} is damaged (its network spec {spec} does not build the "
+            "network its tensors describe); re-run the stage that wrote it"
+        ) from None
+    return meta, model
+
+
+def merge_adapter(
+    adapter: Path, base: Path | None = None
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Meta and state of the merged model; `base` defaults to the adapter's recorded source."""
+    upd = read_adapter(adapter)
+    meta = upd.meta
+    if base is None:
+        if not meta.get("base_source"):
+            raise PinnkanError(
+                f"adapter {upd.path} records no base model (adapter={meta.get('adapter')} "
+                "starts from scratch); its run's model file already is the whole model"
+            )
+        base = Path(meta["base_source"])
+    base_path = model_file(base)
+    base_meta, model = model_from_file(base_path, adapter_dtype(meta))
+    fixed = (meta.get("spec") or {}).get("fixed")
+    if model.params and fixed is not None:  # a parametric base, adapted at one member
+        model.fix(fixed)
+    load_adapter(model, upd, base_name=str(base_path), pde=str(base_meta.get("pde")))
+    merged = merge(model).base_state()
+    kept = ("pde", "pde_params", "spec", "precision", "reference")
+    out_meta = {k: meta[k] for k in kept if k in meta}
+    if "pde" in out_meta:  # written under an alias: the merged file names the family
+        out_meta["pde"] = current_name(str(out_meta["pde"]))
+    out_meta.update(stage="merge", adapter=str(upd.path), base=str(base_path))
+    return out_meta, merged
+
+
+def merge_to_file(adapter: Path, base: Path | None = None, out: Path | None = None) -> Path:
+    """Write the merged model (a pinnkan model file, loadable as a transfer source)."""
+    meta, state = merge_adapter(adapter, base)
+    out = Path(out) if out is not None else Path(meta["adapter"]).parent / MERGED_FILE
+    save_checkpoint(out, MODEL_FORMAT, meta, state)
+    return out
