@@ -117,3 +117,23 @@ def test_bad_points_are_one_line(runs: dict[str, Path], tmp_path: Path) -> None:
     assert not out.exists() and not (tmp_path / "predictions.h5").exists()
     proc = run_pinnkan(["predict", str(tmp_path / "nowhere"), "--points", str(points)], tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_a_base_recorded_relative_to_another_directory_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transfer run from a relative `source=` records its base relative to its working
+    directory; loading with the adapter (and merging) from elsewhere still finds it."""
+    monkeypatch.chdir(tmp_path)
+    cfg = lm_transfer_config(Path("."))  # source=source (relative)
+    cfg["pde"] = {**cfg["pde"], "target": {"mu": 1.3}}
+    assert runner.transfer(cfg, Path("run")).status == "ok"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    res = read_results(tmp_path / "run" / "results.h5")
+    model = pinnkan.load(tmp_path / "run", adapter=True)
+    with torch.no_grad():
+        u = model(torch.as_tensor(grid_points(res)))[:, 0].numpy()
+    np.testing.assert_allclose(u, res["fields"]["u_pred"].ravel(), rtol=0, atol=1e-12)
+    assert merge_to_file(tmp_path / "run", out=elsewhere / "m.safetensors").is_file()

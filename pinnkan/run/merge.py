@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.adapters import load_adapter, merge, read_adapter
-from pinnkan.adapters.files import adapter_dtype
+from pinnkan.adapters.files import AdapterFile, adapter_dtype
 from pinnkan.errors import PinnkanError
 from pinnkan.io.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
 from pinnkan.network.kan import KAN
@@ -40,25 +40,45 @@ def model_from_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, Any], KAN
     return meta, model
 
 
+def recorded_base(upd: AdapterFile) -> Path:
+    """The base model file an adapter file records (`base_source`). A path recorded relative
+    to the transfer's working directory is also found from elsewhere: relative to the current
+    directory, else to the first folder above the adapter file that holds it."""
+    source = upd.meta.get("base_source")
+    if not source:
+        raise PinnkanError(
+            f"adapter {upd.path} records no base model (adapter={upd.meta.get('adapter')} "
+            "starts from scratch); its run's model file already is the whole model"
+        )
+    base = Path(source)
+    if base.is_absolute() or base.exists():
+        return base
+    for folder in Path(upd.path).resolve().parents:
+        if (folder / base).exists():
+            return folder / base
+    return base  # not found: model_file names it in its one-line error
+
+
+def base_with_adapter(adapter: Path, base: Path | None = None) -> tuple[AdapterFile, Path, KAN]:
+    """The adapter file, the base model file (`base`, default the recorded one) and the live
+    base network with the adapter attached (refused in one line unless it is the adapter's own
+    base: PDE family, network spec, hash of the frozen tensors)."""
+    upd = read_adapter(adapter)
+    base_path = model_file(base if base is not None else recorded_base(upd))
+    base_meta, model = model_from_file(base_path, adapter_dtype(upd.meta))
+    fixed = (upd.meta.get("spec") or {}).get("fixed")
+    if model.params and fixed is not None:  # a parametric base, adapted at one member
+        model.fix(fixed)
+    load_adapter(model, upd, base_name=str(base_path), pde=str(base_meta.get("pde")))
+    return upd, base_path, model
+
+
 def merge_adapter(
     adapter: Path, base: Path | None = None
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Meta and state of the merged model; `base` defaults to the adapter's recorded source."""
-    upd = read_adapter(adapter)
+    upd, base_path, model = base_with_adapter(adapter, base)
     meta = upd.meta
-    if base is None:
-        if not meta.get("base_source"):
-            raise PinnkanError(
-                f"adapter {upd.path} records no base model (adapter={meta.get('adapter')} "
-                "starts from scratch); its run's model file already is the whole model"
-            )
-        base = Path(meta["base_source"])
-    base_path = model_file(base)
-    base_meta, model = model_from_file(base_path, adapter_dtype(meta))
-    fixed = (meta.get("spec") or {}).get("fixed")
-    if model.params and fixed is not None:  # a parametric base, adapted at one member
-        model.fix(fixed)
-    load_adapter(model, upd, base_name=str(base_path), pde=str(base_meta.get("pde")))
     merged = merge(model).base_state()
     kept = ("pde", "pde_params", "spec", "precision", "reference")
     out_meta = {k: meta[k] for k in kept if k in meta}

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pinnkan.adapters import load_adapter, read_adapter
-from pinnkan.adapters.files import ADAPTER_FILE, LEGACY_ADAPTER_FILE, adapter_dtype
+from pinnkan.adapters.files import ADAPTER_FILE, LEGACY_ADAPTER_FILE
 from pinnkan.common.atomic import atomic_replace
 from pinnkan.common.dtypes import PRECISIONS, dtype_of
 from pinnkan.errors import PinnkanError
@@ -24,7 +23,7 @@ from pinnkan.network.derivatives import compute_jet
 from pinnkan.network.evaluation import EVAL_CHUNK, predict
 from pinnkan.network.kan import KAN
 from pinnkan.pde import FAMILIES, current_name
-from pinnkan.run.merge import model_from_file
+from pinnkan.run.merge import base_with_adapter, model_from_file
 from pinnkan.version import __version__
 
 # a point this far outside the domain (relative to its width) is still inside: round-off of a
@@ -84,17 +83,7 @@ class Solution:
                 f"{path} has no adapter file (a pretrain, scratch or full fine-tuning run holds "
                 "the whole network: load it without adapter=True)"
             )
-        upd = read_adapter(found)
-        base = upd.meta.get("base_source")
-        if not base:
-            raise PinnkanError(f"adapter {found} records no base model to attach it to")
-        base_file = model_file(Path(base))
-        meta, _ = load_checkpoint(base_file, MODEL_FORMAT)
-        _, model = model_from_file(base_file, adapter_dtype(upd.meta))
-        fixed = (upd.meta.get("spec") or {}).get("fixed")
-        if model.params and fixed is not None:  # a parametric base, adapted at one member
-            model.fix(fixed)
-        load_adapter(model, upd, base_name=str(base_file), pde=str(meta.get("pde")))
+        upd, _, model = base_with_adapter(found)
         if dtype is not None:
             model = model.to(_dtype(upd.meta, dtype))
         return cls(_frozen(model), upd.meta, found)
