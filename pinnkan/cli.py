@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from importlib import import_module, resources
 from pathlib import Path
 
@@ -174,6 +175,16 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _one_line_errors(command: Callable[[], object]) -> int:
+    """Run a command that is not a Hydra stage: 0, or 2 after a user error's one line."""
+    try:
+        command()
+    except PinnkanError as exc:
+        print(f"pinnkan: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def merge_main(args: list[str]) -> int:
     """`pinnkan merge <adapter file or transfer run dir> [--base M] [--out F]`."""
     parser = argparse.ArgumentParser(
@@ -191,13 +202,9 @@ def merge_main(args: list[str]) -> int:
         "--out", type=Path, default=None, help="output file (default: merged.safetensors beside it)"
     )
     ns = parser.parse_args(args)
-    try:
-        out = merge_to_file(ns.adapter, ns.base, ns.out)
-    except PinnkanError as exc:
-        print(f"pinnkan: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"merged model written to {out}")
-    return 0
+    return _one_line_errors(
+        lambda: print(f"merged model written to {merge_to_file(ns.adapter, ns.base, ns.out)}")
+    )
 
 
 def report_main(args: list[str]) -> int:
@@ -215,12 +222,7 @@ def report_main(args: list[str]) -> int:
     ns = parser.parse_args(args)
     from pinnkan.report import run_report  # matplotlib only when reporting
 
-    try:
-        run_report(ns.paths, ns.out)
-    except PinnkanError as exc:
-        print(f"pinnkan: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return _one_line_errors(lambda: run_report(ns.paths, ns.out))
 
 
 def predict_main(args: list[str]) -> int:
@@ -248,15 +250,12 @@ def predict_main(args: list[str]) -> int:
     ns = parser.parse_args(args)
     from pinnkan.run.solution import predict_to_file
 
-    try:
-        out = predict_to_file(
-            ns.run, ns.points, ns.out, derivatives=ns.derivatives, adapter=ns.adapter, key=ns.key
+    options = {"derivatives": ns.derivatives, "adapter": ns.adapter, "key": ns.key}
+    return _one_line_errors(
+        lambda: print(
+            f"predictions written to {predict_to_file(ns.run, ns.points, ns.out, **options)}"
         )
-    except PinnkanError as exc:
-        print(f"pinnkan: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"predictions written to {out}")
-    return 0
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
