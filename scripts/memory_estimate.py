@@ -169,7 +169,7 @@ def child(cfg: dict[str, Any], freeze: list[str], threads: int) -> dict[str, Any
     from pinnkan.common.malloc import keep_freed_memory
     from pinnkan.network.evaluation import Evaluator
     from pinnkan.pinn.loss import PinnLoss
-    from pinnkan.run import stage_setup
+    from pinnkan.run import setup as stage_setup
     from pinnkan.run.config import RunConfig
     from pinnkan.train.memory import estimate_step
     from pinnkan.train.training import train

@@ -19,7 +19,7 @@ from pinnkan.pinn.causal import CausalWeighting, summary
 from pinnkan.pinn.jacobian import residuals_and_jacobian
 from pinnkan.pinn.loss import PinnLoss
 from pinnkan.run.config import RunConfig
-from pinnkan.run.stage_setup import validate_config
+from pinnkan.run.setup import validate_config
 from pinnkan.train.config import TrainConfig
 from pinnkan.train.levenberg_marquardt import LMConfig
 from pinnkan.train.state import Interrupted, TrainState

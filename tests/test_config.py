@@ -22,7 +22,7 @@ from pinnkan.errors import PinnkanError
 from pinnkan.network.kan import KAN, LAYER_KINDS
 from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.run.config import RunConfig
-from pinnkan.run.stage_setup import build_model, pde_from_config, resolve_setup
+from pinnkan.run.setup import build_model, pde_from_config, resolve_setup
 from pinnkan.stages.precheck import check_composes
 from pinnkan.stages.schema import register
 from pinnkan.train.config import TrainConfig

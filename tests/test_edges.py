@@ -34,8 +34,8 @@ from pinnkan.io.checkpoint import (
     save_checkpoint,
 )
 from pinnkan.io.results import RESULTS_FILE, read_results
+from pinnkan.run.lock import LOCK_FILE, RunDirBusy, acquire, locked_while_running, release
 from pinnkan.run.merge import MERGED_FILE
-from pinnkan.run.runlock import LOCK_FILE, RunDirBusy, acquire, locked_while_running, release
 from pinnkan.train.state import load_train_state
 from tests.conftest import SourceRun, describe, finished_pretrain, run_pinnkan, start_pinnkan, tiny
 
@@ -361,7 +361,7 @@ def test_resume_with_a_broken_overrides_file(
 # --- two runs on one run directory ---------------------------------------------------------------
 HOLDER = """
 import sys, time
-from pinnkan.run.runlock import acquire
+from pinnkan.run.lock import acquire
 acquire(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)

@@ -23,7 +23,7 @@ from pinnkan.pde.reference import FileReference, file_sha256
 from pinnkan.report.collect import read_run
 from pinnkan.run import runner
 from pinnkan.run.merge import merge_adapter
-from pinnkan.run.stage_setup import periodic_axes
+from pinnkan.run.setup import periodic_axes
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 
 NX, NT = 32, 11  # cell centres on (0, 1); NT slices on [0, 2], NT + 1 t values as PDEBench

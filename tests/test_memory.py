@@ -17,7 +17,7 @@ from pinnkan.errors import PinnkanError
 from pinnkan.network.kan import KAN
 from pinnkan.pde import PDEFamily
 from pinnkan.pinn.jacobian import trainable_parameters
-from pinnkan.run import stage_setup
+from pinnkan.run import setup as stage_setup
 from pinnkan.run.config import RunConfig, set_dotted
 from pinnkan.train.config import TrainConfig
 from pinnkan.train.memory import MemoryEstimate, available_bytes, check_fits, estimate_step

@@ -23,8 +23,8 @@ from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.pinn.jacobian import residuals_and_jacobian, trainable_parameters
 from pinnkan.run import runner
 from pinnkan.run.merge import model_from_file
+from pinnkan.run.setup import periodic_axes
 from pinnkan.run.sources import check_compatible
-from pinnkan.run.stage_setup import periodic_axes
 from tests.conftest import describe, run_pinnkan, tiny, tiny_config
 from tests.test_lm import _jacrev, _problem
 

@@ -4,7 +4,7 @@ conf/'s groups, whose YAML files keep only comments).
 
 `RunConfig.from_dict` builds one from a plain dict (a composed Hydra config, or a library
 call's partial dict), filling defaults and refusing unknown keys in one line; the values' types
-and ranges are checked where they are used (`pinnkan.run.stage_setup`), also in one line each.
+and ranges are checked where they are used (`pinnkan.run.setup`), also in one line each.
 """
 
 from __future__ import annotations

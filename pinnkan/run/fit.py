@@ -24,7 +24,7 @@ from pinnkan.pinn.loss import PinnLoss
 from pinnkan.run.config import RunConfig
 from pinnkan.run.outcome import build_result, finish
 from pinnkan.run.resume import config_fingerprint
-from pinnkan.run.stage_setup import Setup, eval_points
+from pinnkan.run.setup import Setup, eval_points
 from pinnkan.train.state import (
     Diverged,
     History,

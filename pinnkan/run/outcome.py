@@ -24,7 +24,7 @@ from pinnkan.pde import PDEFamily
 from pinnkan.pinn.loss import PinnLoss
 from pinnkan.run.config import RunConfig
 from pinnkan.run.pdebench_metrics import boundary_rmse, nrmse
-from pinnkan.run.stage_setup import Setup, eval_points
+from pinnkan.run.setup import Setup, eval_points
 from pinnkan.train.state import History
 
 log = logging.getLogger("pinnkan")

@@ -43,11 +43,10 @@ from pinnkan.run import continuation
 from pinnkan.run.config import RunConfig
 from pinnkan.run.diagnostics import diagnose_run
 from pinnkan.run.fit import StageRun, fit
+from pinnkan.run.lock import acquire, locked_while_running
 from pinnkan.run.outcome import build_result, finish
 from pinnkan.run.resume import load_resume, stage_faults
-from pinnkan.run.runlock import acquire, locked_while_running
-from pinnkan.run.sources import check_compatible, matching, source_checkpoint, source_spec
-from pinnkan.run.stage_setup import (
+from pinnkan.run.setup import (
     Setup,
     as_run_config,
     build_model,
@@ -56,6 +55,7 @@ from pinnkan.run.stage_setup import (
     pde_from_config,
     resolve_setup,
 )
+from pinnkan.run.sources import check_compatible, matching, source_checkpoint, source_spec
 from pinnkan.train.evaluate_only import evaluate_only
 from pinnkan.train.lstsq import refuse_unsupported, train_lstsq
 

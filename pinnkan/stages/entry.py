@@ -24,7 +24,7 @@ from pinnkan.common.malloc import keep_freed_memory
 from pinnkan.errors import PinnkanError
 from pinnkan.run.config import RunConfig
 from pinnkan.run.fit import StageInterrupted
-from pinnkan.run.runlock import LOCK_FILE, acquire, release
+from pinnkan.run.lock import LOCK_FILE, acquire, release
 from pinnkan.run.sweep import (
     clear_failed,
     cpu_count,
@@ -94,7 +94,7 @@ HYDRA_FILES = (".hydra", LOCK_FILE)  # and the job's <name>.log
 
 class RunDirGuard(Callback):
     """Hydra callback (conf/base.yaml), before Hydra writes into the run or sweep directory:
-    pin its name, take its lock (a second run pointed at it is refused; pinnkan.run.runlock) and
+    pin its name, take its lock (a second run pointed at it is refused; pinnkan.run.lock) and
     check the disk has room, each failure one line and exit status 2."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -1,5 +1,5 @@
 """Compose a stage's config as Hydra will and validate it as the stage will
-(`pinnkan.run.stage_setup.validate_config`), before Hydra runs or makes a directory: an unknown
+(`pinnkan.run.setup.validate_config`), before Hydra runs or makes a directory: an unknown
 key, a value of the wrong type or out of range is one line naming the setting. Every value of
 a sweep is composed (keys and types); ranges are checked for the first job, the others' by
 their own jobs, so one bad value fails its job, not the sweep.
@@ -29,7 +29,7 @@ from omegaconf.errors import (
 from pinnkan.errors import PinnkanError
 from pinnkan.network.kan import LAYER_KINDS
 from pinnkan.run.config import RunConfig, set_dotted
-from pinnkan.run.stage_setup import validate_config
+from pinnkan.run.setup import validate_config
 from pinnkan.stages.schema import TRANSFER_ONLY, register
 
 

@@ -46,6 +46,9 @@ class TrainConfig:
     window_tol: float = _TRAIN.window_tol
     window_steps: int = _TRAIN.window_steps
 
+    # set by `validate`: the stage validates once, `train` only what it was not given valid
+    validated: bool = field(default=False, init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         """Unset steps / lr / lr_decay / lbfgs_steps take the optimizer's pretrain defaults."""
         try:
@@ -94,3 +97,4 @@ class TrainConfig:
                 "window on LM's own signals); use train.causal with optim=" + self.optimizer
             )
         self.lm.validate()
+        self.validated = True

@@ -61,7 +61,8 @@ def train(
     (`pinnkan.adapters.growth`; a resumed run's model must have the ranks of its state:
     `match_ranks`).
     """
-    cfg.validate()
+    if not cfg.validated:  # a stage's TrainConfig comes validated (pinnkan.run.setup)
+        cfg.validate()
     optimizer = get_optimizer(cfg.optimizer)
     if path is not None and (not optimizer.legs or loop is not None):
         raise PinnkanError("transfer.homotopy needs optim=lm (its legs end on LM's signals)")
