@@ -81,5 +81,5 @@ def test_autograd_engine_runs_uncompiled_with_a_warning(caplog: pytest.LogCaptur
 
 
 def test_compile_flag_must_be_a_bool() -> None:
-    with pytest.raises(PinnkanError, match="train.compile"):
+    with pytest.raises(PinnkanError, match="compile='yes' must be true or false"):
         TrainConfig(compile="yes").validate()  # type: ignore[arg-type]

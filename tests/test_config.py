@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import h5py
 import pytest
@@ -18,15 +20,17 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from pinnkan.adapters import AdapterConfig, adapter_names
-from pinnkan.errors import PinnkanError
+from pinnkan.errors import FieldError, PinnkanError
 from pinnkan.network.kan import KAN, LAYER_KINDS
 from pinnkan.pde import FAMILIES, build_pde
 from pinnkan.run.config import RunConfig
-from pinnkan.run.setup import build_model, pde_from_config, resolve_setup
+from pinnkan.run.setup import build_model, pde_from_config, resolve_setup, validate_config
 from pinnkan.stages.precheck import check_composes
 from pinnkan.stages.schema import register
 from pinnkan.train.config import TrainConfig
+from pinnkan.train.levenberg_marquardt import LMConfig
 from pinnkan.train.optimizers import optimizer_names
+from tests.conftest import tiny_config
 
 
 def composed(stage: str, *overrides: str) -> RunConfig:
@@ -281,3 +285,48 @@ def test_progress_takes_a_yaml_boolean(given: object, means: str) -> None:
     cfg = TrainConfig(progress=given)  # type: ignore[arg-type]
     cfg.validate()
     assert cfg.progress == means
+
+
+@pytest.mark.parametrize(
+    ("library", "changes", "message"),
+    [
+        (lambda: TrainConfig(steps=2.5).validate(), {"train.steps": 2.5}, "train.steps=2.5 must"),
+        (
+            lambda: TrainConfig(lm=LMConfig(damping=0.0)).validate(),
+            {"optim.damping": 0.0},
+            "optim.damping=0.0 must",
+        ),
+        (lambda: TrainConfig(optimizer="adam", lr_decay=2.0).validate(), None, None),
+        (
+            lambda: AdapterConfig(grow_patience=0).validate(2),
+            {"adapter.grow_patience": 0},
+            "adapter.grow_patience=0 must",
+        ),
+        (
+            lambda: build_pde("elliptic", weights={"residual": -1.0}),
+            {"pde.weights": {"residual": -1.0}},
+            "pde.weights.residual=-1.0 must",
+        ),
+        (
+            lambda: LAYER_KINDS["bspline"].resolve("bspline", {"grid_size": 2.5}),
+            {"model.grid_size": 2.5},
+            "model.grid_size=2.5 must",
+        ),
+    ],
+    ids=["train", "lm", "optim", "adapter", "pde", "model"],
+)
+def test_the_library_names_its_arguments_and_the_cli_its_keys(
+    library: Any, changes: dict | None, message: str | None, tmp_path: Path
+) -> None:
+    """A bad value is named as the library spells it (`steps`, `lm.damping`, `lr_decay`,
+    `grow_patience`); the stages report it under the CLI's key (`train.steps`, ...)."""
+    with pytest.raises(FieldError) as info:
+        library()
+    assert not str(info.value).startswith(("train.", "optim.", "adapter."))
+    if changes is None:
+        assert str(info.value).startswith("lr_decay=2.0")
+        return
+    cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, **changes})
+    cfg["stage"] = "transfer" if "adapter.grow_patience" in changes else "pretrain"
+    with pytest.raises(FieldError, match=re.escape(message)):
+        validate_config(RunConfig.from_dict(cfg))

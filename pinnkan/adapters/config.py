@@ -9,7 +9,7 @@ from typing import Any
 from pinnkan.adapters.registry import adapter_names, get_adapter
 from pinnkan.adapters.tucker import FACTORS, INITS, check_cr, ranks_from_cr
 from pinnkan.common.config_checks import as_float, as_int
-from pinnkan.errors import PinnkanError
+from pinnkan.errors import FieldError, PinnkanError
 
 LAYER_MODES = ("lotra", "full", "frozen")
 MAX_MULTIPLIER = 1e4  # with optim.lr <= 10 keeps every group's lr far from float32 overflow
@@ -24,7 +24,7 @@ class AdapterConfig:
     """Adapter choice and LoTRA options (METHOD.md §2); `validate` checks them at the edge."""
 
     name: str = "lotra"
-    cr: float = 0.5
+    cr: float = 0.5  # the one default of `cr` (RunConfig.cr takes it)
     ranks: list[Any] | None = None  # [r1, r2, r3] for every layer, or one triple per layer
     init: str = "grad"
     lr_strategy: str = "theory"
@@ -41,9 +41,10 @@ class AdapterConfig:
         kind = get_adapter(self.name)
         self.cr = check_cr(self.cr)
         if not kind.layer_modes and self.layers is not None:
-            raise PinnkanError(
-                f"adapter.layers has no meaning for adapter={self.name} (it sets every "
-                "layer's part itself); leave it null"
+            raise FieldError(
+                "layers",
+                f"={list(self.layers)} has no meaning for adapter={self.name} (it sets every "
+                "layer's part itself); leave it null",
             )
         if kind.init is not None:
             self.init = kind.init  # e.g. slim: no pretrained network, no gradient direction
@@ -54,13 +55,13 @@ class AdapterConfig:
         if self.lr_strategy not in LR_STRATEGIES:
             raise PinnkanError(
                 f"unknown LoTRA lr strategy {self.lr_strategy!r}; choose one of: "
-                f"{', '.join(LR_STRATEGIES)} (explicit multipliers: adapter.multipliers.G=...)"
+                f"{', '.join(LR_STRATEGIES)} (or explicit multipliers per factor)"
             )
         bad = sorted(set(self.multipliers) - set(FACTORS))
         if bad:
             raise PinnkanError(f"unknown LoTRA multiplier(s) {bad}; use {list(FACTORS)}")
         self.multipliers = {
-            k: as_float(v, f"adapter.multipliers.{k}", 0.0, MAX_MULTIPLIER, lo_open=True)
+            k: as_float(v, f"multipliers.{k}", 0.0, MAX_MULTIPLIER, lo_open=True)
             for k, v in self.multipliers.items()
         }
         if self.ranks is not None:
@@ -69,30 +70,30 @@ class AdapterConfig:
             )
             triples = list(self.ranks) if per_layer else [self.ranks]
             if per_layer and len(triples) != n_layers:
-                raise PinnkanError(
-                    f"adapter.ranks lists {len(triples)} triples for {n_layers} layers"
-                )
+                raise FieldError("ranks", f" lists {len(triples)} triples for {n_layers} layers")
             for r in triples:
                 if not isinstance(r, list | tuple) or len(r) != 3:
-                    raise PinnkanError(
-                        f"adapter.ranks={self.ranks!r} must be [r1, r2, r3] (or one per layer)"
+                    raise FieldError(
+                        "ranks", f"={self.ranks!r} must be [r1, r2, r3] (or one per layer)"
                     )
                 for v in r:
-                    as_int(v, "adapter.ranks[]", 1)
-        self.grow_patience = as_int(self.grow_patience, "adapter.grow_patience", 1)
+                    as_int(v, "ranks[]", 1)
+        self.grow_patience = as_int(self.grow_patience, "grow_patience", 1)
         if self.grow_to is not None:
-            self.grow_to = as_float(self.grow_to, "adapter.grow_to", self.cr, 1.0, lo_open=True)
+            self.grow_to = as_float(self.grow_to, "grow_to", self.cr, 1.0, lo_open=True)
             if not kind.tucker or self.ranks is not None:
                 tucker = " or ".join(n for n in adapter_names() if get_adapter(n).tucker)
-                raise PinnkanError(
-                    f"adapter.grow_to grows the Tucker ranks from cr's: it needs adapter={tucker} "
-                    "and no adapter.ranks"
+                raise FieldError(
+                    "grow_to",
+                    f"={self.grow_to:g} grows the Tucker ranks from cr's: it needs "
+                    f"adapter={tucker} and no ranks",
                 )
         if self.layers is not None:
             if len(self.layers) != n_layers or any(m not in LAYER_MODES for m in self.layers):
-                raise PinnkanError(
-                    f"adapter.layers={list(self.layers)} must list {n_layers} modes out of "
-                    f"{', '.join(LAYER_MODES)}"
+                raise FieldError(
+                    "layers",
+                    f"={list(self.layers)} must list {n_layers} modes out of "
+                    f"{', '.join(LAYER_MODES)}",
                 )
 
     def layer_ranks(self, layer: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:

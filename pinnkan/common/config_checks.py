@@ -1,8 +1,8 @@
 """Range and type checks for config values, each failing with one line that names the field.
 
-Every numeric field a stage reads goes through `as_int` or `as_float`, so `train.steps=2.5`,
-`optim.lr=nan` or `model.grid_size=-1` stop before any work with a message like
-`train.steps=2.5 must be an integer >= 1`.
+Every numeric field a stage reads goes through `as_int` or `as_float`, so `steps=2.5`,
+`lr=nan` or `grid_size=-1` stop before any work with a message like `steps=2.5 must be an
+integer >= 1` (a `FieldError`, which the CLI reports under its own key: `train.steps=2.5 ...`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pinnkan.errors import PinnkanError
+from pinnkan.errors import FieldError
 
 
 def as_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -19,7 +19,7 @@ def as_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) 
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         ok, value = True, int(value)
     if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise PinnkanError(f"{name}={value!r} must be an integer{_range(lo, hi)}")
+        raise FieldError(name, f"={value!r} must be an integer{_range(lo, hi)}")
     return int(value)
 
 
@@ -41,8 +41,8 @@ def as_float(
     if ok and hi is not None:
         ok = v < hi if hi_open else v <= hi
     if not ok:
-        raise PinnkanError(
-            f"{name}={value!r} must be a finite number{_range(lo, hi, lo_open, hi_open)}"
+        raise FieldError(
+            name, f"={value!r} must be a finite number{_range(lo, hi, lo_open, hi_open)}"
         )
     return v
 
@@ -50,7 +50,7 @@ def as_float(
 def as_choice(value: Any, name: str, choices: tuple[str, ...] | list[str]) -> str:
     """`value` as one of the allowed strings."""
     if not isinstance(value, str) or value not in choices:
-        raise PinnkanError(f"{name}={value!r}; choose one of: {', '.join(choices)}")
+        raise FieldError(name, f"={value!r}; choose one of: {', '.join(choices)}")
     return value
 
 

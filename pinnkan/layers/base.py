@@ -232,7 +232,7 @@ class LayerKind:
         self.refuse_unknown(kind, given)
         defaults = self.defaults()
         merged = {k: given.get(k, default) for k, default in defaults.items()}
-        return {k: self.checks[k](v, f"model.{k}") for k, v in merged.items()}
+        return {k: self.checks[k](v, k) for k, v in merged.items()}
 
 
 def check_range(value: Any, name: str) -> list[float]:

@@ -99,7 +99,7 @@ class PDEFamily:
             )
         self.weights = dict(DEFAULT_WEIGHTS)
         for k, v in (weights or {}).items():
-            self.weights[k] = as_float(v, f"pde.weights.{k}", 0.0)
+            self.weights[k] = as_float(v, f"weights.{k}", 0.0)
 
     # --- to implement -----------------------------------------------------------------------
     def residual(self, x: Tensor, jet: Jet) -> Tensor:

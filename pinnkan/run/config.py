@@ -102,7 +102,7 @@ class RunConfig:
     model: Any = field(default_factory=lambda: model_class(DEFAULT_KIND)())
     optim: Any = field(default_factory=lambda: get_optimizer(DEFAULT_OPTIMIZER).options())
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    cr: float = 0.5  # LoTRA compression ratio in (0, 1]: r_m = max(1, ceil(cr * dim_m))
+    cr: float = AdapterConfig.cr  # LoTRA compression ratio in (0, 1]: r_m = max(1, ceil(cr dim_m))
     source: str | None = None  # a pretrain run dir or model file; null: the newest of this PDE
     transfer: TransferOptions = field(default_factory=TransferOptions)  # where it starts
 

@@ -21,6 +21,7 @@ from pinnkan.adapters import (
     prepare,
     save_adapter,
 )
+from pinnkan.adapters.files import base_hash
 from pinnkan.adapters.growth import RankGrowth
 from pinnkan.adapters.tucker import FACTORS
 from pinnkan.common.atomic import make_dir
@@ -30,7 +31,6 @@ from pinnkan.io.checkpoint import (
     MODEL_FORMAT,
     load_checkpoint,
     save_checkpoint,
-    tensors_hash,
 )
 from pinnkan.io.results import RunResult
 from pinnkan.network.kan import KAN
@@ -51,6 +51,7 @@ from pinnkan.run.setup import (
     as_run_config,
     build_model,
     check_memory,
+    cli_keys,
     loss_from_setup,
     pde_from_config,
     resolve_setup,
@@ -141,7 +142,8 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     gen = torch.Generator().manual_seed(setup.seed)
     fresh = gen.get_state()  # a source's own network is built from the same draws (below)
     model = build_model(cfg, pde, setup, gen)
-    acfg.validate(len(model.layers))
+    with cli_keys("adapter"):  # before any file is written
+        acfg.validate(len(model.layers))
     loop = None
     kind = get_adapter(acfg.name)
     if kind.solve:  # one solve is the whole training
@@ -162,7 +164,8 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         source_meta, state = load_checkpoint(source_path, MODEL_FORMAT)
         if check_compatible(source_meta, source_path, pde, model):
             model = _source_network(source_meta, source_path, model, setup, gen, fresh)
-            acfg.validate(len(model.layers))
+            with cli_keys("adapter"):  # against the source's own layers
+                acfg.validate(len(model.layers))
         try:
             model.load_state_dict(state)
         except RuntimeError:
@@ -176,10 +179,11 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     first = loss_fn.sample(
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device
     )
-    prepare(model, acfg, gen, lambda m: loss_fn(m, first))
+    with cli_keys("adapter"):  # validates against the source's layers
+        prepare(model, acfg, gen, lambda m: loss_fn(m, first))
     # what the update is measured from and what is frozen: after `prepare` (slim zeroes A)
     A_pt = [layer.A.detach().clone() for layer in model.layers]
-    base = {k: v.detach().clone() for k, v in model.base_state().items() if k.startswith("layers.")}
+    base_id = base_hash(model)  # the identity of the base the adapter file names
     started = continuation.start(cfg, run_dir, model, pde, acfg.name, source_path, resume)
     groups = param_groups(model, acfg, setup.train.lr)
     summary = adapter_summary(model)
@@ -249,7 +253,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
                 **spec_meta,
                 "adapter": acfg.name,
                 "cr": acfg.cr,
-                "base_hash": tensors_hash(base),
+                "base_hash": base_id,
                 "base_source": str(source_path) if source_path else None,
             },
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -17,7 +19,7 @@ from pinnkan.adapters import (
 )
 from pinnkan.common.config_checks import as_choice, as_int
 from pinnkan.common.dtypes import PRECISIONS
-from pinnkan.errors import PinnkanError
+from pinnkan.errors import FieldError, PinnkanError
 from pinnkan.network.kan import KAN, LAYER_KINDS
 from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
@@ -52,6 +54,39 @@ def as_run_config(cfg: RunConfig | dict[str, Any], stage: str) -> RunConfig:
     return cfg
 
 
+# TrainConfig's fields that the CLI sets in `optim:` (the rest are `train.<field>`)
+_OPTIM_FIELDS = {
+    "lr": "lr",
+    "lr_decay": "lr_decay",
+    "lbfgs_steps": "lbfgs_steps",
+    "optimizer": "name",
+}
+
+
+def cli_key(section: str, field: str) -> str:
+    """The CLI's key for a library argument of `section`'s object: TrainConfig (train), its
+    LM options (`lm.<f>`: optim.<f>), AdapterConfig (adapter; its cr is the top-level cr), a
+    layer kind's options (model) and a family's loss weights (pde.weights)."""
+    if section == "train" and field.startswith("lm."):
+        return "optim." + field[3:]
+    if section == "train" and field in _OPTIM_FIELDS:
+        return "optim." + _OPTIM_FIELDS[field]
+    if section == "adapter" and field == "cr":
+        return "cr"
+    if section == "pde" and not field.startswith("weights."):
+        return field  # the member's parameters and files: named as the config names them
+    return f"{section}.{field}"
+
+
+@contextmanager
+def cli_keys(section: str) -> Iterator[None]:
+    """Report a library argument's bad value under the CLI's key (`cli_key`)."""
+    try:
+        yield
+    except FieldError as exc:
+        raise exc.renamed(cli_key(section, exc.field)) from None
+
+
 def resolve_setup(cfg: RunConfig) -> Setup:
     """Validate the stage-independent part of the config (precision, device, budget, seed).
 
@@ -81,7 +116,8 @@ def resolve_setup(cfg: RunConfig) -> Setup:
     own = get_optimizer(o.name).settings(o, stage)
     train_options = {f.name: getattr(t, f.name) for f in fields(TrainOptions) if f.name != "steps"}
     tc = TrainConfig(steps=steps, optimizer=o.name, **own, **train_options)
-    tc.validate()
+    with cli_keys("train"):
+        tc.validate()
     if cfg.eval.n is not None:
         as_int(cfg.eval.n, "eval.n", 2, 4096)
     return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision, evaluate)
@@ -115,12 +151,14 @@ def validate_config(cfg: RunConfig) -> Setup:
     the settings, the network's options, the adapter's and the PDE member's parameters."""
     setup = resolve_setup(cfg)
     kind, hidden, periodic, options = _model_options(cfg)
-    LAYER_KINDS[kind].resolve(kind, options)
+    with cli_keys("model"):
+        LAYER_KINDS[kind].resolve(kind, options)
     pde = pde_from_config(cfg, "target" if cfg.stage == "transfer" else "source")
     loss_from_setup(pde, setup)
     periodic_axes(periodic, pde)
     if cfg.stage == "transfer":
-        replace(cfg.adapter, cr=cfg.cr).validate(len(hidden) + 1)
+        with cli_keys("adapter"):
+            replace(cfg.adapter, cr=cfg.cr).validate(len(hidden) + 1)
         if get_adapter(cfg.adapter.name).solve:
             refuse_unsupported(pde, setup.train)
     return setup
@@ -130,17 +168,18 @@ def build_model(cfg: RunConfig, pde: PDEFamily, setup: Setup, gen: torch.Generat
     """The network the model config describes (a `model=` layer kind), on the PDE's domain,
     with the periodic axes `model.periodic` resolves to for `pde`."""
     name, hidden, periodic, m = _model_options(cfg)
-    return KAN(
-        [pde.dim, *hidden, 1],
-        list(pde.domain),
-        kind=name,
-        dtype=setup.dtype,
-        device=setup.device,
-        generator=gen,
-        periodic=periodic_axes(periodic, pde),
-        params=pde.swept,
-        **m,
-    )
+    with cli_keys("model"):
+        return KAN(
+            [pde.dim, *hidden, 1],
+            list(pde.domain),
+            kind=name,
+            dtype=setup.dtype,
+            device=setup.device,
+            generator=gen,
+            periodic=periodic_axes(periodic, pde),
+            params=pde.swept,
+            **m,
+        )
 
 
 def check_memory(
@@ -187,7 +226,8 @@ def eval_points(cfg: RunConfig, pde: PDEFamily) -> int:
 def pde_from_config(cfg: RunConfig, which: str) -> PDEFamily:
     """The family member at the config's `source` or `target` parameters; a pretrain with
     `pde.parametric` gets the parametric member over those ranges (pinnkan.pde.parametric)."""
-    member = member_from_config(dataclasses.asdict(cfg.pde), which)
+    with cli_keys("pde"):
+        member = member_from_config(dataclasses.asdict(cfg.pde), which)
     swept = {k: v for k, v in (cfg.pde.parametric or {}).items() if v is not None}
     if not swept:
         return member

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pinnkan.common.config_checks import as_choice, as_float, as_int
-from pinnkan.errors import PinnkanError
+from pinnkan.errors import FieldError, PinnkanError
 from pinnkan.network.derivatives import ENGINES
 from pinnkan.train.levenberg_marquardt import LMConfig
 from pinnkan.train.optimizers import DEFAULT_OPTIMIZER, get_optimizer
@@ -63,38 +63,42 @@ class TrainConfig:
     def validate(self) -> None:
         """Type and range of every field; one PinnkanError line naming the field."""
         optimizer = get_optimizer(self.optimizer)  # first: its defaults fill the rest
-        for name, key, lo in (
-            ("steps", "train.steps", 1),
-            ("lbfgs_steps", "optim.lbfgs_steps", 0),
-            ("n_interior", "train.n_interior", 1),
-            ("n_boundary", "train.n_boundary", 1),
-            ("eval_every", "train.eval_every", 1),
-            ("log_every", "train.log_every", 1),
-            ("checkpoint_every", "train.checkpoint_every", 0),
+        for name, lo in (
+            ("steps", 1),
+            ("lbfgs_steps", 0),
+            ("n_interior", 1),
+            ("n_boundary", 1),
+            ("eval_every", 1),
+            ("log_every", 1),
+            ("checkpoint_every", 0),
         ):
-            setattr(self, name, as_int(getattr(self, name), key, lo))
+            setattr(self, name, as_int(getattr(self, name), name, lo))
         # above MAX_LR, Adam steps overflow float32 (1e38 crashed inside torch)
-        self.lr = as_float(self.lr, "optim.lr", 0.0, MAX_LR, lo_open=True)
-        self.lr_decay = as_float(self.lr_decay, "optim.lr_decay", 0.0, 1.0, lo_open=True)
-        as_choice(self.derivatives, "train.derivatives", ENGINES)
+        self.lr = as_float(self.lr, "lr", 0.0, MAX_LR, lo_open=True)
+        self.lr_decay = as_float(self.lr_decay, "lr_decay", 0.0, 1.0, lo_open=True)
+        as_choice(self.derivatives, "derivatives", ENGINES)
         for name in ("compile", "check_memory"):
             if not isinstance(getattr(self, name), bool):
-                raise PinnkanError(f"train.{name}={getattr(self, name)!r} must be true or false")
+                raise FieldError(name, f"={getattr(self, name)!r} must be true or false")
         # a YAML boolean (Hydra turns `false` into "False" for this str field): on or off
         flag = str(self.progress).lower()
         self.progress = {"true": "auto", "false": "none"}.get(flag, self.progress)
-        as_choice(self.progress, "train.progress", ("auto", "bar", "log", "none"))
-        self.max_seconds = as_float(self.max_seconds, "train.max_seconds", 0.0)
-        self.tol = as_float(self.tol, "train.tol", 0.0)
-        self.causal = as_float(self.causal, "train.causal", 0.0)
-        self.causal_slices = as_int(self.causal_slices, "train.causal_slices", 1)
-        self.time_windows = as_int(self.time_windows, "train.time_windows", 1, 10_000)
-        self.window_tol = as_float(self.window_tol, "train.window_tol", 0.0)
-        self.window_steps = as_int(self.window_steps, "train.window_steps", 1)
+        as_choice(self.progress, "progress", ("auto", "bar", "log", "none"))
+        self.max_seconds = as_float(self.max_seconds, "max_seconds", 0.0)
+        self.tol = as_float(self.tol, "tol", 0.0)
+        self.causal = as_float(self.causal, "causal", 0.0)
+        self.causal_slices = as_int(self.causal_slices, "causal_slices", 1)
+        self.time_windows = as_int(self.time_windows, "time_windows", 1, 10_000)
+        self.window_tol = as_float(self.window_tol, "window_tol", 0.0)
+        self.window_steps = as_int(self.window_steps, "window_steps", 1)
         if self.time_windows > 1 and not optimizer.legs:
-            raise PinnkanError(
-                f"train.time_windows={self.time_windows} needs optim=lm (it opens the next "
-                "window on LM's own signals); use train.causal with optim=" + self.optimizer
+            raise FieldError(
+                "time_windows",
+                f"={self.time_windows} needs optim=lm (it opens the next window on LM's own "
+                "signals); use causal weighting with optim=" + self.optimizer,
             )
-        self.lm.validate()
+        try:
+            self.lm.validate()
+        except FieldError as exc:  # the LM options are this config's `lm`
+            raise exc.renamed(f"lm.{exc.field}") from None
         self.validated = True

@@ -59,18 +59,18 @@ class LMConfig:
 
     def validate(self) -> None:
         """Type and range of every field; one PinnkanError line naming the field."""
-        self.damping = as_float(self.damping, "optim.damping", 0.0, 1e30, lo_open=True)
-        self.damping_max = as_float(self.damping_max, "optim.damping_max", self.damping)
-        self.scaling = as_choice(self.scaling, "optim.scaling", SCALINGS)
-        self.solve = as_choice(self.solve, "optim.solve", SOLVES)
-        self.cg_iters = as_int(self.cg_iters, "optim.cg_iters", 1)
-        self.cg_tol = as_float(self.cg_tol, "optim.cg_tol", 0.0, 1.0, lo_open=True)
-        self.resample_every = as_int(self.resample_every, "optim.resample_every", 0)
-        self.chunk = as_int(self.chunk, "optim.chunk", 0)
-        self.sampling = as_choice(self.sampling, "optim.sampling", SAMPLINGS)
-        self.rad_k = as_float(self.rad_k, "optim.rad_k", 0.0, 10.0)
-        self.rad_c = as_float(self.rad_c, "optim.rad_c", 0.0, 1e6)
-        self.rad_pool = as_int(self.rad_pool, "optim.rad_pool", 1, 1000)
+        self.damping = as_float(self.damping, "damping", 0.0, 1e30, lo_open=True)
+        self.damping_max = as_float(self.damping_max, "damping_max", self.damping)
+        self.scaling = as_choice(self.scaling, "scaling", SCALINGS)
+        self.solve = as_choice(self.solve, "solve", SOLVES)
+        self.cg_iters = as_int(self.cg_iters, "cg_iters", 1)
+        self.cg_tol = as_float(self.cg_tol, "cg_tol", 0.0, 1.0, lo_open=True)
+        self.resample_every = as_int(self.resample_every, "resample_every", 0)
+        self.chunk = as_int(self.chunk, "chunk", 0)
+        self.sampling = as_choice(self.sampling, "sampling", SAMPLINGS)
+        self.rad_k = as_float(self.rad_k, "rad_k", 0.0, 10.0)
+        self.rad_c = as_float(self.rad_c, "rad_c", 0.0, 1e6)
+        self.rad_pool = as_int(self.rad_pool, "rad_pool", 1, 1000)
 
     def chunk_rows(self, n_params: int) -> int:
         """Interior points per chunk of J (`chunk`, or its automatic size for P parameters)."""
