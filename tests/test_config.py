@@ -144,7 +144,7 @@ def test_core_runs_without_hydra(tmp_path: Path) -> None:
         ({"bogus": 1}, r"^unknown setting bogus"),
         ({"pde": {"name": "elliptic", "wieghts": {}}}, r"^unknown setting pde\.wieghts"),
         ({"adapter": {"rank": [1, 1, 1]}}, r"^unknown setting adapter\.rank"),
-        ({"optim": {"name": "sgd"}}, r"^optim='sgd'; choose one of: adam, gd, lm"),
+        ({"optim": {"name": "sgd"}}, r"^unknown optim 'sgd'; choose one of: adam, gd, lm"),
         ({"model": {"name": "mlp", "degree": 3}}, r"^model\.degree is not an option of model=mlp"),
     ],
 )

@@ -38,6 +38,8 @@ class AdapterConfig:
     grow_patience: int = 20
 
     def validate(self, n_layers: int) -> None:
+        """Every option's type and range for a network of `n_layers` (one line naming the
+        option); remembered, so that `prepare` does not check a validated config again."""
         kind = get_adapter(self.name)
         self.cr = check_cr(self.cr)
         if not kind.layer_modes and self.layers is not None:
@@ -95,6 +97,11 @@ class AdapterConfig:
                     f"={list(self.layers)} must list {n_layers} modes out of "
                     f"{', '.join(LAYER_MODES)}",
                 )
+        self._validated_for = n_layers  # not a field: a copy (replace) is checked anew
+
+    def validated_for(self, n_layers: int) -> bool:
+        """Whether `validate(n_layers)` passed on this object."""
+        return getattr(self, "_validated_for", None) == n_layers
 
     def layer_ranks(self, layer: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """Explicit ranks when given, else from cr."""

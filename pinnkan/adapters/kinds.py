@@ -40,7 +40,8 @@ def prepare(
     loss_fn: Callable[[KAN], Tensor] | None = None,
 ) -> None:
     """Freeze / attach adapters on `model` in place as `cfg`'s adapter kind does."""
-    cfg.validate(len(model.layers))
+    if not cfg.validated_for(len(model.layers)):  # a stage's config comes validated
+        cfg.validate(len(model.layers))
     get_adapter(cfg.name).prepare(model, cfg, generator, loss_fn)
 
 

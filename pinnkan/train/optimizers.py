@@ -51,5 +51,5 @@ def get_optimizer(name: Any) -> Optimizer:
     """The optimizer called `name`: the one place an optimizer name is checked."""
     found = _OPTIMIZERS.get(name) if isinstance(name, str) else None
     if found is None:
-        raise PinnkanError(f"optim={name!r}; choose one of: {', '.join(_OPTIMIZERS)}")
+        raise PinnkanError(f"unknown optim {name!r}; choose one of: {', '.join(_OPTIMIZERS)}")
     return found
