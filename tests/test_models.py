@@ -237,7 +237,7 @@ def test_mlp_lotra_is_a_low_rank_matrix_update() -> None:
 
 def test_spec_names_the_kind_and_its_architecture_options() -> None:
     spec = _model("rational").spec()
-    assert spec["basis"] == "rational" and spec["denominator"] == "smooth"
+    assert spec["kind"] == "rational" and spec["denominator"] == "smooth"
     assert "init_activation" not in spec  # only shapes the initialisation
     assert _model("chebyshev").spec()["degree"] == 4
     assert set(LAYER_KINDS) >= {"bspline", "rational", "chebyshev", "mlp"}
@@ -335,3 +335,16 @@ def test_a_source_on_another_domain_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PinnkanError, match=re.escape("on the domain [[0.0, 2.0], [0.0, 1.0]]")):
         check_compatible(meta, tmp_path / "m", pde, model)
     assert check_compatible({**meta, "spec": model.spec()}, tmp_path / "m", pde, model) == []
+
+
+def test_a_spec_written_with_the_older_basis_key_still_builds_and_matches() -> None:
+    """Files written before the spec named the kind `kind` called it `basis`: such a spec
+    builds the same network and matches a current one."""
+    from pinnkan.network.kan import spec_differences
+
+    model = KAN([2, 4, 1], [(0.0, 1.0), (0.0, 1.0)], kind="rational", generator=torch.Generator())
+    old = {("basis" if k == "kind" else k): v for k, v in model.spec().items()}
+    assert "kind" not in old
+    again = KAN.from_spec(old, generator=torch.Generator())
+    assert again.kind == "rational" and again.spec() == model.spec()
+    assert spec_differences(model.spec(), old) == [] and spec_differences(old, model.spec()) == []

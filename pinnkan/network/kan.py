@@ -34,16 +34,27 @@ LAYER_KINDS: dict[str, LayerKind] = {
 DEFAULT_KIND = "chebyshev"
 
 
-# the kind of a network whose spec has no `basis` (files written before the other kinds)
+# the kind of a network whose spec has no `kind` (files written before the other kinds)
 UNNAMED_KIND = "bspline"
+# the spec key files written before pinnkan 0.2's tiers used for the kind
+LEGACY_KIND_KEY = "basis"
 # spec keys added after files were written, with the value a file without them means
 LATER_SPEC_KEYS: dict[str, Any] = {"periodic": [], "params": [], "fixed": None}
 
 
+def renamed_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec as read from a file, its kind under `kind` (older files wrote `basis`)."""
+    spec = dict(spec)
+    if LEGACY_KIND_KEY in spec:
+        spec["kind"] = spec.pop(LEGACY_KIND_KEY)
+    return spec
+
+
 def completed_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """A spec as read from a file, with LATER_SPEC_KEYS it lacks at their defaults (a file
-    written before `periodic` was a spec key holds a network without the embedding)."""
-    return {**LATER_SPEC_KEYS, **spec}
+    """A spec as read from a file (`renamed_spec`), with LATER_SPEC_KEYS it lacks at their
+    defaults (a file written before `periodic` was a spec key holds a network without the
+    embedding)."""
+    return {**LATER_SPEC_KEYS, **renamed_spec(spec)}
 
 
 def spec_differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
@@ -146,13 +157,14 @@ class KAN(nn.Module):
         generator: torch.Generator | None = None,
     ) -> KAN:
         """The network a checkpoint's `spec` describes (freshly initialised: load its tensors
-        after); a spec without `basis` is an UNNAMED_KIND network."""
-        skip = ("basis", "widths", "domain")
+        after); a spec without `kind` (or the older `basis`) is an UNNAMED_KIND network."""
+        spec = renamed_spec(spec)
+        skip = ("kind", "widths", "domain")
         options = {k: v for k, v in spec.items() if k not in skip and v is not None}
         return cls(
             spec["widths"],
             spec["domain"],
-            kind=spec.get("basis", UNNAMED_KIND),
+            kind=spec.get("kind", UNNAMED_KIND),
             dtype=dtype,
             device=device,
             generator=generator,
@@ -163,7 +175,7 @@ class KAN(nn.Module):
         """Architecture identity: what a checkpoint must match to be loaded into this network."""
         init_only = LAYER_KINDS[self.kind].init_only
         return {
-            "basis": self.kind,
+            "kind": self.kind,
             "widths": self.widths,
             **{k: v for k, v in self.options.items() if k not in init_only},
             "domain": self.domain,

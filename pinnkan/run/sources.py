@@ -10,7 +10,14 @@ from typing import Any
 from pinnkan.errors import PinnkanError
 from pinnkan.io.checkpoint import model_file
 from pinnkan.io.results import RESULTS_FILE, root_attrs
-from pinnkan.network.kan import KAN, LAYER_KINDS, UNNAMED_KIND, completed_spec, spec_differences
+from pinnkan.network.kan import (
+    KAN,
+    LAYER_KINDS,
+    UNNAMED_KIND,
+    completed_spec,
+    renamed_spec,
+    spec_differences,
+)
 from pinnkan.pde import PDEFamily, current_name
 
 
@@ -70,16 +77,16 @@ def check_compatible(meta: dict[str, Any], path: Path, pde: PDEFamily, model: KA
 
 
 def source_spec(meta: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's network spec, completed (a file without `basis` holds an UNNAMED_KIND
-    network)."""
-    return completed_spec({"basis": UNNAMED_KIND, **meta.get("spec", {})})
+    """A checkpoint's network spec, completed (a file without `kind`, or the older `basis`,
+    holds an UNNAMED_KIND network)."""
+    return completed_spec({"kind": UNNAMED_KIND, **renamed_spec(meta.get("spec", {}))})
 
 
 def matching(spec: dict[str, Any]) -> str:
     """The model overrides that build the network of a checkpoint's `spec`: its kind, hidden
     widths and every option of the kind that the spec holds (e.g. `model=bspline
     model.hidden=[16,16] model.grid_size=5`)."""
-    kind = spec.get("basis", UNNAMED_KIND)
+    kind = spec.get("kind", UNNAMED_KIND)
     out = [f"model={kind}", "model.hidden=[" + ",".join(map(str, spec["widths"][1:-1])) + "]"]
     if kind in LAYER_KINDS:
         defaults = LAYER_KINDS[kind].defaults()
