@@ -16,6 +16,7 @@ from torch import Tensor
 
 from pinnkan.adapters import load_adapter, merge, read_adapter
 from pinnkan.adapters.files import AdapterFile, adapter_dtype
+from pinnkan.common.dtypes import dtype_of
 from pinnkan.errors import PinnkanError
 from pinnkan.io.checkpoint import MODEL_FORMAT, load_checkpoint, model_file, save_checkpoint
 from pinnkan.network.kan import KAN
@@ -24,9 +25,12 @@ from pinnkan.pde import current_name
 MERGED_FILE = "merged.safetensors"
 
 
-def model_from_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, Any], KAN]:
-    """Meta and the live network (on the CPU, in `dtype`) of a pinnkan model file."""
+def model_from_file(path: Path, dtype: torch.dtype | None = None) -> tuple[dict[str, Any], KAN]:
+    """Meta and the live network (on the CPU, in `dtype`; None: the precision the file records,
+    float64 where it records none) of a pinnkan model file."""
     meta, state = load_checkpoint(path, MODEL_FORMAT)
+    if dtype is None:
+        dtype = dtype_of(meta.get("precision"), torch.float64)
     spec = meta.get("spec")
     try:
         # the initial values are overwritten by the file's tensors

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pinnkan.adapters.files import ADAPTER_FILE, LEGACY_ADAPTER_FILE
+from pinnkan.adapters.files import adapter_file
 from pinnkan.common.atomic import atomic_replace
-from pinnkan.common.dtypes import PRECISIONS, dtype_of
+from pinnkan.common.dtypes import PRECISIONS
 from pinnkan.errors import PinnkanError
-from pinnkan.io.checkpoint import MODEL_FORMAT, load_checkpoint, model_file
+from pinnkan.io.checkpoint import model_file
 from pinnkan.network.derivatives import compute_jet
 from pinnkan.network.evaluation import EVAL_CHUNK, predict
 from pinnkan.network.kan import KAN
@@ -31,9 +31,8 @@ from pinnkan.version import __version__
 DOMAIN_SLACK = 1e-9
 
 
-def _dtype(meta: dict[str, Any], dtype: torch.dtype | str | None) -> torch.dtype:
-    if dtype is None:
-        return dtype_of(meta.get("precision"), torch.float64)
+def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A `dtype` argument as a torch dtype (None stays None: the run's own precision)."""
     if isinstance(dtype, str):
         if dtype not in PRECISIONS:
             raise PinnkanError(f"dtype={dtype!r}; choose float32 or float64")
@@ -70,22 +69,20 @@ class Solution:
         if adapter:
             return cls._with_adapter(path, dtype)
         file = model_file(path)
-        meta, _ = load_checkpoint(file, MODEL_FORMAT)
-        _, model = model_from_file(file, _dtype(meta, dtype))
+        meta, model = model_from_file(file, _as_dtype(dtype))
         return cls(_frozen(model), meta, file)
 
     @classmethod
     def _with_adapter(cls, path: Path, dtype: torch.dtype | str | None) -> Solution:
-        files = [path] if path.is_file() else [path / ADAPTER_FILE, path / LEGACY_ADAPTER_FILE]
-        found = next((f for f in files if f.is_file()), None)
-        if found is None:
+        found = adapter_file(path)
+        if not found.is_file():
             raise PinnkanError(
                 f"{path} has no adapter file (a pretrain, scratch or full fine-tuning run holds "
                 "the whole network: load it without adapter=True)"
             )
-        upd, _, model = base_with_adapter(found)
+        upd, _, model = base_with_adapter(found)  # in the adapter's own precision
         if dtype is not None:
-            model = model.to(_dtype(upd.meta, dtype))
+            model = model.to(_as_dtype(dtype))
         return cls(_frozen(model), upd.meta, found)
 
     @property
@@ -132,13 +129,20 @@ class Solution:
 
     def u(self, points: np.ndarray) -> np.ndarray:
         """u at `points` (N, d) -> (N,)."""
-        x = self._tensor(self.check_points(points))
-        return predict(self.model, x).cpu().numpy()
+        return self._u(self.check_points(points))
 
     def derivatives(self, points: np.ndarray) -> dict[str, np.ndarray]:
         """u, ∂u/∂c and ∂²u/∂c² for each coordinate c at `points` (N, d), exact (the forward
         jet engine that the residuals use), as arrays of shape (N,) keyed u, u_c, u_cc."""
-        x = self._tensor(self.check_points(points))
+        return self._derivatives(self.check_points(points))
+
+    def _u(self, pts: np.ndarray) -> np.ndarray:
+        """`u` at points that passed `check_points`."""
+        return predict(self.model, self._tensor(pts)).cpu().numpy()
+
+    def _derivatives(self, pts: np.ndarray) -> dict[str, np.ndarray]:
+        """`derivatives` at points that passed `check_points`."""
+        x = self._tensor(pts)
         names = self.coords[: self.model.n_coords]
         out: dict[str, list[np.ndarray]] = {"u": []}
         for c in names:
@@ -211,7 +215,7 @@ def predict_to_file(
     file and the column names as attributes. Written atomically."""
     sol = Solution.load(run, adapter=adapter)
     pts = sol.check_points(read_points(Path(points), key))
-    fields = sol.derivatives(pts) if derivatives else {"u": sol.u(pts)}
+    fields = sol._derivatives(pts) if derivatives else {"u": sol._u(pts)}
     out = Path(out)
     with atomic_replace(out) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("points", data=pts)
