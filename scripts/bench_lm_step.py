@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from pinnkan.adapters import AdapterConfig, prepare
+from pinnkan.adapters import AdapterConfig, apply
 from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
 from pinnkan.pinn.jacobian import residuals_and_jacobian, trainable_parameters
@@ -73,7 +73,7 @@ def measure(
     loss = PinnLoss(pde)
     batch = loss.sample(1024, 256, gen, torch.float64, torch.device("cpu"), quasi=True)
     if cr is not None:
-        prepare(model, AdapterConfig(name="lotra", cr=cr), gen, lambda m: loss(m, batch))
+        apply(model, AdapterConfig(name="lotra", cr=cr), gen, lambda m: loss(m, batch))
     r, J = residuals_and_jacobian(loss, model, batch)
     t_build = median_time(lambda: residuals_and_jacobian(loss, model, batch))
     lm = LevenbergMarquardt(LMConfig())

@@ -43,7 +43,7 @@ import docblocks
 import torch
 from torch import Tensor, nn
 
-from pinnkan.adapters import AdapterConfig, param_groups, prepare
+from pinnkan.adapters import AdapterConfig, apply, param_groups
 from pinnkan.common.malloc import keep_freed_memory
 from pinnkan.layers.jet import Jet
 from pinnkan.network.derivatives import autograd_jet
@@ -196,7 +196,7 @@ def transfer_step(adapter: str, widths, grid, batch, dtype, device) -> Callable[
     xb = bc.sample(max(batch // 4, 4), gen, dtype).to(device)
     net = make_net("forward", widths, grid, dtype, device)
     cfg = AdapterConfig(name=adapter, cr=0.25, init="random")
-    prepare(net, cfg, gen)
+    apply(net, cfg, gen)
     opt = torch.optim.Adam(param_groups(net, cfg, 1e-3))
 
     def step() -> None:

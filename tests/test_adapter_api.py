@@ -141,10 +141,11 @@ def test_a_damaged_adapter_leaves_the_model_untouched(tmp_path: Path) -> None:
 def test_save_adapter_needs_adapters_and_a_base_hash(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no adapters"):
         save_adapter(_base("bspline", torch.float32), tmp_path / "a.safetensors", META)
-    from pinnkan.adapters import prepare  # attaches adapters without recording the base
+    from pinnkan.adapters import get_adapter
 
     model = _base("bspline", torch.float32)
-    prepare(model, AdapterConfig(name="lotra", cr=0.5, init="random"), torch.Generator())
+    cfg = AdapterConfig(name="lotra", cr=0.5, init="random")
+    get_adapter("lotra").prepare(model, cfg, torch.Generator(), None)  # the base not recorded
     with pytest.raises(ValueError, match="base hash"):
         save_adapter(model, tmp_path / "a.safetensors", META)
     save_adapter(model, tmp_path / "a.safetensors", {**META, "base_hash": "abc"})

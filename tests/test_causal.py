@@ -196,7 +196,8 @@ def test_config_errors_are_one_line(changes: dict, key: str, tmp_path: Path) -> 
 
 
 def test_library_refuses_a_family_without_time() -> None:
-    with pytest.raises(PinnkanError, match=r"train.causal=2 needs a time-dependent PDE"):
+    """The library names its own argument (`causal`); the CLI says train.causal (below)."""
+    with pytest.raises(PinnkanError, match=r"^causal=2 needs a time-dependent PDE"):
         PinnLoss(build_pde("elliptic", {}, WEIGHTS), causal=2.0)
 
 

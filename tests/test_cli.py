@@ -348,6 +348,11 @@ BAD: dict[str, Case] = {
         None,
         "adapter=lstsq needs a linear PDE family",
     ),
+    "homotopy-with-adam": (  # refused by the pre-check, before Hydra makes a directory
+        ["transfer", "transfer.homotopy=2", "optim=adam"],
+        lambda tmp, src: f"source={src.run_dir}",
+        "transfer.homotopy=2: its legs end on LM's signals: it needs optim=lm",
+    ),
     "cr-zero": (["transfer", "cr=0"], None, "cr=0"),
     "cr-above-one": (["transfer", "cr=1.5"], None, "cr=1.5"),
     "cr-negative": (["transfer", "cr=-0.1"], None, "cr=-0.1"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, load_adapter, prepare
+from pinnkan.adapters import AdapterConfig, apply, load_adapter
 from pinnkan.adapters.files import read_adapter
 from pinnkan.errors import PinnkanError
 from pinnkan.io.checkpoint import MODEL_FILE
@@ -107,7 +107,7 @@ def test_the_start_is_the_members_trained_factors(sweep: dict, tmp_path: Path) -
 def test_secant_predictor_extrapolates_the_factors(sweep: dict) -> None:
     jobs = sweep["jobs"]
     _, source_model = model_from_file(sweep["source"] / MODEL_FILE, F64)
-    prepare(source_model, AdapterConfig(cr=0.5, init="random"), torch.Generator().manual_seed(0))
+    apply(source_model, AdapterConfig(cr=0.5, init="random"), torch.Generator().manual_seed(0))
     m1 = Member(jobs[1], {"lam": 0.0, "mu": 1.2}, 1)
     m0 = Member(jobs[0], {"lam": 0.0, "mu": 1.1}, 0)
     record = continuation.apply_start(source_model, m1, m0, {"lam": 0.0, "mu": 1.4})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, prepare
+from pinnkan.adapters import AdapterConfig, apply
 from pinnkan.network.derivatives import compute_jet
 from pinnkan.network.kan import KAN
 from pinnkan.pde import FAMILIES, build_pde
@@ -60,7 +60,7 @@ def test_forward_engine_matches_finite_differences() -> None:
 def test_engines_agree_with_lotra_adapter() -> None:
     model, x = _model(), _points()
     gen = torch.Generator().manual_seed(5)
-    prepare(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
+    apply(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
     for layer in model.layers:  # a non-zero update, so ΔA really takes part
         torch.nn.init.normal_(layer.adapter.G, generator=gen)
     fwd, ag = compute_jet(model, x, "forward"), compute_jet(model, x, "autograd")
@@ -114,7 +114,7 @@ def test_residuals_agree_between_engines(family: str, adapter: str) -> None:
             generator=g,
             kind="bspline",
         )
-        prepare(model, AdapterConfig(name=adapter, cr=0.5, init="random"), g)
+        apply(model, AdapterConfig(name=adapter, cr=0.5, init="random"), g)
         for layer in model.layers:
             if layer.adapter is not None:  # a non-zero update, so ΔA really takes part
                 torch.nn.init.normal_(layer.adapter.G, generator=g)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, prepare
+from pinnkan.adapters import AdapterConfig, apply
 from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
 from pinnkan.pinn.jacobian import chunks, residuals_and_jacobian, trainable_parameters
@@ -33,7 +33,7 @@ def _problem(family: str, kind: str, lotra: bool = False) -> tuple:
         periodic=pde.periodic_axes,
     )  # fmt: skip
     if lotra:
-        prepare(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
+        apply(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
     loss_fn = PinnLoss(pde)
     batch = loss_fn.sample(40, 12, gen, F64, torch.device("cpu"), quasi=True)
     return model, loss_fn, batch

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, load_adapter, param_groups, prepare
+from pinnkan.adapters import AdapterConfig, apply, load_adapter, param_groups
 from pinnkan.adapters.growth import RankGrowth, grown_update, match_ranks, new_directions
 from pinnkan.adapters.tucker import TuckerUpdate, unfold
 from pinnkan.errors import PinnkanError
@@ -101,7 +101,7 @@ def _lotra_run(**kwargs):
     loss_fn = PinnLoss(pde)
     acfg = AdapterConfig(cr=0.2, grow_to=1.0, grow_patience=2)
     batch = loss_fn.sample(64, 16, gen, F64, "cpu")
-    prepare(model, acfg, gen, lambda m: loss_fn(m, batch))
+    apply(model, acfg, gen, lambda m: loss_fn(m, batch))
     growth = RankGrowth(lambda m: param_groups(m, acfg, 1.0), 0.2, 1.0, 2)
     resume: TrainState | None = kwargs.get("resume")
     if resume is not None:

@@ -17,6 +17,8 @@ from pinnkan.pde import build_pde
 from pinnkan.pinn.homotopy import MIN_STEP, HomotopyPath, point
 from pinnkan.pinn.loss import PinnLoss
 from pinnkan.run import runner
+from pinnkan.run.config import RunConfig
+from pinnkan.run.setup import validate_config
 from pinnkan.train.config import TrainConfig
 from pinnkan.train.levenberg_marquardt import LMConfig
 from pinnkan.train.state import Interrupted, TrainState
@@ -128,5 +130,38 @@ def test_homotopy_with_adam_is_one_line(tmp_path: Path) -> None:
     runner.pretrain(cfg, tmp_path / "source")
     cfg["source"] = str(tmp_path / "source")
     cfg["transfer"] = {"homotopy": 2}
-    with pytest.raises(PinnkanError, match="needs optim=lm"):
+    with pytest.raises(PinnkanError, match=r"^transfer.homotopy=2: .* needs optim=lm"):
         runner.transfer(cfg, tmp_path / "t")
+    assert not list((tmp_path / "t").glob("*.h5")), "refused before any file is written"
+    # the same check, in the one pass that the CLI's pre-check runs too
+    with pytest.raises(PinnkanError, match="needs optim=lm"):
+        validate_config(RunConfig.from_dict({"stage": "transfer", **cfg}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"train": {"steps": 0}}, "does not train"),
+        ({"train": {"time_windows": 2}}, "one of train.time_windows"),
+        ({"adapter": {"name": "lotra", "grow_to": 1.0}}, "one of adapter.grow_to"),
+    ],
+)
+def test_homotopy_conflicts_are_found_before_the_run(
+    changes: dict, why: str, tmp_path: Path
+) -> None:
+    cfg = tiny_config(tmp_path, {"optim": {"name": "lm"}, "pde": {"name": "parabolic"}})
+    cfg["transfer"] = {"homotopy": 2}  # parabolic has t: time windows are allowed
+    for key, value in changes.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    with pytest.raises(PinnkanError, match=f"^transfer.homotopy=2: .*{why}"):
+        validate_config(RunConfig.from_dict({"stage": "transfer", **cfg}))
+
+
+def test_library_train_names_its_own_arguments() -> None:
+    """`train(path=...)` with Adam speaks of train's arguments, not of CLI keys."""
+    pde, gen, model, ev, path, _ = _setup()
+    groups = [{"params": list(model.parameters())}]
+    adam = TrainConfig(steps=1, optimizer="adam", progress="none")
+    with pytest.raises(PinnkanError, match=r"path=\.\.\.\) .* not 'adam'") as err:
+        train(model, PinnLoss(pde), groups, adam, ev, gen, path=path)
+    assert "transfer.homotopy" not in str(err.value)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, prepare
+from pinnkan.adapters import AdapterConfig, apply
 from pinnkan.errors import PinnkanError
 from pinnkan.network.evaluation import Evaluator
 from pinnkan.network.kan import KAN
@@ -39,7 +39,7 @@ def _problem(kind: str, pde_name: str, adapter: str | None, seed: int = 0, **opt
     loss = PinnLoss(pde)
     batch = loss.sample(11, 6, gen, F64, torch.device("cpu"), quasi=True)
     if adapter is not None:
-        prepare(model, AdapterConfig(name=adapter, cr=0.5), gen, lambda m: loss(m, batch))
+        apply(model, AdapterConfig(name=adapter, cr=0.5), gen, lambda m: loss(m, batch))
         with torch.no_grad():  # G = 0 at init would hide the factors' columns
             for layer in model.layers:
                 if layer.adapter is not None:

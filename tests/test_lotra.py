@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, count_parameters, param_groups, prepare
+from pinnkan.adapters import AdapterConfig, apply, count_parameters, param_groups
 from pinnkan.adapters.tucker import (
     TuckerUpdate,
     leading_subspace,
@@ -78,7 +78,7 @@ def test_trainable_count_matches_formula(cr: float) -> None:
     model = _kan([16, 16])
     shapes = [tuple(layer.A.shape) for layer in model.layers]
     gen = torch.Generator().manual_seed(1)
-    prepare(model, AdapterConfig(name="lotra", cr=cr, init="random"), gen)
+    apply(model, AdapterConfig(name="lotra", cr=cr, init="random"), gen)
     want = 0
     for s in shapes:
         r1, r2, r3 = (max(1, math.ceil(cr * d)) for d in s)
@@ -102,7 +102,7 @@ def test_update_is_zero_at_initialisation_and_function_unchanged() -> None:
     batch = loss.sample(64, 16, gen, DT, torch.device("cpu"))
     for init in ("grad", "random", "hosvd"):
         m = _kan()
-        prepare(m, AdapterConfig(name="lotra", cr=0.5, init=init), gen, lambda mm: loss(mm, batch))
+        apply(m, AdapterConfig(name="lotra", cr=0.5, init=init), gen, lambda mm: loss(mm, batch))
         for layer in m.layers:
             assert layer.adapter.G.abs().max() == 0
             assert layer.adapter.delta().abs().max() == 0
@@ -117,7 +117,7 @@ def test_u2_spans_top_mode2_subspace_of_the_gradient() -> None:
     gen = torch.Generator().manual_seed(4)
     batch = loss.sample(128, 32, gen, DT, torch.device("cpu"))
     grads = torch.autograd.grad(loss(model, batch), [layer.A for layer in model.layers])
-    prepare(model, AdapterConfig(name="lotra", cr=0.25, init="grad"), gen, lambda m: loss(m, batch))
+    apply(model, AdapterConfig(name="lotra", cr=0.25, init="grad"), gen, lambda m: loss(m, batch))
     for layer, g in zip(model.layers, grads):
         U2 = layer.adapter.U2.detach()
         r2 = U2.shape[1]
@@ -157,7 +157,7 @@ def test_theory_and_uniform_learning_rates() -> None:
         init="random",
         multipliers={"G": 2.0, "U1": 3.0, "U2": 0.5, "U3": 4.0},
     )
-    prepare(model, cfg, gen)
+    apply(model, cfg, gen)
     lrs = _groups_by_name(param_groups(model, cfg, lr=0.1))
     for idx, layer in enumerate(model.layers):
         n_in, _, n_d = layer.A.shape
@@ -178,7 +178,7 @@ def test_per_component_learning_rates_reach_the_optimizer() -> None:
     gen = torch.Generator().manual_seed(7)
     ones = dict.fromkeys(("G", "U1", "U2", "U3"), 1.0)  # the theory's rates, c = 1
     cfg = AdapterConfig(name="lotra", cr=0.5, init="random", multipliers=ones)
-    prepare(model, cfg, gen)
+    apply(model, cfg, gen)
     for layer in model.layers:  # non-zero core so that every factor gets a gradient
         torch.nn.init.normal_(layer.adapter.G, std=0.1, generator=gen)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -208,7 +208,7 @@ def test_per_component_learning_rates_reach_the_optimizer() -> None:
 def test_per_layer_modes_and_full_and_slim() -> None:
     model = _kan([6, 5])
     gen = torch.Generator().manual_seed(8)
-    prepare(
+    apply(
         model,
         AdapterConfig(name="lotra", cr=0.5, init="random", layers=["full", "lotra", "frozen"]),
         gen,
@@ -218,11 +218,11 @@ def test_per_layer_modes_and_full_and_slim() -> None:
     assert model.layers[2].adapter is None and not model.layers[2].A.requires_grad
 
     full = _kan([6, 5])
-    prepare(full, AdapterConfig(name="full"), gen)
+    apply(full, AdapterConfig(name="full"), gen)
     assert count_parameters(full)[0] == sum(layer.A.numel() for layer in full.layers)
 
     slim = _kan([6, 5])
-    prepare(slim, AdapterConfig(name="slim", cr=0.5), gen)
+    apply(slim, AdapterConfig(name="slim", cr=0.5), gen)
     for layer in slim.layers:
         assert layer.A.abs().max() == 0 and not layer.A.requires_grad
         assert layer.adapter.delta().abs().max() > 0  # random core: a usable start
@@ -255,7 +255,7 @@ def test_gradient_descent_takes_each_component_at_its_rate() -> None:
         model = _kan([6, 5])
         gen = torch.Generator().manual_seed(7)
         cfg = AdapterConfig(name="lotra", cr=0.5, init="random", lr_strategy=strategy)
-        prepare(model, cfg, gen)
+        apply(model, cfg, gen)
         for layer in model.layers:  # non-zero core so that every factor gets a gradient
             torch.nn.init.normal_(layer.adapter.G, std=0.1, generator=gen)
         before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

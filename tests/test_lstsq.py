@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pinnkan.adapters import AdapterConfig, prepare, read_adapter
+from pinnkan.adapters import AdapterConfig, apply, read_adapter
 from pinnkan.errors import PinnkanError
 from pinnkan.io.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.io.results import RESULTS_FILE, read_results
@@ -41,7 +41,7 @@ def _problem(
         [pde.dim, 4, 1], list(pde.domain), kind=kind, dtype=F64, generator=gen,
         periodic=pde.periodic_axes, **(options or {}),
     )  # fmt: skip
-    prepare(model, AdapterConfig(name="lstsq"), gen)
+    apply(model, AdapterConfig(name="lstsq"), gen)
     loss_fn = PinnLoss(pde)
     batch = loss_fn.sample(64, 16, gen, F64, torch.device("cpu"), quasi=True)
     return model, loss_fn, batch, pde

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, prepare
+from pinnkan.adapters import AdapterConfig, apply
 from pinnkan.errors import PinnkanError
 from pinnkan.network.kan import KAN
 from pinnkan.pde import PDEFamily
@@ -94,7 +94,7 @@ def test_jacobian_part_scales_with_points_and_counts_trainable_parameters() -> N
 def test_lotra_adapters_count_only_their_trainable_factors() -> None:
     model, pde, train = build()
     full = estimate_step(model, pde, train)
-    prepare(model, AdapterConfig(name="lotra", cr=0.5, init="random"), torch.Generator())
+    apply(model, AdapterConfig(name="lotra", cr=0.5, init="random"), torch.Generator())
     est = estimate_step(model, pde, train)
     assert est.sizes["P"] == sum(p.numel() for p in trainable_parameters(model))
     assert 0 < est.sizes["P"] < full.sizes["P"]

@@ -1,6 +1,6 @@
 """The `model=` layer kinds (rational, chebyshev, mlp next to bspline): exact basis derivatives,
 forward engine vs autograd through whole networks, the rational init's variance, LoTRA on each
-kind, and the extra parameters (denominators, biases) through prepare / checkpoints / merge."""
+kind, and the extra parameters (denominators, biases) through apply / checkpoints / merge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, count_parameters, param_groups, prepare
+from pinnkan.adapters import AdapterConfig, apply, count_parameters, param_groups
 from pinnkan.adapters.tucker import tucker_param_count
 from pinnkan.errors import PinnkanError
 from pinnkan.io.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
@@ -185,7 +185,7 @@ def test_lotra_starts_at_zero_and_is_the_tucker_product(name: str) -> None:
     model, x = _model(name), _points()
     before = model(x).detach()
     gen = torch.Generator().manual_seed(4)
-    prepare(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
+    apply(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)  # G = 0: function unchanged
     for layer in model.layers:
         upd = layer.adapter
@@ -213,14 +213,14 @@ def test_extra_parameters_trainable_under_full_and_frozen_layers(name: str) -> N
     full = _model(name)
     n_extra = sum(p.numel() for layer in full.layers for p in layer_extra_parameters(layer))
     assert n_extra > 0
-    prepare(full, AdapterConfig(name="full"), torch.Generator().manual_seed(0))
+    apply(full, AdapterConfig(name="full"), torch.Generator().manual_seed(0))
     assert count_parameters(full)[0] == sum(p.numel() for p in full.parameters())
     names = {g["name"] for g in param_groups(full, AdapterConfig(name="full"), 0.1)}
     assert {f"layer{i}.extra" for i in range(3)} <= names
 
     mixed = _model(name)
     cfg = AdapterConfig(name="lotra", cr=0.5, init="random", layers=["full", "lotra", "frozen"])
-    prepare(mixed, cfg, torch.Generator().manual_seed(0))
+    apply(mixed, cfg, torch.Generator().manual_seed(0))
     flags = [[p.requires_grad for p in layer_extra_parameters(layer)] for layer in mixed.layers]
     assert all(flags[0]) and not any(flags[1]) and not any(flags[2])
     assert {g["name"] for g in param_groups(mixed, cfg, 0.1)} >= {"layer0.A", "layer0.extra"}
@@ -228,7 +228,7 @@ def test_extra_parameters_trainable_under_full_and_frozen_layers(name: str) -> N
 
 def test_mlp_lotra_is_a_low_rank_matrix_update() -> None:
     model = _model("mlp", widths=[2, 16, 16, 1])
-    prepare(model, AdapterConfig(name="lotra", cr=0.25, init="random"), torch.Generator())
+    apply(model, AdapterConfig(name="lotra", cr=0.25, init="random"), torch.Generator())
     upd = model.layers[1].adapter
     assert upd.ranks == (4, 4, 1) and upd.shape == (16, 16, 1)
     torch.nn.init.normal_(upd.G, generator=torch.Generator().manual_seed(0))

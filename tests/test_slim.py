@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from pinnkan.adapters import AdapterConfig, prepare
+from pinnkan.adapters import AdapterConfig, apply
 from pinnkan.network.kan import KAN, LAYER_KINDS
 
 KINDS = sorted(LAYER_KINDS)
@@ -26,7 +26,7 @@ def _net(kind: str, seed: int, hidden: int = 16) -> KAN:
 
 def _slim(kind: str, seed: int, cr: float = 0.5) -> KAN:
     model = _net(kind, seed)
-    prepare(model, AdapterConfig(name="slim", cr=cr), torch.Generator().manual_seed(1000 + seed))
+    apply(model, AdapterConfig(name="slim", cr=cr), torch.Generator().manual_seed(1000 + seed))
     return model
 
 

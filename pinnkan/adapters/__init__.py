@@ -35,7 +35,7 @@ from pinnkan.adapters.files import (
     read_adapter,
     save_adapter,
 )
-from pinnkan.adapters.kinds import apply, loss_gradients, prepare
+from pinnkan.adapters.kinds import apply, loss_gradients
 from pinnkan.adapters.registry import AdapterKind, adapter_names, get_adapter, register_adapter
 from pinnkan.adapters.tucker import FACTORS, tucker_param_count
 from pinnkan.layers.base import layer_extra_parameters
@@ -130,7 +130,6 @@ __all__ = [
     "get_adapter",
     "register_adapter",
     "param_groups",
-    "prepare",
     "read_adapter",
     "save_adapter",
 ]

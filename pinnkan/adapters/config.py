@@ -39,7 +39,7 @@ class AdapterConfig:
 
     def validate(self, n_layers: int) -> None:
         """Every option's type and range for a network of `n_layers` (one line naming the
-        option); remembered, so that `prepare` does not check a validated config again."""
+        option); remembered, so that `apply` does not check a validated config again."""
         kind = get_adapter(self.name)
         self.cr = check_cr(self.cr)
         if not kind.layer_modes and self.layers is not None:

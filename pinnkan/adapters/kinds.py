@@ -1,6 +1,6 @@
 """The built-in adapter kinds (lotra, full, scratch, slim, lstsq): what each does to a network
-before a transfer trains it, registered by name (`pinnkan.adapters.registry`), and `prepare` /
-`apply`, which run the configured kind."""
+before a transfer trains it, registered by name (`pinnkan.adapters.registry`), and `apply`,
+which runs the configured kind."""
 
 from __future__ import annotations
 
@@ -31,18 +31,6 @@ def loss_gradients(model: KAN, loss_fn: Callable[[KAN], Tensor]) -> list[Tensor]
     for t, s in zip(tensors, saved):
         t.requires_grad_(s)
     return [g.detach() for g in grads]
-
-
-def prepare(
-    model: KAN,
-    cfg: AdapterConfig,
-    generator: torch.Generator,
-    loss_fn: Callable[[KAN], Tensor] | None = None,
-) -> None:
-    """Freeze / attach adapters on `model` in place as `cfg`'s adapter kind does."""
-    if not cfg.validated_for(len(model.layers)):  # a stage's config comes validated
-        cfg.validate(len(model.layers))
-    get_adapter(cfg.name).prepare(model, cfg, generator, loss_fn)
 
 
 def _train_all(model: KAN, cfg: AdapterConfig, generator: torch.Generator, loss_fn: Any) -> None:
@@ -106,10 +94,12 @@ def apply(
     generator: torch.Generator,
     loss_fn: Callable[[KAN], Tensor] | None = None,
 ) -> KAN:
-    """Attach adapters to `model` in place as `config` says (`prepare`) and record the hash of
-    the base they adapt, which `save_adapter` writes; returns `model`. `loss_fn` (the target
-    loss) is needed by the gradient inits (grad, hosvd)."""
-    prepare(model, config, generator, loss_fn)
+    """Attach adapters to `model` in place as `config`'s adapter kind does (its `prepare`) and
+    record the hash of the base they adapt, which `save_adapter` writes; returns `model`.
+    `loss_fn` (the target loss) is needed by the gradient inits (grad, hosvd)."""
+    if not config.validated_for(len(model.layers)):  # a stage's config comes validated
+        config.validate(len(model.layers))
+    get_adapter(config.name).prepare(model, config, generator, loss_fn)
     record_base(model)
     return model
 

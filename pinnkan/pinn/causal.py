@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from pinnkan.common.config_checks import as_float, as_int
-from pinnkan.errors import PinnkanError
+from pinnkan.errors import FieldError
 from pinnkan.pde import PDEFamily
 
 SETTLED = 0.99  # a slice whose weight reaches this counts as behind the causality front
@@ -37,14 +37,15 @@ class CausalWeighting:
     def for_family(cls, pde: PDEFamily, eps: float, slices: int) -> CausalWeighting | None:
         """The weighting of `pde`'s time axis; None when ε = 0 (off). One PinnkanError line
         for a negative ε, fewer than one slice, or a family whose last coordinate is not t."""
-        eps = as_float(eps, "train.causal", 0.0)
-        slices = as_int(slices, "train.causal_slices", 1)
+        eps = as_float(eps, "causal", 0.0)
+        slices = as_int(slices, "causal_slices", 1)
         if eps == 0.0:
             return None
         if pde.coords[-1] != "t":
-            raise PinnkanError(
-                f"train.causal={eps:g} needs a time-dependent PDE (last coordinate t); "
-                f"pde={pde.name} has coordinates ({', '.join(pde.coords)}): set train.causal=0"
+            raise FieldError(
+                "causal",
+                f"={eps:g} needs a time-dependent PDE (last coordinate t); "
+                f"pde={pde.name} has coordinates ({', '.join(pde.coords)}): set it to 0",
             )
         lo, hi = pde.domain[-1]
         return cls(eps, slices, float(lo), float(hi))

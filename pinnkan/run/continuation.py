@@ -270,8 +270,7 @@ def start(
 ) -> dict[str, Any]:
     """Start the trainable tensors where `transfer.start` says (pinnkan.run.continuation) and
     return the record of it; a resumed run keeps the record of its first start."""
-    opts = cfg.transfer
-    validate(opts)
+    opts = cfg.transfer  # validated with the stage's config (pinnkan.run.setup)
     if resume is not None:
         return dict(resume[0].get("start") or {"start": "source"})
     if opts.start == "source":

@@ -16,9 +16,9 @@ import torch
 from pinnkan.adapters import (
     ADAPTER_FILE,
     adapter_summary,
+    apply,
     get_adapter,
     param_groups,
-    prepare,
     save_adapter,
 )
 from pinnkan.adapters.files import base_hash
@@ -53,12 +53,11 @@ from pinnkan.run.setup import (
     check_memory,
     cli_keys,
     loss_from_setup,
-    pde_from_config,
-    resolve_setup,
+    validate_config,
 )
 from pinnkan.run.sources import check_compatible, matching, source_checkpoint, source_spec
 from pinnkan.train.evaluate_only import evaluate_only
-from pinnkan.train.lstsq import refuse_unsupported, train_lstsq
+from pinnkan.train.lstsq import train_lstsq
 
 log = logging.getLogger("pinnkan")
 
@@ -74,8 +73,8 @@ def pretrain(cfg: RunConfig | dict[str, Any], run_dir: Path, config_yaml: str = 
 
 
 def _pretrain(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
-    setup = resolve_setup(cfg)
-    pde = pde_from_config(cfg, "source")
+    setup = validate_config(cfg)
+    pde = setup.pde
     gen = torch.Generator().manual_seed(setup.seed)
     model = build_model(cfg, pde, setup, gen)
     check_memory(model, pde, setup)
@@ -136,18 +135,14 @@ def _source_network(
 
 
 def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
-    setup = resolve_setup(cfg)
-    acfg = replace(cfg.adapter, cr=cfg.cr)
-    pde = pde_from_config(cfg, "target")
+    setup = validate_config(cfg)  # before any file is written
+    pde, acfg = setup.pde, setup.adapter
     gen = torch.Generator().manual_seed(setup.seed)
     fresh = gen.get_state()  # a source's own network is built from the same draws (below)
     model = build_model(cfg, pde, setup, gen)
-    with cli_keys("adapter"):  # before any file is written
-        acfg.validate(len(model.layers))
     loop = None
     kind = get_adapter(acfg.name)
     if kind.solve:  # one solve is the whole training
-        refuse_unsupported(pde, setup.train)
         setup = replace(setup, train=replace(setup.train, steps=1, lbfgs_steps=0))
         loop = train_lstsq
     elif setup.evaluate_only:
@@ -180,8 +175,8 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device
     )
     with cli_keys("adapter"):  # validates against the source's layers
-        prepare(model, acfg, gen, lambda m: loss_fn(m, first))
-    # what the update is measured from and what is frozen: after `prepare` (slim zeroes A)
+        apply(model, acfg, gen, lambda m: loss_fn(m, first))
+    # what the update is measured from and what is frozen: after `apply` (slim zeroes A)
     A_pt = [layer.A.detach().clone() for layer in model.layers]
     base_id = base_hash(model)  # the identity of the base the adapter file names
     started = continuation.start(cfg, run_dir, model, pde, acfg.name, source_path, resume)
@@ -219,8 +214,6 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         attrs |= {"homotopy": cfg.transfer.homotopy, "leg_steps": cfg.transfer.leg_steps}
     growth = None
     if acfg.grow_to is not None:
-        if path is not None:
-            raise PinnkanError("use one of adapter.grow_to and transfer.homotopy")
         lr = setup.train.lr
         growth = RankGrowth(
             lambda m: param_groups(m, acfg, lr), acfg.cr, acfg.grow_to, acfg.grow_patience
@@ -298,17 +291,10 @@ def _homotopy(
 ) -> HomotopyPath | None:
     """The homotopy path of `transfer.homotopy` > 1: from the source's member (its file's
     parameters, else pde.source) to the `target` member, every point a member of the family.
-    (`train` refuses a path without optim=lm.)"""
-    opts = cfg.transfer
+    """
+    opts = cfg.transfer  # checked against the other options by validate_config
     if opts.homotopy <= 1:
         return None
-    why = None
-    if cfg.pde.reference.target or cfg.pde.reference.source:
-        why = "the members along the path need the family's own data, not a reference file's"
-    elif setup.train.time_windows > 1:
-        why = "use one of train.time_windows and transfer.homotopy"
-    if why:
-        raise PinnkanError(f"transfer.homotopy={opts.homotopy}: {why}")
     start = dict(source_meta.get("pde_params") or cfg.pde.source)
     pde_dict, end = dataclasses.asdict(cfg.pde), dict(target.params)
 

@@ -14,8 +14,8 @@ import torch
 
 from pinnkan.adapters import (
     AdapterConfig,
+    apply,
     get_adapter,
-    prepare,
 )
 from pinnkan.common.config_checks import as_choice, as_int
 from pinnkan.common.dtypes import PRECISIONS
@@ -25,6 +25,7 @@ from pinnkan.pde import PDEFamily
 from pinnkan.pde.config import member_from_config
 from pinnkan.pde.parametric import ParametricMember, parse_ranges
 from pinnkan.pinn.loss import PinnLoss
+from pinnkan.run import continuation
 from pinnkan.run.config import STAGES, RunConfig
 from pinnkan.train.config import TrainConfig
 from pinnkan.train.lstsq import refuse_unsupported
@@ -33,9 +34,10 @@ from pinnkan.train.optimizers import get_optimizer
 from pinnkan.train.options import TrainOptions, stage_value
 
 
-@dataclass
+@dataclass(frozen=True)
 class Setup:
-    """What every stage derives from its config before any file is written."""
+    """What a stage derives from its config before any file is written, validated once
+    (`validate_config`); the tiers below receive it and check nothing of it again."""
 
     dtype: torch.dtype
     device: torch.device
@@ -43,6 +45,8 @@ class Setup:
     seed: int
     precision: str = "float32"
     evaluate_only: bool = False  # a transfer with train.steps=0: no training (evaluate_only)
+    pde: PDEFamily | None = None  # the member the stage solves (validate_config)
+    adapter: AdapterConfig | None = None  # a transfer's adapter, cr included (validate_config)
 
 
 def as_run_config(cfg: RunConfig | dict[str, Any], stage: str) -> RunConfig:
@@ -148,7 +152,8 @@ def periodic_axes(value: Any, pde: PDEFamily) -> tuple[int, ...]:
 
 def validate_config(cfg: RunConfig) -> Setup:
     """Every check a stage makes before it writes anything, in one place (one line each):
-    the settings, the network's options, the adapter's and the PDE member's parameters."""
+    the settings, the network's options, the PDE member, the adapter and where a transfer
+    starts. The Setup it returns carries the member and the (validated) adapter config."""
     setup = resolve_setup(cfg)
     kind, hidden, periodic, options = _model_options(cfg)
     with cli_keys("model"):
@@ -156,12 +161,44 @@ def validate_config(cfg: RunConfig) -> Setup:
     pde = pde_from_config(cfg, "target" if cfg.stage == "transfer" else "source")
     loss_from_setup(pde, setup)
     periodic_axes(periodic, pde)
-    if cfg.stage == "transfer":
-        with cli_keys("adapter"):
-            replace(cfg.adapter, cr=cfg.cr).validate(len(hidden) + 1)
-        if get_adapter(cfg.adapter.name).solve:
+    if cfg.stage != "transfer":
+        return replace(setup, pde=pde)
+    adapter = replace(cfg.adapter, cr=cfg.cr)
+    with cli_keys("adapter"):
+        adapter.validate(len(hidden) + 1)
+    if get_adapter(adapter.name).solve:
+        with cli_keys("train"):
             refuse_unsupported(pde, setup.train)
-    return setup
+    _check_transfer(cfg, setup, adapter)
+    return replace(setup, pde=pde, adapter=adapter)
+
+
+def _check_transfer(cfg: RunConfig, setup: Setup, adapter: AdapterConfig) -> None:
+    """`transfer:` (start, predictor, homotopy) and the options that need LM's own signals
+    (homotopy legs, rank growth), against each other."""
+    continuation.validate(cfg.transfer)
+    homotopy, grow_to = cfg.transfer.homotopy, adapter.grow_to
+    optim = setup.train.optimizer
+    trains = not (setup.evaluate_only or get_adapter(adapter.name).solve)
+    why = None
+    if homotopy > 1:
+        if not trains:
+            why = "a transfer that does not train (train.steps=0, or a solve) has no legs"
+        elif not get_optimizer(optim).legs:
+            why = f"its legs end on LM's signals: it needs optim=lm (not optim={optim})"
+        elif cfg.pde.reference.target or cfg.pde.reference.source:
+            why = "the members along the path need the family's own data, not a reference file's"
+        elif setup.train.time_windows > 1:
+            why = "use one of train.time_windows and transfer.homotopy"
+        elif grow_to is not None:
+            why = "use one of adapter.grow_to and transfer.homotopy"
+    if why:
+        raise PinnkanError(f"transfer.homotopy={homotopy}: {why}")
+    if grow_to is not None and not (trains and get_optimizer(optim).legs):
+        raise PinnkanError(
+            f"adapter.grow_to={grow_to:g} grows the ranks on LM's signals while it trains: it "
+            f"needs optim=lm (here optim={optim}) and train.steps > 0"
+        )
 
 
 def build_model(cfg: RunConfig, pde: PDEFamily, setup: Setup, gen: torch.Generator) -> KAN:
@@ -197,7 +234,7 @@ def check_memory(
         init = "random" if adapter.init in ("grad", "hosvd") else adapter.init
         cr = adapter.grow_to if adapter.grow_to is not None else adapter.cr
         largest = replace(adapter, init=init, cr=cr, grow_to=None)
-        prepare(model, largest, torch.Generator().manual_seed(0))
+        apply(model, largest, torch.Generator().manual_seed(0))
     check_fits(estimate_step(model, pde, setup.train), setup.device)
 
 
@@ -215,7 +252,8 @@ def loss_from_setup(pde: PDEFamily, setup: Setup) -> PinnLoss:
             f"train.time_windows={t.time_windows} needs a time-dependent PDE (last coordinate "
             f"t); pde={pde.name} has ({', '.join(pde.coords)}): set train.time_windows=1"
         )
-    return PinnLoss(pde, t.derivatives, t.causal, t.causal_slices)
+    with cli_keys("train"):
+        return PinnLoss(pde, t.derivatives, t.causal, t.causal_slices)
 
 
 def eval_points(cfg: RunConfig, pde: PDEFamily) -> int:

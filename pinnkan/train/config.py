@@ -94,8 +94,8 @@ class TrainConfig:
         if self.time_windows > 1 and not optimizer.legs:
             raise FieldError(
                 "time_windows",
-                f"={self.time_windows} needs optim=lm (it opens the next window on LM's own "
-                "signals); use causal weighting with optim=" + self.optimizer,
+                f"={self.time_windows} needs the lm optimizer (it opens the next window on LM's "
+                f"own signals); with {self.optimizer}, use causal weighting",
             )
         try:
             self.lm.validate()

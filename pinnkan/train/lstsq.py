@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from pinnkan.errors import PinnkanError
+from pinnkan.errors import FieldError, PinnkanError
 from pinnkan.network.kan import KAN
 from pinnkan.pde import FAMILIES, PDEFamily
 from pinnkan.pinn.jacobian import chunked_loss, chunks, residuals_and_jacobian, trainable_parameters
@@ -69,9 +69,10 @@ def refuse_unsupported(pde: PDEFamily, train: TrainConfig) -> None:
             f"{linear} (or a family declaring linear = True), or another adapter"
         )
     if train.time_windows > 1:
-        raise PinnkanError(
-            f"train.time_windows={train.time_windows} has no meaning for adapter=lstsq (one "
-            "solve on the whole domain); set train.time_windows=1"
+        raise FieldError(
+            "time_windows",
+            f"={train.time_windows} has no meaning for adapter=lstsq (one solve on the whole "
+            "domain); set it to 1",
         )
 
 
@@ -111,7 +112,7 @@ def min_norm_step(R: Tensor, z: Tensor, n_rows: int) -> tuple[Tensor, int]:
 
 
 def solve_last_layer(loss_fn: PinnLoss, model: KAN, batch: dict[str, Tensor]) -> LstsqSolve:
-    """Set the model's trainable parameters (after `prepare` for lstsq: the last layer's A and
+    """Set the model's trainable parameters (after `apply` for lstsq: the last layer's A and
     bias) to the least-squares minimiser of the residual vector on `batch`, in place."""
     params = trainable_parameters(model)
     theta = flat_view(params)

@@ -64,15 +64,17 @@ def train(
     if not cfg.validated:  # a stage's TrainConfig comes validated (pinnkan.run.setup)
         cfg.validate()
     optimizer = get_optimizer(cfg.optimizer)
-    if path is not None and (not optimizer.legs or loop is not None):
-        raise PinnkanError("transfer.homotopy needs optim=lm (its legs end on LM's signals)")
-    if growth is not None and (not optimizer.legs or loop is not None):
-        raise PinnkanError("adapter.grow_to needs optim=lm (it grows the ranks on LM's signals)")
+    for name, given in (("path", path), ("growth", growth)):
+        if given is not None and (not optimizer.legs or loop is not None):
+            raise PinnkanError(
+                f"train(..., {name}=...) runs on the optimizer's own signals: it needs an "
+                f"optimizer with legs (lm), not {cfg.optimizer!r}, and no `loop`"
+            )
     own = (loss_fn.causal.eps, loss_fn.causal.slices) if loss_fn.causal else (0.0, None)
     if own != ((cfg.causal, cfg.causal_slices) if cfg.causal else (0.0, None)):
         raise PinnkanError(
-            f"train.causal={cfg.causal:g} (slices {cfg.causal_slices}) but the loss has "
-            f"causal={own[0]:g} (slices {own[1]}): pass both to PinnLoss"
+            f"TrainConfig(causal={cfg.causal:g}, causal_slices={cfg.causal_slices}) but the "
+            f"loss has causal={own[0]:g} (slices {own[1]}): pass both to PinnLoss"
         )
     total = cfg.steps + (cfg.lbfgs_steps if optimizer.lbfgs else 0)
     run = LoopRun(
