@@ -11,6 +11,7 @@ steps and stored bytes, the pretrain's, the exact commands, commit, date and mac
 
     python scripts/family_benchmark.py --families elliptic --seeds 0
     python scripts/family_benchmark.py --families elliptic --strategies scratch,nearest
+    python scripts/family_benchmark.py --families wave --tol 1e-5   # every run at train.tol 1e-5
     python scripts/family_benchmark.py --tables   # docs/family_benchmark.md from the JSONs
     python scripts/family_benchmark.py --check    # exit 1 if the page's table differs
 
@@ -92,11 +93,18 @@ def targets(family: str) -> list[float]:
 
 
 EXTRA: list[str] = []  # --extra: overrides added to every command (e.g. a smoke test's)
+TOL: list[float] = []  # --tol: train.tol of every run (the pretrain's too); none: the default
+
+
+def tol_label(tol: float | None) -> str:
+    """'' for the default tolerance, else '_tol1e-05': in file and work-directory names."""
+    return "" if tol is None else f"_tol{tol:.0e}"
 
 
 def base_args(threads: int, root: Path, seed: int, family: str) -> list[str]:
     return [
         *EXTRA,
+        *(f"train.tol={t:g}" for t in TOL),
         f"pde={family}",
         f"seed={seed}",
         f"threads={threads}",
@@ -178,6 +186,7 @@ def run_strategy(
         "strategy": strategy,
         "seed": seed,
         "goal_rel_l2": goal,
+        "tol": TOL[0] if TOL else None,  # None: the default train.tol
         "command": " ".join(cmd[2:]),
         "returncode": rc,
         "stderr_tail": err[-3000:] if rc else "",
@@ -217,7 +226,7 @@ def run_all(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for family in args.families:
         for seed in args.seeds:
-            root = args.work / f"{family}_seed{seed}"
+            root = args.work / f"{family}{tol_label(args.tol)}_seed{seed}"
             pretrains: dict[str, dict[str, Any]] = {}  # one of each source, shared
             for strategy in args.strategies:
                 source = STRATEGIES[strategy][1]
@@ -225,7 +234,7 @@ def run_all(args: argparse.Namespace) -> None:
                     pretrains[source] = run_pretrain(hb, family, seed, root, args.threads, source)
                 pretrain = pretrains.get(source) if source is not None else None
                 rec = run_strategy(hb, family, strategy, seed, root, args.threads, pretrain)
-                path = args.out / f"{family}_{strategy}_seed{seed}.json"
+                path = args.out / f"{family}{tol_label(args.tol)}_{strategy}_seed{seed}.json"
                 path.write_text(json.dumps(rec, indent=1, default=str) + "\n")
                 print(f"{path.name}: {summary_line(rec)}", flush=True)
 
@@ -286,13 +295,19 @@ def table(runs: list[dict[str, Any]]) -> str:
         "| training s (pretrain incl.) | saving vs scratch | wall s | bytes / member |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    # runs at another tolerance (--tol) are rows of their own, compared with scratch at theirs
+    by: dict[tuple[str, float | None, str], list[dict[str, Any]]] = {}
     for r in runs:
-        by.setdefault((r["family"], r["strategy"]), []).append(r)
-    for family in FAMILIES:
-        scratch = {r["seed"]: totals(r) for r in by.get((family, "scratch"), [])}
+        by.setdefault((r["family"], r.get("tol"), r["strategy"]), []).append(r)
+    settings = sorted(
+        {(f, t) for f, t, _ in by},
+        key=lambda k: (list(FAMILIES).index(k[0]), -1 if k[1] is None else k[1]),
+    )
+    for family, tol in settings:
+        scratch = {r["seed"]: totals(r) for r in by.get((family, tol, "scratch"), [])}
+        name = family if tol is None else f"{family}, train.tol {tol:g}"
         for strategy in STRATEGIES:
-            group = sorted(by.get((family, strategy), []), key=lambda r: r["seed"])
+            group = sorted(by.get((family, tol, strategy), []), key=lambda r: r["seed"])
             if not group:
                 continue
             ts = [totals(r) for r in group]
@@ -314,11 +329,11 @@ def table(runs: list[dict[str, Any]]) -> str:
                 else "-"
             )
             lines.append(
-                f"| {family} | {strategy} | {seeds} | {reached} | "
+                f"| {name} | {strategy} | {seeds} | {reached} | "
                 f"{worst:.1e} | {med([t['train'] for t in ts]):.0f} | {saving} | "
                 f"{med([t['wall'] for t in ts]):.0f} | {med([t['bytes'] for t in ts]):.0f} |"
                 if worst is not None
-                else f"| {family} | {strategy} | - | {reached} | - | - | - | - | - |"
+                else f"| {name} | {strategy} | - | {reached} | - | - | - | - | - |"
             )
     return "\n".join(lines)
 
@@ -343,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tables", action="store_true")
     p.add_argument("--check", action="store_true")
     p.add_argument("--extra", nargs="*", default=[], help="overrides for every run (smoke tests)")
+    p.add_argument("--tol", type=float, default=None, help="train.tol of every run")
     args = p.parse_args(argv)
     EXTRA[:] = args.extra
+    TOL[:] = [] if args.tol is None else [args.tol]
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     unknown += [f for f in args.families if f not in FAMILIES]
     if unknown:

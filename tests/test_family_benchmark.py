@@ -90,3 +90,18 @@ def test_committed_tolerance_page_matches_its_data() -> None:
     text = tc.DOC.read_text()
     i, j = text.index(tc.TABLE[0]) + len(tc.TABLE[0]), text.index(tc.TABLE[1])
     assert text[i:j] == "\n" + tc.table(tc.OUT) + "\n"
+
+
+def test_runs_at_another_tolerance_are_compared_among_themselves(fb: Any) -> None:
+    """`--tol` runs get rows of their own; their saving is against scratch at that tolerance."""
+    runs = [
+        _rec("scratch", 0, [10.0] * 10, [5e-5] * 10, None),
+        _rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0),
+        {**_rec("scratch", 0, [4.0] * 10, [5e-5] * 10, None), "tol": 1e-5},
+        {**_rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0), "tol": 1e-5},
+    ]
+    rows = [line for line in fb.table(runs).splitlines() if "| nearest |" in line]
+    assert len(rows) == 2
+    assert rows[0].startswith("| elliptic |") and "5.00×" in rows[0]  # 100 s / 20 s
+    assert rows[1].startswith("| elliptic, train.tol 1e-05 |") and "2.00×" in rows[1]  # 40 / 20
+    assert fb.tol_label(None) == "" and fb.tol_label(1e-5) == "_tol1e-05"
