@@ -50,7 +50,8 @@ OWNERS = {
     "sweep-demo-diag": "sweep_demo",
 }
 # block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json
-PREFIX_OWNERS = {"e2e-": "e2e_table"}
+# growth-<study> is the table of docs/growth/<study>.json
+PREFIX_OWNERS = {"e2e-": "e2e_table", "growth-": "growth_study"}
 MARKER = re.compile(r"<!-- (/?)generated:([\w.-]+) -->")
 LEDGER = ROOT / "docs" / "untraced.yaml"
 STATUSES = ("stale", "untraced", "not-measured")

@@ -7,6 +7,7 @@ error, steps, stop, trainable count, the growth it made and its training seconds
 commands, commit, date and machine; the table in docs/growth.md is generated from it.
 
     python scripts/growth_study.py --source RUN            # run, then write JSON and table
+    python scripts/growth_study.py --study wave_c1.5 --source RUN   # another target's study
     python scripts/growth_study.py --collect DIR [--loaded] # JSON from finished runs named
                                                             # <variant>_s<seed> under DIR
     python scripts/growth_study.py --tables                 # the table from the JSON
@@ -25,21 +26,30 @@ import docblocks
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "growth"
 DOC = ROOT / "docs" / "growth.md"
-TABLE = "growth-table"
-NAME = "elliptic_mu1.5"
+# a study: its target (the family's default one) and its table's block in docs/growth.md
+STUDIES: dict[str, dict[str, Any]] = {
+    "elliptic_mu1.5": {"pde": "elliptic", "target": {"mu": 1.5}, "table": "growth-table"},
+    "wave_c1.5": {"pde": "wave", "target": {"c": 1.5}, "table": "growth-wave_c1.5"},
+}
+NAME = "elliptic_mu1.5"  # the first study (--study picks another)
 # variant: the transfer's overrides beside source=, seed= and the run directory
 VARIANTS: dict[str, list[str]] = {
     "fixed25": ["cr=0.25"],
     "fixed50": ["cr=0.5"],
     "grow25": ["cr=0.25", "adapter.grow_to=1.0"],
+    "grow50": ["cr=0.5", "adapter.grow_to=1.0"],
 }
 SEEDS = (0, 1, 2)
 
 
-def command(source: Path, variant: str, seed: int, run_dir: Path, threads: int) -> list[str]:
+def command(
+    source: Path, variant: str, seed: int, run_dir: Path, threads: int, study: str = NAME
+) -> list[str]:
+    pde = [] if study == NAME else [f"pde={STUDIES[study]['pde']}"]  # elliptic: the default
     return [
         "pinnkan",
         "transfer",
+        *pde,
         f"source={source}",
         f"hydra.run.dir={run_dir}",
         "train.progress=log",
@@ -69,7 +79,9 @@ def read(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def collect(folder: Path, loaded: bool, threads: int, hb: Any, runs_commit: str | None) -> Path:
+def collect(
+    folder: Path, loaded: bool, threads: int, hb: Any, runs_commit: str | None, study: str = NAME
+) -> Path:
     runs: dict[str, list[dict[str, Any]]] = {}
     source = None
     for variant in VARIANTS:
@@ -79,12 +91,12 @@ def collect(folder: Path, loaded: bool, threads: int, hb: Any, runs_commit: str 
                 rec = read(run_dir)
                 source = source or rec["source"]
                 rec["command"] = " ".join(
-                    command(Path(rec["source"]), variant, seed, run_dir, threads)
+                    command(Path(rec["source"]), variant, seed, run_dir, threads, study)
                 )
                 runs.setdefault(variant, []).append(rec)
     data = {
         "schema": 1,
-        "target": {"pde": "elliptic", "mu": 1.5},
+        "target": {"pde": STUDIES[study]["pde"], **STUDIES[study]["target"]},
         "source": source,
         # True: a helper process shared the 2 cores, so the seconds are not comparable
         "loaded": loaded,
@@ -93,7 +105,7 @@ def collect(folder: Path, loaded: bool, threads: int, hb: Any, runs_commit: str 
         "runs": runs,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{NAME}.json"
+    path = OUT / f"{study}.json"
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
 
@@ -140,8 +152,9 @@ def table(path: Path) -> str:
 
 
 def block(name: str, doc: Path) -> str:
-    """The growth-table block's body from the committed JSON (scripts/docblocks.py)."""
-    return table(OUT / f"{NAME}.json")
+    """A study's table block from its committed JSON (scripts/docblocks.py)."""
+    study = next(k for k, v in STUDIES.items() if v["table"] == name)
+    return table(OUT / f"{study}.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,25 +166,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-commit", help="--collect: the commit the runs were made at")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tables", action="store_true")
+    p.add_argument("--study", choices=list(STUDIES), default=NAME)
+    p.add_argument("--variants", type=lambda v: v.split(","), default=list(VARIANTS))
     args = p.parse_args(argv)
     hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
     folder = args.collect
     if args.source is not None:
-        folder = args.work
+        folder = args.work / ("" if args.study == NAME else args.study)
         env = hb.child_env(args.threads)
-        for variant in VARIANTS:
+        for variant in args.variants:
             for seed in SEEDS:
                 run_dir = folder / f"{variant}_s{seed}"
-                cmd = command(args.source, variant, seed, run_dir, args.threads)
+                cmd = command(args.source, variant, seed, run_dir, args.threads, args.study)
                 cmd = [sys.executable, "-m", "pinnkan.cli", *cmd[1:]]  # this venv's pinnkan
                 code, _, err = hb.run_child(cmd, env, None)
                 if code:
                     print(err[-2000:], file=sys.stderr)
                     return code
     if folder is not None:
-        print(collect(folder, args.loaded, args.threads, hb, args.runs_commit))
+        print(collect(folder, args.loaded, args.threads, hb, args.runs_commit, args.study))
     if args.tables or folder is not None:
-        DOC.write_text(docblocks.replace(DOC.read_text(), TABLE, table(OUT / f"{NAME}.json"), DOC))
+        for study, spec in STUDIES.items():
+            if (OUT / f"{study}.json").is_file():
+                text = table(OUT / f"{study}.json")
+                DOC.write_text(docblocks.replace(DOC.read_text(), spec["table"], text, DOC))
     return 0
 
 

@@ -122,7 +122,23 @@ def test_transfer_stage_records_the_homotopy(tmp_path: Path) -> None:
     attrs = read_results(tmp_path / "t" / "results.h5")["attrs"]
     assert (attrs["homotopy"], attrs["leg_steps"]) == (2, 2)
     assert attrs["pde_params"]["mu"] == 1.4
+    assert 0.0 <= attrs["homotopy_s"] <= 1.0
     assert res.status == "ok"
+
+
+def test_a_budget_that_ends_on_the_path_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of steps before the target: results.h5 records how far it got, the log warns."""
+    cfg = lm_transfer_config(tmp_path)
+    cfg["train"] |= {"steps": 3, "tol": 0.0}
+    cfg["transfer"] = {"homotopy": 8, "leg_steps": 50}  # the first leg never ends in 3 steps
+    cfg["pde"]["target"] = {"mu": 1.4}
+    with caplog.at_level("WARNING", logger="pinnkan"):
+        runner.transfer(cfg, tmp_path / "t")
+    attrs = read_results(tmp_path / "t" / "results.h5")["attrs"]
+    assert attrs["homotopy_s"] == 0.0
+    assert "short of the target" in caplog.text and "transfer.homotopy=8" in caplog.text
 
 
 def test_homotopy_with_adam_is_one_line(tmp_path: Path) -> None:

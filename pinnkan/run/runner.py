@@ -226,6 +226,8 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     run = StageRun(cfg, model, pde, setup, loss_fn, gen, run_dir, config_yaml, path, growth)
     report = ("transfer", extra, attrs)
     hist = fit(run, groups, f"transfer[{acfg.name}]", resume, state_meta, report, loop)
+    if path is not None:  # how far along the path it got (1: the target)
+        attrs["homotopy_s"] = _path_end(path, cfg, pde)
     if growth is not None:  # the ranks it ended with, and when they grew
         attrs |= {"layers": _layers_attr(adapter_summary(model))}
         attrs |= {"grown": json.dumps(growth.events)}
@@ -284,6 +286,22 @@ def _model_meta(pde: PDEFamily, model: KAN, setup: Setup) -> dict[str, Any]:
     meta |= {"precision": setup.precision}
     record = pde.reference_record()
     return meta | ({"reference": record} if record is not None else {})
+
+
+def _path_end(path: HomotopyPath, cfg: RunConfig, target: PDEFamily) -> float:
+    """The fraction of the homotopy path the run ended at; a warning when the budget ran out
+    before the target (the run's network then solves a member on the way, not the target)."""
+    if path.at_target:
+        return 1.0
+    log.warning(
+        "transfer.homotopy=%d ended at s = %.4g of its path, short of the target %s: the "
+        "network solves a member on the way and its error is against the target. Raise "
+        "train.steps, or loosen train.tol (a leg ends when it meets it or LM converges)",
+        cfg.transfer.homotopy,
+        path.done,
+        target.describe(),
+    )
+    return path.done
 
 
 def _homotopy(
