@@ -42,6 +42,7 @@ OWNERS = {
     "tta": "time_to_accuracy",
     "tta-summary": "time_to_accuracy",
     "growth-table": "growth_study",
+    "growth-wave_c1.5": "growth_study",
     "pdebench-table": "pdebench_benchmark",
     "memory-table": "memory_estimate",
     "memory-big": "memory_estimate",
@@ -50,8 +51,7 @@ OWNERS = {
     "sweep-demo-diag": "sweep_demo",
 }
 # block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json
-# growth-<study> is the table of docs/growth/<study>.json
-PREFIX_OWNERS = {"e2e-": "e2e_table", "growth-": "growth_study"}
+PREFIX_OWNERS = {"e2e-": "e2e_table"}
 MARKER = re.compile(r"<!-- (/?)generated:([\w.-]+) -->")
 LEDGER = ROOT / "docs" / "untraced.yaml"
 STATUSES = ("stale", "untraced", "not-measured")
