@@ -45,11 +45,10 @@ SEEDS = (0, 1, 2)
 def command(
     source: Path, variant: str, seed: int, run_dir: Path, threads: int, study: str = NAME
 ) -> list[str]:
-    pde = [] if study == NAME else [f"pde={STUDIES[study]['pde']}"]  # elliptic: the default
     return [
         "pinnkan",
         "transfer",
-        *pde,
+        f"pde={STUDIES[study]['pde']}",
         f"source={source}",
         f"hydra.run.dir={run_dir}",
         "train.progress=log",
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
     folder = args.collect
     if args.source is not None:
-        folder = args.work / ("" if args.study == NAME else args.study)
+        folder = args.work / args.study
         env = hb.child_env(args.threads)
         for variant in args.variants:
             for seed in SEEDS:

@@ -21,7 +21,6 @@ from pinnkan.adapters import (
     param_groups,
     save_adapter,
 )
-from pinnkan.adapters.files import base_hash
 from pinnkan.adapters.growth import RankGrowth
 from pinnkan.adapters.tucker import FACTORS
 from pinnkan.common.atomic import make_dir
@@ -174,11 +173,11 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     first = loss_fn.sample(
         setup.train.n_interior, setup.train.n_boundary, gen, setup.dtype, setup.device
     )
-    with cli_keys("adapter"):  # validates against the source's layers
-        apply(model, acfg, gen, lambda m: loss_fn(m, first))
+    # acfg is validated for these layers (above): `apply` attaches, and records the hash of
+    # the base that save_adapter writes into the adapter file
+    apply(model, acfg, gen, lambda m: loss_fn(m, first))
     # what the update is measured from and what is frozen: after `apply` (slim zeroes A)
     A_pt = [layer.A.detach().clone() for layer in model.layers]
-    base_id = base_hash(model)  # the identity of the base the adapter file names
     started = continuation.start(cfg, run_dir, model, pde, acfg.name, source_path, resume)
     groups = param_groups(model, acfg, setup.train.lr)
     summary = adapter_summary(model)
@@ -248,7 +247,6 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
                 **spec_meta,
                 "adapter": acfg.name,
                 "cr": acfg.cr,
-                "base_hash": base_id,
                 "base_source": str(source_path) if source_path else None,
             },
         )

@@ -179,12 +179,13 @@ def _check_transfer(cfg: RunConfig, setup: Setup, adapter: AdapterConfig) -> Non
     continuation.validate(cfg.transfer)
     homotopy, grow_to = cfg.transfer.homotopy, adapter.grow_to
     optim = setup.train.optimizer
+    legs = get_optimizer(optim).legs
     trains = not (setup.evaluate_only or get_adapter(adapter.name).solve)
     why = None
     if homotopy > 1:
         if not trains:
             why = "a transfer that does not train (train.steps=0, or a solve) has no legs"
-        elif not get_optimizer(optim).legs:
+        elif not legs:
             why = f"its legs end on LM's signals: it needs optim=lm (not optim={optim})"
         elif cfg.pde.reference.target or cfg.pde.reference.source:
             why = "the members along the path need the family's own data, not a reference file's"
@@ -194,7 +195,7 @@ def _check_transfer(cfg: RunConfig, setup: Setup, adapter: AdapterConfig) -> Non
             why = "use one of adapter.grow_to and transfer.homotopy"
     if why:
         raise PinnkanError(f"transfer.homotopy={homotopy}: {why}")
-    if grow_to is not None and not (trains and get_optimizer(optim).legs):
+    if grow_to is not None and not (trains and legs):
         raise PinnkanError(
             f"adapter.grow_to={grow_to:g} grows the ranks on LM's signals while it trains: it "
             f"needs optim=lm (here optim={optim}) and train.steps > 0"
