@@ -136,6 +136,23 @@ def test_one_step_lowers_the_loss_and_damping_rules() -> None:
     assert lm.damping <= before * (1 + 1e-12) * 2  # an accepted step never raises it much
 
 
+@pytest.mark.parametrize("rule", ["divide", "nielsen"])
+def test_the_damping_rules(rule: str) -> None:
+    """divide: an accepted step lowers λ by damping_down whatever its gain ratio ρ; nielsen:
+    by max(1/3, 1 − (2ρ − 1)³), so hardly at all at ρ = 0.7. A rejection multiplies λ by ν,
+    which doubles on each rejection in a row and is back at 2 after an accepted step."""
+    lm = LevenbergMarquardt(LMConfig(damping=1.0, damping_rule=rule, damping_down=4.0))
+    for rho in (0.1, 0.7, 1.0):
+        before = lm.damping
+        assert lm.judge(1.0, rho)
+        nielsen = max(1 / 3, 1 - (2 * rho - 1) ** 3)
+        assert lm.damping == pytest.approx(before * (nielsen if rule == "nielsen" else 0.25))
+    before = lm.damping
+    assert not lm.judge(1.0, -1.0) and not lm.judge(None, 1.0)
+    assert lm.damping == pytest.approx(before * 2 * 4)  # × 2, then × 4
+    assert lm.judge(1.0, 1.0) and lm.nu == 2.0
+
+
 def _lm_config(steps: int, **lm: object) -> TrainConfig:
     return TrainConfig(
         steps=steps,
@@ -239,6 +256,8 @@ def test_runner_lm_defaults_to_float64_and_records_it(tmp_path: Path) -> None:
     [
         ("optim.damping", -1.0, "optim.damping"),
         ("optim.scaling", "nope", "optim.scaling"),
+        ("optim.damping_rule", "gain", "optim.damping_rule"),
+        ("optim.damping_down", 1.0, "optim.damping_down"),
         ("optim.solve", "qr", "optim.solve"),
         ("optim.resample_every", -2, "optim.resample_every"),
         ("optim.name", "sgd", "optim"),

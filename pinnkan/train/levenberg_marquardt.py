@@ -6,8 +6,10 @@ by Cholesky of J̃ᵀJ̃ + λI (P × P, "primal") when P ≤ N, else in the kern
 Jᵀr, which the loop accumulates over chunks of points (`pinnkan.pinn.jacobian.normal_equations`),
 so N can grow far beyond what a whole J would fit in memory. D² is Marquardt's diag(JᵀJ), kept
 as a running maximum (Moré), so parameters of very different scales (LoTRA's G and U's, a
-network's layers) are damped alike. λ follows Nielsen's gain-ratio rule; a step that does not
-lower the loss is undone and retried with a larger λ from the same Gram matrix.
+network's layers) are damped alike. After an accepted step λ falls by a fixed factor
+(`damping_rule=divide`, Transtrum and Sethna's "delayed gratification": ÷3) or by Nielsen's
+gain-ratio rule (`nielsen`); a step that does not lower the loss is undone and retried with a
+larger λ (× ν, ν doubling on each rejection in a row) from the same Gram matrix.
 
 The damped Gram matrix is factored in place: its upper triangle is kept aside first, in strips
 of rows (`_UpperStrips`, half a Gram matrix), and written back for a retry, so that a solve
@@ -30,6 +32,7 @@ from pinnkan.train.gauss_newton import conjugate_gradient
 SCALINGS = ("marquardt", "identity")
 SOLVES = ("auto", "primal", "kernel", "cg")
 SAMPLINGS = ("sobol", "rad")
+DAMPING_RULES = ("divide", "nielsen")
 STRIP = 256  # rows per strip of the kept upper triangle
 
 
@@ -39,6 +42,10 @@ class LMConfig:
 
     damping: float = 1e-3  # initial λ
     damping_max: float = 1e10  # λ above this: no step lowers the loss any more, stop
+    # how λ falls after an accepted step: divide (λ ÷ damping_down, whatever the gain ratio ρ)
+    # | nielsen (λ × max(1/3, 1 − (2ρ − 1)³): hardly at all while ρ is below about 0.8)
+    damping_rule: str = "divide"
+    damping_down: float = 3.0
     scaling: str = "marquardt"  # marquardt (D² = running max of diag JᵀJ) | identity
     solve: str = "auto"  # auto (primal when P <= N) | primal | kernel | cg (matrix-free)
     # cg: conjugate gradients on the damped system with J v / Jᵀu products
@@ -61,6 +68,8 @@ class LMConfig:
         """Type and range of every field; one PinnkanError line naming the field."""
         self.damping = as_float(self.damping, "damping", 0.0, 1e30, lo_open=True)
         self.damping_max = as_float(self.damping_max, "damping_max", self.damping)
+        self.damping_rule = as_choice(self.damping_rule, "damping_rule", DAMPING_RULES)
+        self.damping_down = as_float(self.damping_down, "damping_down", 1.0, 1e6, lo_open=True)
         self.scaling = as_choice(self.scaling, "scaling", SCALINGS)
         self.solve = as_choice(self.solve, "solve", SOLVES)
         self.cg_iters = as_int(self.cg_iters, "cg_iters", 1)
@@ -265,10 +274,14 @@ class LevenbergMarquardt:
         return step / d, predicted
 
     def judge(self, predicted: float | None, actual: float) -> bool:
-        """Update λ from the gain ratio actual / predicted; True when the step is kept."""
+        """Update λ (`damping_rule`) from the actual and predicted reductions of the loss; True
+        when the step is kept (it lowered the loss)."""
         if predicted is not None and predicted > 0 and actual > 0:  # NaN > 0 is False
-            rho = actual / predicted
-            self.damping *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+            if self.cfg.damping_rule == "nielsen":
+                rho = actual / predicted  # the gain ratio
+                self.damping *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+            else:
+                self.damping /= self.cfg.damping_down
             self.damping = max(self.damping, 1e-300)
             self.nu = 2.0
             return True
