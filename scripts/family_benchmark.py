@@ -45,6 +45,11 @@ FAMILIES: dict[str, tuple[str, float, float, float]] = {
     "helmholtz": ("k", 2.0, 3.5, 1e-4),
 }
 N_MEMBERS = 10
+# LM's damping rule (optim.damping_rule) a record was measured with: records without the field
+# predate the option and ran under "nielsen" (commit c28987c made "divide" the default for one
+# commit; its records say so); rows under another rule than today's default are rows of their
+# own (docs/damping.md)
+RULE_BEFORE = "nielsen"
 # the sources a strategy can start from: the family's default pretrain, or a parametric PINN
 # over the family's range (pde.parametric), with the pretrain budget of its own searched
 # setting (docs/family_benchmark.md, "parametric")
@@ -187,6 +192,7 @@ def run_strategy(
         "seed": seed,
         "goal_rel_l2": goal,
         "tol": TOL[0] if TOL else None,  # None: the default train.tol
+        "damping_rule": damping_rule_of_run(),
         "command": " ".join(cmd[2:]),
         "returncode": rc,
         "stderr_tail": err[-3000:] if rc else "",
@@ -195,6 +201,26 @@ def run_strategy(
         "members": members,
         **hb.provenance(threads),
     }
+
+
+def default_damping_rule() -> str:
+    """LM's default `optim.damping_rule` in the pinnkan that the runs import."""
+    from pinnkan.train.levenberg_marquardt import LMConfig
+
+    return LMConfig().damping_rule
+
+
+def damping_rule_of_run() -> str:
+    """The damping rule this run's commands use (an --extra override, else the default)."""
+    for o in EXTRA:
+        if o.startswith("optim.damping_rule="):
+            return o.split("=", 1)[1]
+    return default_damping_rule()
+
+
+def damping_rule(rec: dict[str, Any]) -> str:
+    """The damping rule a record was measured with (RULE_BEFORE for records without one)."""
+    return str(rec.get("damping_rule", RULE_BEFORE))
 
 
 def run_pretrain(
@@ -295,19 +321,22 @@ def table(runs: list[dict[str, Any]]) -> str:
         "| training s (pretrain incl.) | saving vs scratch | wall s | bytes / member |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    # runs at another tolerance (--tol) are rows of their own, compared with scratch at theirs
-    by: dict[tuple[str, float | None, str], list[dict[str, Any]]] = {}
+    # runs at another tolerance (--tol) or under another damping rule are rows of their own,
+    # compared with scratch at the same settings
+    today = default_damping_rule()
+    by: dict[tuple[str, float | None, str, str], list[dict[str, Any]]] = {}
     for r in runs:
-        by.setdefault((r["family"], r.get("tol"), r["strategy"]), []).append(r)
+        by.setdefault((r["family"], r.get("tol"), damping_rule(r), r["strategy"]), []).append(r)
     settings = sorted(
-        {(f, t) for f, t, _ in by},
-        key=lambda k: (list(FAMILIES).index(k[0]), -1 if k[1] is None else k[1]),
+        {(f, t, d) for f, t, d, _ in by},
+        key=lambda k: (list(FAMILIES).index(k[0]), k[2] != today, -1 if k[1] is None else k[1]),
     )
-    for family, tol in settings:
-        scratch = {r["seed"]: totals(r) for r in by.get((family, tol, "scratch"), [])}
+    for family, tol, rule in settings:
+        scratch = {r["seed"]: totals(r) for r in by.get((family, tol, rule, "scratch"), [])}
         name = family if tol is None else f"{family}, train.tol {tol:g}"
+        name += "" if rule == today else f", optim.damping_rule={rule}"
         for strategy in STRATEGIES:
-            group = sorted(by.get((family, tol, strategy), []), key=lambda r: r["seed"])
+            group = sorted(by.get((family, tol, rule, strategy), []), key=lambda r: r["seed"])
             if not group:
                 continue
             ts = [totals(r) for r in group]

@@ -34,6 +34,7 @@ def _rec(strategy: str, seed: int, seconds: list[float], errors: list[float], pr
         "family": "elliptic",
         "strategy": strategy,
         "seed": seed,
+        "damping_rule": "nielsen",
         "wall_seconds": sum(seconds) + 5,
         "pretrain": None if pre is None else {"train_seconds": pre, "wall_seconds": pre + 1},
         "members": members,
@@ -105,3 +106,27 @@ def test_runs_at_another_tolerance_are_compared_among_themselves(fb: Any) -> Non
     assert rows[0].startswith("| elliptic |") and "5.00×" in rows[0]  # 100 s / 20 s
     assert rows[1].startswith("| elliptic, train.tol 1e-05 |") and "2.00×" in rows[1]  # 40 / 20
     assert fb.tol_label(None) == "" and fb.tol_label(1e-5) == "_tol1e-05"
+
+
+def test_runs_under_another_damping_rule_are_compared_among_themselves(fb: Any) -> None:
+    """Records without `damping_rule` ran under Nielsen's rule (the default, recorded since
+    the option exists); records under another rule are rows of their own, their saving
+    against scratch under the same rule."""
+    old = [_rec("scratch", 0, [10.0] * 10, [5e-5] * 10, None)]
+    old.append(_rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0))
+    for r in old:
+        del r["damping_rule"]
+    divide = [_rec("scratch", 0, [4.0] * 10, [5e-5] * 10, None)]
+    divide.append(_rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0))
+    for r in divide:
+        r["damping_rule"] = "divide"
+    rows = [line for line in fb.table(divide + old).splitlines() if "| nearest |" in line]
+    assert fb.default_damping_rule() == "nielsen" and len(rows) == 2
+    assert rows[0].startswith("| elliptic |") and "5.00×" in rows[0]  # 100 s / 20 s
+    assert rows[1].startswith("| elliptic, optim.damping_rule=divide |") and "2.00×" in rows[1]
+    fb.EXTRA[:] = ["optim.damping_rule=divide"]
+    try:
+        assert fb.damping_rule_of_run() == "divide"
+    finally:
+        fb.EXTRA[:] = []
+    assert fb.damping_rule_of_run() == "nielsen"

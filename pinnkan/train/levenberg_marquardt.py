@@ -6,10 +6,11 @@ by Cholesky of J̃ᵀJ̃ + λI (P × P, "primal") when P ≤ N, else in the kern
 Jᵀr, which the loop accumulates over chunks of points (`pinnkan.pinn.jacobian.normal_equations`),
 so N can grow far beyond what a whole J would fit in memory. D² is Marquardt's diag(JᵀJ), kept
 as a running maximum (Moré), so parameters of very different scales (LoTRA's G and U's, a
-network's layers) are damped alike. After an accepted step λ falls by a fixed factor
-(`damping_rule=divide`, Transtrum and Sethna's "delayed gratification": ÷3) or by Nielsen's
-gain-ratio rule (`nielsen`); a step that does not lower the loss is undone and retried with a
-larger λ (× ν, ν doubling on each rejection in a row) from the same Gram matrix.
+network's layers) are damped alike. After an accepted step λ falls by Nielsen's gain-ratio
+rule (`damping_rule=nielsen`, the default) or by a fixed factor (`divide`: ÷3, Transtrum and
+Sethna's "delayed gratification"; docs/damping.md measures both); a step that does not lower
+the loss is undone and retried with a larger λ (× ν, ν doubling on each rejection in a row)
+from the same Gram matrix.
 
 The damped Gram matrix is factored in place: its upper triangle is kept aside first, in strips
 of rows (`_UpperStrips`, half a Gram matrix), and written back for a retry, so that a solve
@@ -42,9 +43,9 @@ class LMConfig:
 
     damping: float = 1e-3  # initial λ
     damping_max: float = 1e10  # λ above this: no step lowers the loss any more, stop
-    # how λ falls after an accepted step: divide (λ ÷ damping_down, whatever the gain ratio ρ)
-    # | nielsen (λ × max(1/3, 1 − (2ρ − 1)³): hardly at all while ρ is below about 0.8)
-    damping_rule: str = "divide"
+    # how λ falls after an accepted step: nielsen (λ × max(1/3, 1 − (2ρ − 1)³), hardly at all
+    # while the gain ratio ρ is below about 0.8) | divide (λ ÷ damping_down, whatever ρ)
+    damping_rule: str = "nielsen"
     damping_down: float = 3.0
     scaling: str = "marquardt"  # marquardt (D² = running max of diag JᵀJ) | identity
     solve: str = "auto"  # auto (primal when P <= N) | primal | kernel | cg (matrix-free)
