@@ -185,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     if folder is not None:
         print(collect(folder, args.loaded, args.threads, hb, args.runs_commit, args.study))
     if args.tables or folder is not None:
+        text = DOC.read_text()
         for study, spec in STUDIES.items():
             if (OUT / f"{study}.json").is_file():
-                text = table(OUT / f"{study}.json")
-                DOC.write_text(docblocks.replace(DOC.read_text(), spec["table"], text, DOC))
+                text = docblocks.replace(text, spec["table"], block(spec["table"], DOC), DOC)
+        DOC.write_text(text)
     return 0
 
 
