@@ -51,6 +51,7 @@ from pinnkan.adapters.tucker import ranks_from_cr
 from pinnkan.io.results import RESULTS_FILE
 from pinnkan.run.diagnostics import hosvd_rel_error, normalised_singular_values, read_update
 
+ROOT = Path(__file__).resolve().parents[1]
 PDES = ("elliptic", "parabolic", "advection", "wave")
 PARAM = {"elliptic": "mu", "parabolic": "nu", "advection": "beta", "wave": "c"}
 SOURCE = {"elliptic": 1.0, "parabolic": 0.1, "advection": 1.0, "wave": 1.0}
@@ -107,11 +108,13 @@ STRATEGIES = {  # label -> (lr_strategy, multipliers): U1's rate in the first hi
     "mis-scaled high (8η on U1, U3)": ("uniform", {**UNIT, "U1": 8, "U3": 8}),
     "theory, c_U1 = 16, c_U3 = 9 (default)": ("theory", {**UNIT, "U1": 16, "U3": 9}),
 }
-MODELS = {  # label -> (source dir name, model overrides, LoTRA cr: adapter 35-55 % of A)
-    "B-spline KAN [16,16]": ("elliptic", (), 0.5),
-    "tanh MLP [98,98]": ("mlp", ("model=mlp",), 0.125),  # n_d = 1: cr 0.5 exceeds the matrix
-    "lmKAN [16,16]": ("lmkan", ("model=lmkan",), 0.25),
+MODELS = {  # label -> (source dir name, model overrides, LoTRA cr: an adapter of 44-56 % of A)
+    "Chebyshev KAN [20,20]": ("elliptic", (), 0.5),  # the default network, 2760 coefficients
+    "tanh MLP [50,50]": ("mlp", ("model=mlp",), 0.125),  # n_d = 1: cr 0.5 exceeds the matrix
+    "lmKAN [8,8]": ("lmkan", ("model=lmkan",), 0.125),
 }
+MLP = next(label for label, (name, _, _) in MODELS.items() if name == "mlp")
+WIDTHS = (20, 64)  # the learning-rate strategies: the default width and a wide network
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -168,12 +171,11 @@ def run_study(root: Path, jobs: int, source_seconds: float) -> None:
         ["model=mlp,lmkan", *capped, "hydra.sweep.subdir=${model.name}"],
         jobs,
     )
-    multirun(
-        "pretrain", src / "wide", ["model.hidden=[64,64]", *capped, "hydra.sweep.subdir=w64"], 1
-    )
+    wide = [f"model.hidden=[{WIDTHS[1]},{WIDTHS[1]}]", "optim=adam", *capped]  # LM: P ≈ 26k
+    multirun("pretrain", src / "wide", [*wide, "hydra.sweep.subdir=wide"], 1)
     sources = {p: src / "families" / p for p in PDES}
     sources |= {"mlp": src / "models" / "mlp", "lmkan": src / "models" / "lmkan"}
-    sources["wide"] = src / "wide" / "w64"  # a "[64,64]" in the path would break the override
+    sources["wide"] = src / "wide" / "wide"  # a "[64,64]" in the path would break the override
 
     for pde in PDES:  # 2. searches at the default target, held-out seed
         base = [f"pde={pde}", f"source={sources[pde]}", f"seed={SEARCH_SEED}"]
@@ -213,7 +215,7 @@ def run_study(root: Path, jobs: int, source_seconds: float) -> None:
                 jobs,
             )
 
-    for width, source in ((16, sources["elliptic"]), (64, sources["wide"])):  # 5. lr strategies
+    for width, source in zip(WIDTHS, (sources["elliptic"], sources["wide"])):  # 5. lr strategies
         for opt, lrs in (("gd", GD_LRS), ("adam", ADAM_LRS_STRATEGY)):
             for i, (strategy, mult) in enumerate(STRATEGIES.values()):
                 multirun(
@@ -243,13 +245,13 @@ def run_study(root: Path, jobs: int, source_seconds: float) -> None:
             "transfer",
             root / "models" / f"{key}_lm_lotra",
             [*base, "optim=lm", "adapter=lotra", f"cr={cr}", "train.eval_every=5"],
-            jobs,
+            1,  # timed: one job at a time
         )
         multirun(
             "transfer",
             root / "models" / f"{key}_lm_base",
             [*base, "optim=lm", "adapter=full,scratch", "train.eval_every=5"],
-            jobs,
+            1,  # timed: one job at a time
         )
     multirun(
         "transfer",
@@ -263,23 +265,38 @@ def run_study(root: Path, jobs: int, source_seconds: float) -> None:
             "adapter=full",
             "train.eval_every=50",
         ],
-        jobs,
+        1,
     )
 
 
 # --- reading ------------------------------------------------------------------------------------
+CONFIG_KEYS = {  # the parts of a run's config that the tables read or that tell runs apart
+    "pde": ("name", "target"),
+    "adapter": ("name", "cr", "lr_strategy", "multipliers"),
+    "optim": ("name", "damping", "lr", "damping_rule"),
+    "model": ("name", "hidden"),
+    "train": ("steps", "tol", "max_seconds"),
+}
+LOWRANK_CRS = (0.5, 0.25)
+
+
 @dataclass
 class Result:
-    """What the tables need from one run's results.h5."""
+    """What the tables need from one run (read from its results.h5, kept in the raw data)."""
 
-    path: Path
+    name: str  # the run's directory name
     group: tuple[str, ...]  # path parts below the study root, up to the sweep directory
     cfg: dict[str, Any]
     status: str
     rel_l2: float
     n_trainable: int
+    steps: int = 0
+    stop_reason: str = ""
+    train_seconds: float = math.nan
     seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    at_step: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the history's steps
     curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # rel. L2 along training
+    update: dict[str, Any] | None = None  # full fine-tuning of the LM grid: ΔA's low-rank data
 
     def get(self, dotted: str) -> Any:
         node: Any = self.cfg
@@ -291,27 +308,125 @@ class Result:
     def target(self) -> float:
         return float(self.get(f"pde.target.{PARAM[self.get('pde.name')]}"))
 
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "group": list(self.group),
+            "cfg": self.cfg,
+            "status": self.status,
+            "rel_l2": self.rel_l2,
+            "n_trainable": self.n_trainable,
+            "steps": self.steps,
+            "stop_reason": self.stop_reason,
+            "train_seconds": self.train_seconds,
+            "seconds": self.seconds.tolist(),
+            "at_step": self.at_step.tolist(),
+            "curve": self.curve.tolist(),
+            "update": self.update,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Result:
+        return cls(
+            **{k: rec[k] for k in ("name", "cfg", "status", "n_trainable", "steps", "update")},
+            group=tuple(rec["group"]),
+            rel_l2=_float(rec["rel_l2"]),
+            stop_reason=rec["stop_reason"],
+            train_seconds=_float(rec["train_seconds"]),
+            seconds=np.asarray(rec["seconds"], dtype=float),
+            at_step=np.asarray(rec["at_step"], dtype=float),
+            curve=np.asarray(rec["curve"], dtype=float),
+        )
+
+
+def _float(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _kept_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"seed": cfg.get("seed")}
+    for section, keys in CONFIG_KEYS.items():
+        node = cfg.get(section) or {}
+        out[section] = {k: node[k] for k in keys if k in node}
+    return out
+
+
+def update_data(results: Path) -> dict[str, Any] | None:
+    """ΔA of the hidden layer against A_pretrained: truncated-HOSVD errors at LOWRANK_CRS,
+    ‖ΔA‖/‖A_pt‖ and the mode spectra, computed once when the raw data is written."""
+    layers = read_update(results)
+    if 1 not in layers:
+        return None
+    a_pt, delta = (torch.as_tensor(x) for x in layers[1])
+    hosvd = {}
+    for c in LOWRANK_CRS:
+        ranks = ranks_from_cr(tuple(a_pt.shape), c)
+        hosvd[f"{c:g}"] = {
+            "delta": hosvd_rel_error(delta, ranks),
+            "a_pt": hosvd_rel_error(a_pt, ranks),
+        }
+
+    def spectra(t: torch.Tensor) -> list[list[float]]:
+        return [[float(v) for v in sv] for sv in normalised_singular_values(t)]
+
+    return {
+        "shape": list(a_pt.shape),
+        "hosvd": hosvd,
+        "norm_ratio": float(delta.norm() / a_pt.norm()),
+        "spectra_delta": spectra(delta),
+        "spectra_a_pt": spectra(a_pt),
+    }
+
 
 def collect(root: Path) -> list[Result]:
+    """Every run below `root`, from its results.h5."""
     out = []
     for h5 in sorted(root.rglob(RESULTS_FILE)):
+        group = h5.parent.relative_to(root).parts[:-1]
         with h5py.File(h5, "r") as f:
             cfg = yaml.safe_load(str(f.attrs.get("config", ""))) or {}
             m = f["metrics"].attrs if "metrics" in f else {}
             hist = f["history"] if "history" in f else {}
-            out.append(
-                Result(
-                    path=h5.parent,
-                    group=h5.parent.relative_to(root).parts[:-1],
-                    cfg=cfg,
-                    status=str(f.attrs.get("status", "")),
-                    rel_l2=float(m.get("rel_l2", math.nan)),
-                    n_trainable=int(m.get("n_trainable", -1)),
-                    seconds=np.asarray(hist["seconds"][()]) if "seconds" in hist else np.zeros(0),
-                    curve=np.asarray(hist["rel_l2"][()]) if "rel_l2" in hist else np.zeros(0),
-                )
+            r = Result(
+                name=h5.parent.name,
+                group=group,
+                cfg=_kept_config(cfg),
+                status=str(f.attrs.get("status", "")),
+                rel_l2=float(m.get("rel_l2", math.nan)),
+                n_trainable=int(m.get("n_trainable", -1)),
+                steps=int(m.get("steps_done", m.get("steps", 0))),
+                stop_reason=str(f.attrs.get("stop_reason", "")),
+                train_seconds=float(m.get("train_seconds", math.nan)),
+                seconds=np.asarray(hist["seconds"][()]) if "seconds" in hist else np.zeros(0),
+                at_step=np.asarray(hist["step"][()]) if "step" in hist else np.zeros(0),
+                curve=np.asarray(hist["rel_l2"][()]) if "rel_l2" in hist else np.zeros(0),
             )
+        if group[1:3] == ("lm", KEY["full fine-tuning"]) and r.status == "ok":
+            r.update = update_data(h5)
+        out.append(r)
     return out
+
+
+def export(root: Path, out: Path, minutes: list[float]) -> None:
+    """The raw data of the study: every run's record, with the command, commit and machine."""
+    hb = docblocks.owner("hard_benchmarks")  # provenance
+    runs = collect(root)
+    data = {
+        "command": "python scripts/reproduce.py --root ROOT --raw " + str(out),
+        "provenance": hb.provenance(threads=1),
+        "jobs": "two at a time (joblib, one torch thread each); the equal-time phase one at a time",
+        "study_minutes": minutes,
+        "runs": [r.record() for r in runs],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=None, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"wrote {len(runs)} runs to {out}", flush=True)
+
+
+def load(raw: Path) -> list[Result]:
+    """The study's runs from its committed raw data."""
+    data = json.loads(raw.read_text(encoding="utf-8"))
+    return [Result.from_record(rec) for rec in data["runs"]]
 
 
 def select(runs: list[Result], *group: str, **match: Any) -> list[Result]:
@@ -363,20 +478,6 @@ def errors(sel: list[Result]) -> list[float]:
     return [r.rel_l2 if r.status == "ok" else math.nan for r in sel]
 
 
-def time_to(r: Result, level: float) -> float:
-    """Training seconds until the rel. L2 history first reaches `level` (inf when never)."""
-    hit = np.nonzero(r.curve <= level)[0]
-    return float(r.seconds[hit[0]]) if hit.size else math.inf
-
-
-def _tt(values: list[float]) -> str:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return "never"
-    text = f"{np.median(finite):.1f}"
-    return text + (f" ({len(values) - len(finite)} never)" if len(finite) < len(values) else "")
-
-
 def grid_table(runs: list[Result], pde: str) -> list[str]:
     targets = TARGETS[pde]
     p = PARAM[pde]
@@ -391,34 +492,6 @@ def grid_table(runs: list[Result], pde: str) -> list[str]:
         n = sel[0].n_trainable if sel else "–"
         cells = [stat(errors([r for r in sel if _same(r.target, t)])) for t in targets]
         lines.append(f"| {v.label} | {n} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def time_table(runs: list[Result], levels: tuple[float, ...] = (1e-2, 1e-3)) -> list[str]:
-    """Median seconds to each error level (LM grid) and the saving against scratch."""
-    shown = ("LoTRA cr 0.5", "LoTRA cr 0.25", "full fine-tuning", "scratch")
-    head = "| target | level | " + " | ".join(shown) + " | best saving vs scratch |"
-    lines = [head, "|---|---|" + "---|" * (len(shown) + 1)]
-    for pde in PDES:
-        for t in TARGETS[pde]:
-            for level in levels:
-                cells, med = [], {}
-                for label in shown:
-                    key = KEY[label]
-                    sel = [r for r in select(runs, pde, "lm", key) if _same(r.target, t)]
-                    tt = [time_to(r, level) for r in sel]
-                    cells.append(_tt(tt))
-                    fin = [x for x in tt if math.isfinite(x)]
-                    med[label] = float(np.median(fin)) if len(fin) == len(tt) and fin else math.inf
-                scratch = med.pop("scratch")
-                fastest = min(med, key=med.get)  # type: ignore[arg-type]
-                if math.isfinite(med[fastest]) and math.isfinite(scratch):
-                    saving = f"{scratch / med[fastest]:.1f}× ({fastest})"
-                elif math.isfinite(med[fastest]):
-                    saving = f"scratch never ({fastest})"
-                else:
-                    saving = "–"
-                lines.append(_target_row(pde, t, f"{level:.0e}", *cells, saving))
     return lines
 
 
@@ -478,7 +551,7 @@ def search_table(runs: list[Result], opt: str) -> list[str]:
 
 
 def strategy_table(runs: list[Result]) -> list[str]:
-    cols = [(w, o) for o in ("gd", "adam") for w in (16, 64)]
+    cols = [(w, o) for o in ("gd", "adam") for w in WIDTHS]
     names = {"gd": "gradient descent", "adam": "Adam"}
     lines = [
         "| strategy | " + " | ".join(f"{names[o]}, width {w}" for w, o in cols) + " |",
@@ -501,40 +574,42 @@ def strategy_table(runs: list[Result]) -> list[str]:
 
 
 def lowrank_table(runs: list[Result]) -> list[str]:
-    """Truncated-HOSVD error of ΔA (LM full fine-tuning) at cr 0.5 and 0.25, against the same
-    truncation of A_pretrained, the hidden 16×16×9 layer, per target distance."""
-    crs = (0.5, 0.25)
+    """Truncated-HOSVD error of ΔA (LM full fine-tuning) at each of LOWRANK_CRS, against the
+    same truncation of A_pretrained, the hidden layer, per target distance."""
     lines = [
         "| target | "
-        + " | ".join(f"ΔA @ cr {c:g} | A_pt @ cr {c:g}" for c in crs)
+        + " | ".join(f"ΔA @ cr {c:g} | A_pt @ cr {c:g}" for c in LOWRANK_CRS)
         + " | ‖ΔA‖/‖A_pt‖ |",
-        "|---|" + "---|---|" * len(crs) + "---|",
+        "|---|" + "---|---|" * len(LOWRANK_CRS) + "---|",
     ]
     key = KEY["full fine-tuning"]
     for pde in PDES:
         for t in TARGETS[pde]:
-            pairs = []
-            for r in select(runs, pde, "lm", key):
-                if _same(r.target, t) and r.status == "ok":
-                    a_pt, delta = read_update(r.path / RESULTS_FILE)[1]
-                    pairs.append((torch.as_tensor(a_pt), torch.as_tensor(delta)))
-            if not pairs:
+            ups = [r.update for r in select(runs, pde, "lm", key) if _same(r.target, t)]
+            ups = [u for u in ups if u]
+            if not ups:
                 continue
             cells = []
-            for c in crs:
-                ranks = ranks_from_cr(tuple(pairs[0][0].shape), c)
-                cells.append(stat([hosvd_rel_error(d, ranks) for _, d in pairs], "{:.2f}"))
-                cells.append(f"{hosvd_rel_error(pairs[0][0], ranks):.2f}")
-            ratio = [float(d.norm() / a.norm()) for a, d in pairs]
+            for c in LOWRANK_CRS:
+                cells.append(stat([u["hosvd"][f"{c:g}"]["delta"] for u in ups], "{:.2f}"))
+                cells.append(f"{ups[0]['hosvd'][f'{c:g}']['a_pt']:.2f}")
+            ratio = [u["norm_ratio"] for u in ups]
             lines.append(_target_row(pde, t, *cells, stat(ratio, "{:.3f}")))
     return lines
 
 
+def hidden_shape(runs: list[Result]) -> str:
+    """The hidden layer's coefficient shape (in × out × basis) as the low-rank data holds it."""
+    shapes = {tuple(r.update["shape"]) for r in runs if r.update}
+    return " / ".join("×".join(map(str, sh)) for sh in sorted(shapes)) or "–"
+
+
 def models_table(runs: list[Result]) -> list[str]:
+    """Each kind's runs at equal time: the error where each run stopped (its time cap or its
+    own tolerance), with the steps and seconds it took; no first crossings of the exact error."""
     lines = [
-        f"| model | adapter | trainable | rel. L2 after {EQUAL_SECONDS:g} s "
-        "| s to 1e-2 | s to 1e-3 |",
-        "|---|---|---|---|---|---|",
+        "| model | adapter | trainable | rel. L2 at the stop | steps | seconds | stopped by |",
+        "|---|---|---|---|---|---|---|",
     ]
     rows: list[tuple[str, str, list[Result]]] = []
     for label in MODELS:
@@ -544,14 +619,15 @@ def models_table(runs: list[Result]) -> list[str]:
         for a in ("full", "scratch"):
             sel = select(runs, "models", f"{key}_lm_base", adapter__name=a)
             rows.append((label, f"{'full fine-tuning' if a == 'full' else a} (LM)", sel))
-    rows.append(
-        ("tanh MLP [98,98]", "full fine-tuning (Adam)", select(runs, "models", "mlp_adam_full"))
-    )
+    rows.append((MLP, "full fine-tuning (Adam)", select(runs, "models", "mlp_adam_full")))
     for label, adapter, sel in rows:
         n = sel[0].n_trainable if sel else "–"
-        t2 = _tt([time_to(r, 1e-2) for r in sel])
-        t3 = _tt([time_to(r, 1e-3) for r in sel])
-        lines.append(f"| {label} | {adapter} | {n} | {stat(errors(sel))} | {t2} | {t3} |")
+        steps = stat([float(r.steps) for r in sel], "{:.0f}")
+        secs = stat([r.train_seconds for r in sel], "{:.1f}")
+        stops = ", ".join(sorted({r.stop_reason for r in sel})) or "–"
+        lines.append(
+            f"| {label} | {adapter} | {n} | {stat(errors(sel))} | {steps} | {secs} | {stops} |"
+        )
     return lines
 
 
@@ -559,7 +635,7 @@ def sources_line(runs: list[Result]) -> str:
     parts = []
     for sub, names in (("families", PDES), ("models", ("mlp", "lmkan"))):
         for name in names:
-            sel = [r for r in runs if r.group == ("sources", sub) and r.path.name == name]
+            sel = [r for r in runs if r.group == ("sources", sub) and r.name == name]
             parts.append(f"{name} {sel[0].rel_l2:.1e}" if sel else f"{name} –")
     wide = select(runs, "sources", "wide")
     parts.append(f"elliptic width 64 {wide[0].rel_l2:.1e}" if wide else "elliptic width 64 –")
@@ -567,14 +643,15 @@ def sources_line(runs: list[Result]) -> str:
 
 
 def plots(runs: list[Result], img: Path) -> None:
-    """Error against trainable parameters (LM grid) and error against seconds (defaults)."""
+    """Error against trainable parameters (LM grid) and error along the LM steps (defaults)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     img.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(PDES), figsize=(4 * len(PDES), 3.4))
+    fig, axes = plt.subplots(1, len(PDES), figsize=(4 * len(PDES), 3.4), squeeze=False)
+    axes = axes[0]
     for ax, pde in zip(axes, PDES):
         for t in TARGETS[pde]:
             xs, ys = [], []
@@ -597,7 +674,8 @@ def plots(runs: list[Result], img: Path) -> None:
     fig.savefig(img / "results_error_vs_params.png", dpi=100)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(PDES), figsize=(4 * len(PDES), 3.4))
+    fig, axes = plt.subplots(1, len(PDES), figsize=(4 * len(PDES), 3.4), squeeze=False)
+    axes = axes[0]
     for ax, pde in zip(axes, PDES):
         for v in VARIANTS:
             sel = [r for r in select(runs, pde, "lm", v.key) if _same(r.target, DEFAULT[pde])]
@@ -605,8 +683,8 @@ def plots(runs: list[Result], img: Path) -> None:
             if not sel:
                 continue
             mid = sorted(sel, key=_score)[len(sel) // 2]  # the median seed's curve
-            ax.plot(mid.seconds, mid.curve, label=v.label, lw=1)
-        ax.set(title=f"{pde} {PARAM[pde]} = {DEFAULT[pde]:g}", xlabel="seconds")
+            ax.plot(mid.at_step, mid.curve, label=v.label, lw=1)
+        ax.set(title=f"{pde} {PARAM[pde]} = {DEFAULT[pde]:g}", xlabel="LM step")
         if ax.has_data():
             ax.set(yscale="log")
     axes[0].set_ylabel("rel. L2 (median seed)")
@@ -625,48 +703,41 @@ def spectra_plot(runs: list[Result], img: Path) -> None:
     fig, axes = plt.subplots(len(PDES), 3, figsize=(10, 2.4 * len(PDES)), squeeze=False)
     for row, pde in enumerate(PDES):
         for t, style in ((TARGETS[pde][0], "-"), (TARGETS[pde][-1], "--")):
-            sel = [
-                r for r in select(runs, pde, "lm", key, seed=0)
-                if _same(r.target, t) and r.status == "ok"
-            ]  # fmt: skip
-            if not sel:
+            sel = [r for r in select(runs, pde, "lm", key, seed=0) if _same(r.target, t)]
+            up = sel[0].update if sel else None
+            if not up:
                 continue
-            a_pt, delta = read_update(sel[0].path / RESULTS_FILE)[1]
-            for m, sv in enumerate(normalised_singular_values(torch.as_tensor(delta))):
+            for m, sv in enumerate(up["spectra_delta"]):
                 axes[row, m].semilogy(sv, style, label=f"ΔA, {PARAM[pde]} = {t:g}")
             if t == TARGETS[pde][0]:
-                for m, sv in enumerate(normalised_singular_values(torch.as_tensor(a_pt))):
+                for m, sv in enumerate(up["spectra_a_pt"]):
                     axes[row, m].semilogy(sv, ":", color="k", label="A_pretrained")
         for m in range(3):
             axes[row, m].set_title(f"{pde}, mode {m + 1}", fontsize=8)
         axes[row, 2].legend(fontsize=6)
-    fig.supylabel("σ_i / σ_1 (hidden layer 16×16×9)")
+    fig.supylabel(f"σ_i / σ_1 (hidden layer {hidden_shape(runs)})")
     fig.tight_layout()
     fig.savefig(img / "results_spectra.png", dpi=100)
     plt.close(fig)
 
 
-MARK = ("<!-- reproduce:tables -->", "<!-- /reproduce:tables -->")
+BLOCK = "results-study"  # the generated block of docs/results.md (scripts/docblocks.py)
+RAW = ROOT / "docs" / "results" / "study.json"
 
 
-def write_tables(root: Path, target: Path, img: Path | None) -> None:
-    runs = collect(root)
+def body(runs: list[Result]) -> str:
+    """The page's generated block: every table of the study, from the runs alone."""
     sections: list[tuple[str, Callable[[], list[str]]]] = [
         ("", lambda: [sources_line(runs)]),
         (
-            f"**LM, every target** (rel. L2 after {LM_STEPS} LM steps, mean (min–max) over seeds "
-            f"{', '.join(map(str, SEEDS))}):",
+            f"**LM, every target** (rel. L2 at the stop: {LM_STEPS} LM steps or the default "
+            f"tolerance; mean (min–max) over seeds {', '.join(map(str, SEEDS))}):",
             lambda: [x for p in PDES for x in [*grid_table(runs, p), ""]],
         ),
         (
-            "**Have the LM curves flattened?** rel. L2 at half the budget / final rel. L2, "
+            "**Have the LM curves flattened?** rel. L2 at half the run / final rel. L2, "
             "median over targets and seeds:",
             lambda: flatness_table(runs),
-        ),
-        (
-            "**Seconds to an error level** (LM grid; median over seeds, training seconds, "
-            'two jobs sharing the 2 cores; "never": not within the budget):',
-            lambda: time_table(runs),
         ),
         (
             f"**LM against Adam at the default targets** (LM {LM_STEPS} steps, "
@@ -688,14 +759,14 @@ def write_tables(root: Path, target: Path, img: Path | None) -> None:
             lambda: strategy_table(runs),
         ),
         (
-            "**Is ΔA low tensor rank?** LM full fine-tuning, hidden layer (16×16×9): relative "
-            "truncated-HOSVD error at each cr's ranks, ΔA (mean (min–max) over seeds) next to "
-            "A_pretrained:",
+            f"**Is ΔA low tensor rank?** LM full fine-tuning, hidden layer ({hidden_shape(runs)}): "
+            "relative truncated-HOSVD error at each cr's ranks, ΔA (mean (min–max) over seeds) "
+            "next to A_pretrained:",
             lambda: lowrank_table(runs),
         ),
         (
-            f"**Model kinds at equal time** (elliptic μ 1 → 1.5, {EQUAL_SECONDS:g} s of training "
-            "each, seeds 0-2; seconds: median):",
+            f"**Model kinds at equal time** (elliptic μ 1 → 1.5, at most {EQUAL_SECONDS:g} s of "
+            f"training each, one job at a time, seeds {SEEDS[0]}-{SEEDS[-1]}; seconds: median):",
             lambda: models_table(runs),
         ),
     ]
@@ -704,9 +775,18 @@ def write_tables(root: Path, target: Path, img: Path | None) -> None:
         if title:
             parts += [title, ""]
         parts += [*make(), ""]
+    return "\n".join(parts).rstrip("\n")
+
+
+def block(name: str, doc: Path) -> str:
+    """The page's block from the committed raw data (scripts/docblocks.py)."""
+    return body(load(RAW))
+
+
+def write_tables(raw: Path, target: Path, img: Path | None) -> None:
+    runs = load(raw)
     text = target.read_text(encoding="utf-8")
-    body = "\n".join(parts).rstrip("\n")
-    target.write_text(docblocks.replace(text, MARK, body, target), encoding="utf-8")
+    target.write_text(docblocks.replace(text, BLOCK, body(runs), target), encoding="utf-8")
     if img is not None:
         plots(runs, img)
         spectra_plot(runs, img)
@@ -723,9 +803,18 @@ def main() -> None:
         default=120.0,
         help="training-time cap of the width-64, MLP and lmKAN sources",
     )
-    ap.add_argument("--tables", type=Path, default=None, help="write tables into this file")
-    ap.add_argument("--img", type=Path, default=None, help="write the plots here")
+    ap.add_argument(
+        "--raw",
+        type=Path,
+        default=None,
+        help="the raw data: written after the runs, read by --tables "
+        "(default docs/results/study.json; --smoke: ROOT/study.json)",
+    )
+    ap.add_argument("--tables", action="store_true", help="rewrite --page's block from --raw")
+    ap.add_argument("--page", type=Path, default=ROOT / "docs" / "results.md")
+    ap.add_argument("--img", type=Path, default=None, help="--tables: write the plots here")
     ap.add_argument("--smoke", action="store_true", help="every phase with tiny budgets")
+    ap.add_argument("--collect", action="store_true", help="only write --raw from --root's runs")
     args = ap.parse_args()
     if args.smoke:  # checks the plumbing in a few minutes (elliptic); its numbers mean nothing
         global LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES, STRATEGY_STEPS
@@ -734,15 +823,19 @@ def main() -> None:
         args.source_seconds = 1.0
         PRETRAIN.append("train.steps=2")
         EXTRA.extend(["eval.n=11", "train.n_interior=64", "train.n_boundary=16"])
-    if args.tables is not None:
-        write_tables(args.root, args.tables, args.img)
+    raw = args.raw or (args.root / "study.json" if args.smoke else RAW)
+    if args.tables:
+        write_tables(raw, args.page, args.img)
         return
-    t0 = time.perf_counter()
-    run_study(args.root, args.jobs, args.source_seconds)
-    print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     log = args.root / "study_minutes.json"
-    done = json.loads(log.read_text()) if log.is_file() else []
-    log.write_text(json.dumps([*done, round((time.perf_counter() - t0) / 60, 1)]))
+    minutes = json.loads(log.read_text()) if log.is_file() else []
+    if not args.collect:
+        t0 = time.perf_counter()
+        run_study(args.root, args.jobs, args.source_seconds)
+        print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+        minutes = [*minutes, round((time.perf_counter() - t0) / 60, 1)]
+        log.write_text(json.dumps(minutes))
+    export(args.root, raw, minutes)
 
 
 if __name__ == "__main__":
