@@ -4,8 +4,9 @@ Phases, in order (each a Hydra multirun below `--root`, two jobs at a time throu
 launcher; a sweep directory holding a `.done` marker is skipped, so an interrupted study
 continues where it stopped):
 
-1. sources: one LM-pretrained source per family ([2, 16, 16, 1] B-spline KAN, the defaults),
-   plus elliptic sources of width 64, `model=mlp` and `model=lmkan` (capped at `--source-seconds`);
+1. sources: one LM-pretrained source per family (each kind's default network, the defaults),
+   plus elliptic sources of `model=mlp` and `model=lmkan` (capped at `--source-seconds`) and
+   of width 64 (Adam's 3000-step pretrain);
 2. searches on a held-out seed (99), at each family's default target: Adam's learning rate and
    LM's initial damping, for LoTRA cr 0.5 and 0.25, full fine-tuning, scratch and slim KAN;
 3. the main grid with LM (each variant at its searched damping): every target of `TARGETS`,
@@ -13,17 +14,19 @@ continues where it stopped):
 4. the same variants but cr 1 and 0.125 with Adam (at their searched rates), default targets;
 5. the learning-rate strategies (LoTRA cr 0.25, elliptic default target): the theory's
    scaling (c = 1), uniform, two mis-scaled variants and the tuned default, under plain
-   gradient descent (`optim=gd`, the theory's setting) and Adam, widths 16 and 64, each over a
+   gradient descent (`optim=gd`, the theory's setting) and Adam, widths `WIDTHS`, each over a
    grid of base rates;
-6. model kinds at equal training time (elliptic default target): B-spline KAN, tanh MLP and
-   lmKAN, each with LoTRA (at a cr that keeps the adapter at 35-55 % of the network),
-   full fine-tuning and scratch (LM), plus the MLP with Adam.
+6. model kinds at equal training time (elliptic default target), one job at a time: each
+   kind's default network, with LoTRA (at a cr that keeps the adapter at about half the
+   network), full fine-tuning and scratch (LM), plus the MLP with Adam.
 
-`--tables FILE --img DIR` reads every results.h5 and rewrites the block between the
-`<!-- reproduce:tables -->` markers of FILE, and writes the plots into DIR.
+After the runs, every run's record (configuration, error, steps, seconds, stop reason, curve;
+for the grid's full fine-tuning ΔA's low-rank data) goes to the raw data, --raw (default
+docs/results/study.json), with the commit, date and machine. The page's tables are the
+generated block `results-study`, rebuilt from that file alone (`block`, scripts/docblocks.py).
 
-    python scripts/reproduce.py                                   # the runs (see docs/results.md)
-    python scripts/reproduce.py --tables docs/results.md --img docs/img
+    python scripts/reproduce.py --root outputs/reproduce        # the runs, then the raw data
+    python scripts/reproduce.py --tables --img docs/img         # the page and its plots
     python scripts/reproduce.py --smoke --root /tmp/smoke       # the plumbing, tiny budgets
 """
 
@@ -156,7 +159,9 @@ def adam_budget() -> list[str]:
     return ["optim=adam", f"train.steps={ADAM_STEPS}", f"train.eval_every={EVAL_EVERY_ADAM}"]
 
 
-def run_study(root: Path, jobs: int, source_seconds: float) -> None:
+def run_study(
+    root: Path, jobs: int, source_seconds: float, strategy_widths: tuple[int, ...] = WIDTHS
+) -> None:
     src = root / "sources"
     multirun(
         "pretrain",
@@ -171,8 +176,11 @@ def run_study(root: Path, jobs: int, source_seconds: float) -> None:
         ["model=mlp,lmkan", *capped, "hydra.sweep.subdir=${model.name}"],
         jobs,
     )
-    wide = [f"model.hidden=[{WIDTHS[1]},{WIDTHS[1]}]", "optim=adam", *capped]  # LM: P ≈ 26k
-    multirun("pretrain", src / "wide", [*wide, "hydra.sweep.subdir=wide"], 1)
+    # the wide source by Adam's own pretrain schedule (3000 steps, lr 0.01 decaying to 0.001):
+    # LM's Gram matrix at P ≈ 26k makes a step take minutes, and Adam held at lr 0.01 under a
+    # time cap diverged after ~1000 steps (rel. L2 0.99 at 120 s)
+    wide = [f"model.hidden=[{WIDTHS[1]},{WIDTHS[1]}]", "optim=adam", "pde=elliptic"]
+    multirun("pretrain", src / "wide", [*wide, *PRETRAIN, "hydra.sweep.subdir=wide"], 1)
     sources = {p: src / "families" / p for p in PDES}
     sources |= {"mlp": src / "models" / "mlp", "lmkan": src / "models" / "lmkan"}
     sources["wide"] = src / "wide" / "wide"  # a "[64,64]" in the path would break the override
@@ -216,6 +224,8 @@ def run_study(root: Path, jobs: int, source_seconds: float) -> None:
             )
 
     for width, source in zip(WIDTHS, (sources["elliptic"], sources["wide"])):  # 5. lr strategies
+        if width not in strategy_widths:
+            continue
         for opt, lrs in (("gd", GD_LRS), ("adam", ADAM_LRS_STRATEGY)):
             for i, (strategy, mult) in enumerate(STRATEGIES.values()):
                 multirun(
@@ -463,12 +473,12 @@ def best(runs: list[Result], pde: str, v: Variant, opt: str) -> float:
 
 # --- tables -------------------------------------------------------------------------------------
 def stat(values: list[float], fmt: str = "{:.1e}") -> str:
-    """mean (min–max) over seeds; – when empty; failed runs are counted and named."""
+    """median (min–max) over seeds; – when empty; failed runs are counted and named."""
     good = [v for v in values if math.isfinite(v)]
     bad = len(values) - len(good)
     if not good:
         return f"failed ×{bad}" if bad else "–"
-    text = fmt.format(float(np.mean(good)))
+    text = fmt.format(float(np.median(good)))
     if len(good) > 1:
         text += f" ({fmt.format(min(good))}–{fmt.format(max(good))})"
     return text + (f", {bad} failed" if bad else "")
@@ -551,7 +561,8 @@ def search_table(runs: list[Result], opt: str) -> list[str]:
 
 
 def strategy_table(runs: list[Result]) -> list[str]:
-    cols = [(w, o) for o in ("gd", "adam") for w in WIDTHS]
+    ran = {int(r.group[1][1:].split("_")[0]) for r in select(runs, "lr_strategies")}
+    cols = [(w, o) for o in ("gd", "adam") for w in WIDTHS if w in ran]
     names = {"gd": "gradient descent", "adam": "Adam"}
     lines = [
         "| strategy | " + " | ".join(f"{names[o]}, width {w}" for w, o in cols) + " |",
@@ -660,7 +671,7 @@ def plots(runs: list[Result], img: Path) -> None:
                 e = [x for x in errors(sel) if math.isfinite(x)]
                 if e:
                     xs.append(sel[0].n_trainable)
-                    ys.append(float(np.mean(e)))
+                    ys.append(float(np.median(e)))
                     if v.label in ("full fine-tuning", "scratch", "slim KAN cr 0.5"):
                         ax.annotate(v.label.split()[0], (xs[-1], ys[-1]), fontsize=6)
             if xs:
@@ -731,7 +742,7 @@ def body(runs: list[Result]) -> str:
         ("", lambda: [sources_line(runs)]),
         (
             f"**LM, every target** (rel. L2 at the stop: {LM_STEPS} LM steps or the default "
-            f"tolerance; mean (min–max) over seeds {', '.join(map(str, SEEDS))}):",
+            f"tolerance; median (min–max) over seeds {', '.join(map(str, SEEDS))}):",
             lambda: [x for p in PDES for x in [*grid_table(runs, p), ""]],
         ),
         (
@@ -760,13 +771,14 @@ def body(runs: list[Result]) -> str:
         ),
         (
             f"**Is ΔA low tensor rank?** LM full fine-tuning, hidden layer ({hidden_shape(runs)}): "
-            "relative truncated-HOSVD error at each cr's ranks, ΔA (mean (min–max) over seeds) "
+            "relative truncated-HOSVD error at each cr's ranks, ΔA (median (min–max) over seeds) "
             "next to A_pretrained:",
             lambda: lowrank_table(runs),
         ),
         (
             f"**Model kinds at equal time** (elliptic μ 1 → 1.5, at most {EQUAL_SECONDS:g} s of "
-            f"training each, one job at a time, seeds {SEEDS[0]}-{SEEDS[-1]}; seconds: median):",
+            f"training each, one job at a time; median (min–max) over seeds "
+            f"{', '.join(map(str, SEEDS))}):",
             lambda: models_table(runs),
         ),
     ]
@@ -801,7 +813,7 @@ def main() -> None:
         "--source-seconds",
         type=float,
         default=120.0,
-        help="training-time cap of the width-64, MLP and lmKAN sources",
+        help="training-time cap of the MLP and lmKAN sources",
     )
     ap.add_argument(
         "--raw",
@@ -815,6 +827,13 @@ def main() -> None:
     ap.add_argument("--img", type=Path, default=None, help="--tables: write the plots here")
     ap.add_argument("--smoke", action="store_true", help="every phase with tiny budgets")
     ap.add_argument("--collect", action="store_true", help="only write --raw from --root's runs")
+    ap.add_argument(
+        "--strategy-widths",
+        type=int,
+        nargs="+",
+        default=list(WIDTHS),
+        help=f"the widths of the learning-rate strategies (of {WIDTHS})",
+    )
     args = ap.parse_args()
     if args.smoke:  # checks the plumbing in a few minutes (elliptic); its numbers mean nothing
         global LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES, STRATEGY_STEPS
@@ -831,7 +850,7 @@ def main() -> None:
     minutes = json.loads(log.read_text()) if log.is_file() else []
     if not args.collect:
         t0 = time.perf_counter()
-        run_study(args.root, args.jobs, args.source_seconds)
+        run_study(args.root, args.jobs, args.source_seconds, tuple(args.strategy_widths))
         print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
         minutes = [*minutes, round((time.perf_counter() - t0) / 60, 1)]
         log.write_text(json.dumps(minutes))
