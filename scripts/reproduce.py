@@ -160,7 +160,11 @@ def adam_budget() -> list[str]:
 
 
 def run_study(
-    root: Path, jobs: int, source_seconds: float, strategy_widths: tuple[int, ...] = WIDTHS
+    root: Path,
+    jobs: int,
+    source_seconds: float,
+    strategy_widths: tuple[int, ...] = WIDTHS,
+    models: bool = True,
 ) -> None:
     src = root / "sources"
     multirun(
@@ -247,6 +251,8 @@ def run_study(
                     ],
                     jobs,
                 )
+    if not models:
+        return
     timed = [f"train.max_seconds={EQUAL_SECONDS}", "train.steps=100000", "pde=elliptic"]
     for label, (name, model, cr) in MODELS.items():  # 6. model kinds at equal time
         key = Variant(label, ()).key
@@ -782,6 +788,8 @@ def body(runs: list[Result]) -> str:
             lambda: models_table(runs),
         ),
     ]
+    if not select(runs, "models"):  # phase 6 left out (--no-models)
+        sections = sections[:-1]
     parts: list[str] = []
     for title, make in sections:
         if title:
@@ -834,6 +842,7 @@ def main() -> None:
         default=list(WIDTHS),
         help=f"the widths of the learning-rate strategies (of {WIDTHS})",
     )
+    ap.add_argument("--no-models", action="store_true", help="leave out phase 6")
     args = ap.parse_args()
     if args.smoke:  # checks the plumbing in a few minutes (elliptic); its numbers mean nothing
         global LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES, STRATEGY_STEPS
@@ -850,7 +859,13 @@ def main() -> None:
     minutes = json.loads(log.read_text()) if log.is_file() else []
     if not args.collect:
         t0 = time.perf_counter()
-        run_study(args.root, args.jobs, args.source_seconds, tuple(args.strategy_widths))
+        run_study(
+            args.root,
+            args.jobs,
+            args.source_seconds,
+            tuple(args.strategy_widths),
+            models=not args.no_models,
+        )
         print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
         minutes = [*minutes, round((time.perf_counter() - t0) / 60, 1)]
         log.write_text(json.dumps(minutes))
