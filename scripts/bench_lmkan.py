@@ -6,23 +6,35 @@ interleaved rounds in one process (each round visits every grid size, in rotated
 drift of a shared machine hits them alike; the table gives the median over rounds of each
 round's median ms/step and the ratio to the smallest grid.
 
-    python scripts/bench_lmkan.py                      # grids 8 16 32, batch 1024, float32
+The raw data (every round's median per grid, with the command, commit and machine) goes to
+--out; the table of docs/lmkan.md is the generated block `lmkan-step`, rebuilt from
+docs/benchmarks/lmkan_step.json alone (scripts/docblocks.py).
+
+    python scripts/bench_lmkan.py --grids 8 16 32 64 --rounds 7 \\
+        --out docs/benchmarks/lmkan_step.json
+    python scripts/bench_lmkan.py --tables            # rewrite the block from the JSON
     python scripts/bench_lmkan.py --grids 8 64 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
+import docblocks
 import torch
 
 from pinnkan.layers.jet import affine_input_jet
 from pinnkan.layers.lmkan import LookupKANLayer
 
 WIDTHS = [2, 32, 32, 1]
+RAW = docblocks.ROOT / "docs" / "benchmarks" / "lmkan_step.json"
+BLOCK = "lmkan-step"
 
 
 def build(grid: int, dtype: torch.dtype, device: str) -> list[LookupKANLayer]:
@@ -51,8 +63,48 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
-    """Time the step at each grid size and print a Markdown table."""
+def table(data: dict[str, Any]) -> str:
+    """The block: the setting, the table and the ratios, from the raw data alone."""
+    a, prov = data["args"], data["provenance"]
+    grids = [int(g) for g in data["per_round_ms"]]
+    med = {g: statistics.median(data["per_round_ms"][str(g)]) for g in grids}
+    base = med[grids[0]]
+    lines = [
+        f"lmKAN {WIDTHS}, batch {a['batch']}, {a['dtype']}, {a['device']}, torch "
+        f"{prov['torch']}, {data['threads']} threads, {prov['machine']['processor']}; "
+        f"{a['rounds']} interleaved rounds × {a['steps']} steps; commit "
+        f"{(prov['git_commit'] or '?')[:7]}, {prov['date'][:10]}",
+        "",
+        "| grid | parameters | ms/step (median) | min–max over rounds "
+        f"| ratio to grid {grids[0]} |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for g in grids:
+        ms = data["per_round_ms"][str(g)]
+        lines.append(
+            f"| {g} | {data['parameters'][str(g)]:,} | {med[g]:.2f} | "
+            f"{min(ms):.2f}–{max(ms):.2f} | {med[g] / base:.2f} |"
+        )
+    last = grids[-1]
+    growth = data["parameters"][str(last)] / data["parameters"][str(grids[0])]
+    low = {g: min(data["per_round_ms"][str(g)]) for g in grids}
+    ratios = [low[g] / low[grids[0]] for g in grids]
+    lines += [
+        "",
+        f"From grid {grids[0]} to grid {last} the parameters grow {growth:.0f}× and the median "
+        f"step time {med[last] / base:.2f}×; the fastest round of each grid (least touched by "
+        f"the machine's drift) is {min(ratios):.2f}–{max(ratios):.2f}× grid {grids[0]}'s.",
+    ]
+    return "\n".join(lines)
+
+
+def block(name: str, doc: Path) -> str:
+    """The page's block from the committed raw data (scripts/docblocks.py)."""
+    return table(json.loads(RAW.read_text(encoding="utf-8")))
+
+
+def main() -> int:
+    """Time the step at each grid size; write the raw data and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--batch", type=int, default=1024)
@@ -60,7 +112,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per grid per round")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=None, help="write the raw data here (JSON)")
+    ap.add_argument("--tables", action="store_true", help="rewrite docs/lmkan.md's block")
+    ap.add_argument("--check", action="store_true", help="exit 1 if the block differs")
     args = ap.parse_args()
+    page = docblocks.ROOT / "docs" / "lmkan.md"
+    done = docblocks.table_mode(args.tables, args.check, page, lambda: docblocks.regenerated(page))
+    if done is not None:
+        return done
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 2, generator=gen, dtype=dtype).to(args.device)
@@ -82,23 +141,21 @@ def main() -> None:
                 sync(args.device)
                 times.append(time.perf_counter() - t0)
             per_round[g].append(1e3 * statistics.median(times))
-    base = statistics.median(per_round[args.grids[0]])
-    print(
-        f"lmKAN {WIDTHS}, batch {args.batch}, {args.dtype}, {args.device}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}; "
-        f"{args.rounds} interleaved rounds × {args.steps} steps\n"
-    )
-    print(
-        "| grid | parameters | ms/step (median) | min–max over rounds "
-        f"| ratio to grid {args.grids[0]} |"
-    )
-    print("|---:|---:|---:|---:|---:|")
-    for g in args.grids:
-        ms = per_round[g]
-        n_par = sum(layer.A.numel() for layer in nets[g])
-        med = statistics.median(ms)
-        print(f"| {g} | {n_par:,} | {med:.2f} | {min(ms):.2f}–{max(ms):.2f} | {med / base:.2f} |")
+    hb = docblocks.owner("hard_benchmarks")  # provenance
+    data = {
+        "command": "python scripts/bench_lmkan.py " + " ".join(sys.argv[1:]),
+        "provenance": hb.provenance(threads=torch.get_num_threads()),
+        "threads": torch.get_num_threads(),
+        "args": {k: getattr(args, k) for k in ("batch", "rounds", "steps", "dtype", "device")},
+        "parameters": {str(g): sum(layer.A.numel() for layer in nets[g]) for g in args.grids},
+        "per_round_ms": {str(g): per_round[g] for g in args.grids},
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    print(table(data))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

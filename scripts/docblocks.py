@@ -12,6 +12,14 @@ what is known of it: `stale` (measured, and known to predate the current default
 (measured, no raw data committed) or `not-measured` (definitions, options, computed counts).
 A table in neither place fails the check.
 
+A measured figure in a page's prose, written as a mantissa and an exponent (`3.82e-5`,
+`1.0005e-4`), must be a value, at the digits shown, of the page's own data: the committed JSON
+files it names by path (a file, a glob, or a folder such as docs/family/) or declares in a
+`<!-- data: GLOB ... -->` comment. A figure typed from a run whose data was not kept fails
+(`untraced_figures`) unless the ledger lists it under the page's `figures` with what is known
+of it. Settings in inline code (`train.tol=1e-8`), round goals (`1e-3`), code fences,
+generated blocks and hand-written tables (the ledger's business) are not figures of the prose.
+
     python scripts/docblocks.py            # exit 1 if a block differs from its data, or a
                                            # hand-written table of numbers is not in the ledger
     python scripts/docblocks.py --write    # rewrite every block from its data (no plots)
@@ -49,6 +57,9 @@ OWNERS = {
     "sweep-demo-walls": "sweep_demo",
     "sweep-demo-jobs": "sweep_demo",
     "sweep-demo-diag": "sweep_demo",
+    "results-study": "reproduce",
+    "lm-step": "bench_lm_step",
+    "lmkan-step": "bench_lmkan",
 }
 # block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json
 PREFIX_OWNERS = {"e2e-": "e2e_table"}
@@ -224,14 +235,17 @@ def hand_tables(text: str) -> list[Table]:
 
 def ledger(path: Path = LEDGER) -> list[dict[str, Any]]:
     """The entries of docs/untraced.yaml: each names a page (`doc`), the header rows of its
-    tables (`tables`, a header once per table that has it) and says `status`, `measured` (the
+    tables (`tables`, a header once per table that has it) or the figures of its prose
+    (`figures`, as written) and says `status`, `measured` (the
     commit and date, or what is known) and `why`."""
     import yaml
 
     entries = yaml.safe_load(path.read_text()) or []
     for e in entries:
-        missing = {"doc", "tables", "status", "measured", "why"} - set(e)
-        if missing or e["status"] not in STATUSES or not isinstance(e["tables"], list):
+        e.setdefault("tables", [])
+        missing = {"doc", "status", "measured", "why"} - set(e)
+        lists = isinstance(e["tables"], list) and isinstance(e.get("figures", []), list)
+        if missing or e["status"] not in STATUSES or not lists:
             raise SystemExit(
                 f"{path}: the entry of {e.get('doc')} needs {sorted(missing) or 'its fields'}, "
                 f"a list of table headers and a status of {STATUSES}"
@@ -276,6 +290,93 @@ def ledger_problems(
     return problems
 
 
+FIGURE = re.compile(r"(?<![\w.`=])(\d\.\d+)e([+-]?\d+)(?![\w`]|\.\d)")
+_CODE = re.compile(r"```.*?```|~~~.*?~~~|`[^`\n]*`", re.S)
+_DATA_DECLARED = re.compile(r"<!-- data: (.*?) -->")
+_DATA_CITED = re.compile(r"[\w./*-]+\.json|(?<![\w/])(?:docs/)?[\w-]+/(?=[\s`)*,;:]|$)")
+
+
+def page_data(doc: Path, text: str) -> list[Path]:
+    """The committed JSON files a page names: by path in its text (a file, a glob, a folder,
+    relative to the repository, to docs/ or to the page) or in `<!-- data: GLOB ... -->`."""
+    names = [m.group(0) for m in _DATA_CITED.finditer(text)]
+    names += [g for m in _DATA_DECLARED.finditer(text) for g in m.group(1).split()]
+    found: set[Path] = set()
+    for name in names:
+        pattern = name if name.endswith(".json") else name.rstrip("/") + "/**/*.json"
+        for base in (ROOT, ROOT / "docs", doc.parent):
+            found.update(p.resolve() for p in base.glob(pattern) if p.is_file())
+    return sorted(p for p in found if ROOT in p.parents)
+
+
+@cache
+def data_figures(path: Path) -> frozenset[str]:
+    """Every number of one raw-data JSON file in e-notation at 1 to 4 decimals of the mantissa:
+    the forms a page may quote it in."""
+    import json
+
+    found: set[str] = set()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, bool):
+            return
+        if isinstance(x, int | float):
+            if x == x and abs(x) != float("inf"):
+                found.update(f"{x:.{d}e}" for d in range(1, 5))
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(json.loads(path.read_text(encoding="utf-8")))
+    return frozenset(found)
+
+
+def prose_figures(text: str) -> list[tuple[int, str, str]]:
+    """(line, figure as written, its canonical form) of every mantissa-exponent figure in the
+    page's prose: outside generated blocks, code, and table rows."""
+    skip = spans(text) + [(m.start(), m.end()) for m in _CODE.finditer(text)]
+    out = []
+    for m in FIGURE.finditer(text):
+        i = m.start()
+        line_start = text.rfind("\n", 0, i) + 1
+        if any(a <= i < b for a, b in skip) or text[line_start:i].lstrip().startswith("|"):
+            continue
+        canonical = f"{m.group(1)}e{int(m.group(2)):+03d}"
+        out.append((text.count("\n", 0, i) + 1, m.group(0), canonical))
+    return out
+
+
+def untraced_figures(
+    pages: dict[str, str], entries: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """A line per prose figure that none of its page's data holds and the ledger does not list,
+    and per ledger figure that its page no longer quotes or that the data now holds."""
+    entries = ledger() if entries is None else entries
+    listed: dict[str, set[str]] = {}
+    for e in entries:
+        listed.setdefault(e["doc"], set()).update(e.get("figures", []))
+    problems = []
+    for doc, text in pages.items():
+        held: set[str] = set()
+        for path in page_data(ROOT / doc, text):
+            held |= data_figures(path)
+        quoted = set()
+        for line, fig, canonical in prose_figures(text):
+            quoted.add(fig)
+            if canonical not in held and fig not in listed.get(doc, set()):
+                problems.append(
+                    f"{doc}:{line}: {fig} is in none of the data this page names (docs/**/*.json "
+                    "by path, or <!-- data: GLOB -->); quote it from the raw data of the run "
+                    f"that measured it, or list it in {LEDGER.relative_to(ROOT)} with why"
+                )
+        for fig in sorted(listed.get(doc, set()) - quoted):
+            problems.append(f"{LEDGER.relative_to(ROOT)}: {doc} no longer quotes {fig}")
+    return problems
+
+
 def pages(paths: list[Path] | None = None) -> dict[str, str]:
     """{page relative to the repository: its text} of README.md and docs/*.md (or `paths`)."""
     return {str(p.resolve().relative_to(ROOT)): p.read_text() for p in paths or docs()}
@@ -296,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             status |= check(doc, fresh)
     if not args.docs:
-        for problem in ledger_problems(pages()):
+        for problem in ledger_problems(pages()) + untraced_figures(pages()):
             print(problem)
             status = 1
     return status

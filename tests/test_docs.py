@@ -129,6 +129,52 @@ def test_a_second_table_with_a_listed_header_or_a_removed_table_fails() -> None:
     assert any(p.endswith(doc) and "no table" in p for p in docblocks.ledger_problems(pages))
 
 
+# --- figures in the prose -----------------------------------------------------------------------
+def test_every_figure_in_the_prose_is_in_its_pages_data_or_the_ledger() -> None:
+    assert docblocks.untraced_figures(docblocks.pages()) == []
+
+
+def test_a_figure_typed_into_the_prose_fails() -> None:
+    pages = docblocks.pages()
+    pages["docs/tolerance.md"] += "\nA run of mine reached rel. L2 4.321e-5.\n"
+    problems = docblocks.untraced_figures(pages)
+    assert len(problems) == 1 and "4.321e-5 is in none of the data" in problems[0]
+    assert problems[0].startswith("docs/tolerance.md:")
+
+
+def test_settings_code_tables_and_blocks_hold_no_figures() -> None:
+    text = (
+        "Set `train.tol=4.321e-5` or train.tol=4.321e-5; aim at 1e-3.\n"
+        "```\nrel. L2 4.321e-5\n```\n"
+        "| run | rel. L2 |\n|---|---|\n| a | 4.321e-5 |\n"
+        "<!-- generated:x -->\nreached 4.321e-5\n<!-- /generated:x -->\n"
+    )
+    assert docblocks.prose_figures(text) == []
+    assert [f for _, f, _ in docblocks.prose_figures("it reached 4.321e-5.")] == ["4.321e-5"]
+
+
+def test_a_figure_of_the_data_the_page_names_passes() -> None:
+    """The seed-0 wave pretrain of docs/e2e/defaults.json ended at 1.12e-5 (1.1219…e-05):
+    quoted at the digits shown it passes where the page names that file, not elsewhere."""
+    quote = "The wave source reached 1.12e-5."
+    named = {"docs/x.md": f"Raw data: docs/e2e/defaults.json. {quote}\n"}
+    declared = {"docs/x.md": f"<!-- data: docs/e2e/*.json -->\n{quote}\n"}
+    unnamed = {"docs/x.md": f"{quote}\n"}
+    assert docblocks.untraced_figures(named, []) == []
+    assert docblocks.untraced_figures(declared, []) == []
+    assert len(docblocks.untraced_figures(unnamed, [])) == 1
+    wrong_digits = {"docs/x.md": named["docs/x.md"].replace("1.12e-5", "1.13e-5")}
+    assert len(docblocks.untraced_figures(wrong_digits, [])) == 1
+
+
+def test_a_ledger_figure_the_page_no_longer_quotes_fails() -> None:
+    entry = next(e for e in docblocks.ledger() if e.get("figures"))
+    pages = docblocks.pages()
+    pages[entry["doc"]] = pages[entry["doc"]].replace(entry["figures"][0], "")
+    problems = docblocks.untraced_figures(pages)
+    assert any("no longer quotes " + entry["figures"][0] in p for p in problems)
+
+
 def test_ledger_entries_name_a_commit_of_this_repository() -> None:
     """A stale or untraced table's `measured` starts with the commit that wrote its numbers."""
     git = ROOT / ".git"

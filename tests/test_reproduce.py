@@ -1,0 +1,77 @@
+"""scripts/reproduce.py: a run's record survives the raw data's JSON unchanged, the tables read
+it and not results.h5, and the ΔA low-rank data the page shows is computed from the update."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import docblocks
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def rp() -> Any:
+    return docblocks.owner("reproduce")  # as the docs check loads it
+
+
+def _full_run(rp: Any, seed: int, err: float, update: dict | None) -> Any:
+    return rp.Result(
+        name=str(seed),
+        group=("elliptic", "lm", rp.KEY["full fine-tuning"]),
+        cfg={"seed": seed, "pde": {"name": "elliptic", "target": {"mu": 1.1}}},
+        status="ok",
+        rel_l2=err,
+        n_trainable=2760,
+        steps=42,
+        stop_reason="tolerance",
+        train_seconds=3.5,
+        seconds=np.array([0.0, 1.0]),
+        at_step=np.array([0.0, 5.0]),
+        curve=np.array([1.0, err]),
+        update=update,
+    )
+
+
+def test_a_record_survives_json(rp: Any) -> None:
+    r = _full_run(rp, 0, 1.5e-5, {"shape": [20, 20, 6], "norm_ratio": 0.5})
+    back = rp.Result.from_record(json.loads(json.dumps(r.record())))
+    for k in ("name", "group", "cfg", "status", "rel_l2", "n_trainable", "steps", "update"):
+        assert getattr(back, k) == getattr(r, k), k
+    assert np.array_equal(back.curve, r.curve) and np.array_equal(back.at_step, r.at_step)
+    assert back.target == 1.1
+
+
+def test_a_failed_run_keeps_its_nan(rp: Any) -> None:
+    r = _full_run(rp, 1, math.nan, None)
+    back = rp.Result.from_record(json.loads(json.dumps(r.record()).replace("NaN", "null")))
+    assert math.isnan(back.rel_l2)
+
+
+def test_the_low_rank_data_is_that_of_the_update(rp: Any, tmp_path: Any) -> None:
+    """update_data's truncation errors equal a direct HOSVD of the stored ΔA, and the table
+    prints them per target."""
+    import h5py
+
+    gen = torch.Generator().manual_seed(0)
+    a_pt = torch.randn(20, 20, 6, generator=gen, dtype=torch.float64)
+    delta = 0.1 * torch.randn(20, 20, 6, generator=gen, dtype=torch.float64)
+    path = tmp_path / "results.h5"
+    with h5py.File(path, "w") as f:
+        for i, shape in ((0, (2, 20, 6)), (2, (20, 1, 6))):
+            g = f.create_group(f"model/layer_{i}")
+            g["A_pretrained"], g["delta"] = np.zeros(shape), np.zeros(shape)
+        g = f.create_group("model/layer_1")
+        g["A_pretrained"], g["delta"] = a_pt.numpy(), delta.numpy()
+    up = rp.update_data(path)
+    ranks = rp.ranks_from_cr((20, 20, 6), 0.5)
+    assert up["hosvd"]["0.5"]["delta"] == pytest.approx(rp.hosvd_rel_error(delta, ranks))
+    assert up["norm_ratio"] == pytest.approx(float(delta.norm() / a_pt.norm()))
+    assert up["shape"] == [20, 20, 6]
+    runs = [_full_run(rp, s, 1e-5, up) for s in (0, 1, 2)]
+    row = next(line for line in rp.lowrank_table(runs) if line.startswith("| elliptic mu = 1.1"))
+    assert f"{up['hosvd']['0.5']['delta']:.2f}" in row
+    assert rp.hidden_shape(runs) == "20×20×6"
