@@ -427,11 +427,15 @@ def export(root: Path, out: Path, minutes: list[float]) -> None:
     """The raw data of the study: every run's record, with the command, commit and machine."""
     hb = docblocks.owner("hard_benchmarks")  # provenance
     runs = collect(root)
+    history = []  # notes on how the runs went, kept across exports of the same study
+    if out.is_file():
+        history = json.loads(out.read_text(encoding="utf-8")).get("history", [])
     data = {
         "command": "python scripts/reproduce.py --root ROOT --raw " + str(out),
         "provenance": hb.provenance(threads=1),
         "jobs": "two at a time (joblib, one torch thread each); the equal-time phase one at a time",
         "study_minutes": minutes,
+        "history": history,
         "runs": [r.record() for r in runs],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
