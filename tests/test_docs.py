@@ -160,6 +160,8 @@ def test_a_figure_of_the_data_the_page_names_passes() -> None:
     named = {"docs/x.md": f"Raw data: docs/e2e/defaults.json. {quote}\n"}
     declared = {"docs/x.md": f"<!-- data: docs/e2e/*.json -->\n{quote}\n"}
     unnamed = {"docs/x.md": f"{quote}\n"}
+    docs_folder = {"docs/x.md": f"The pages are in docs/ and README.md. {quote}\n"}  # not data
+    assert len(docblocks.untraced_figures(docs_folder, [])) == 1
     assert docblocks.untraced_figures(named, []) == []
     assert docblocks.untraced_figures(declared, []) == []
     assert len(docblocks.untraced_figures(unnamed, [])) == 1
