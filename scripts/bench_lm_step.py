@@ -108,7 +108,8 @@ def table(data: dict[str, Any]) -> str:
     """The block: the table and what it says, from the raw data alone."""
     prov = data["provenance"]
     lines = [
-        f"Measured at commit {(prov['git_commit'] or '?')[:7]} on {prov['date'][:10]} "
+        f"Measured at commit {(prov['git_commit'] or '?')[:7]}"
+        f"{' (with uncommitted changes)' if prov.get('git_dirty') else ''} on {prov['date'][:10]} "
         f"(torch {prov['torch']}, {data['threads']} threads, {prov['machine']['processor']}, "
         f"{prov['machine']['cpu_count']} cores):",
         "",

@@ -73,7 +73,8 @@ def table(data: dict[str, Any]) -> str:
         f"lmKAN {WIDTHS}, batch {a['batch']}, {a['dtype']}, {a['device']}, torch "
         f"{prov['torch']}, {data['threads']} threads, {prov['machine']['processor']}; "
         f"{a['rounds']} interleaved rounds × {a['steps']} steps; commit "
-        f"{(prov['git_commit'] or '?')[:7]}, {prov['date'][:10]}",
+        f"{(prov['git_commit'] or '?')[:7]}"
+        f"{' (with uncommitted changes)' if prov.get('git_dirty') else ''}, {prov['date'][:10]}",
         "",
         "| grid | parameters | ms/step (median) | min–max over rounds "
         f"| ratio to grid {grids[0]} |",
