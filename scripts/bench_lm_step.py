@@ -46,7 +46,6 @@ CASES = [  # the first is the default network; jacrev is timed on it alone
     ("rational [20,20], LoTRA cr 0.5 (denominators frozen)", "rational", [20, 20], 0.5),
 ]
 RAW = docblocks.ROOT / "docs" / "benchmarks" / "lm_step.json"
-BLOCK = "lm-step"
 PAGE = docblocks.ROOT / "docs" / "benchmarks.md"
 
 
@@ -108,8 +107,8 @@ def table(data: dict[str, Any]) -> str:
     """The block: the table and what it says, from the raw data alone."""
     prov = data["provenance"]
     lines = [
-        f"Measured at commit {(prov['git_commit'] or '?')[:7]}"
-        f"{' (with uncommitted changes)' if prov.get('git_dirty') else ''} on {prov['date'][:10]} "
+        f"Measured at commit {docblocks.owner('hard_benchmarks').commit_label(prov)} on "
+        f"{prov['date'][:10]} "
         f"(torch {prov['torch']}, {data['threads']} threads, {prov['machine']['processor']}, "
         f"{prov['machine']['cpu_count']} cores):",
         "",

@@ -34,7 +34,6 @@ from pinnkan.layers.lmkan import LookupKANLayer
 
 WIDTHS = [2, 32, 32, 1]
 RAW = docblocks.ROOT / "docs" / "benchmarks" / "lmkan_step.json"
-BLOCK = "lmkan-step"
 
 
 def build(grid: int, dtype: torch.dtype, device: str) -> list[LookupKANLayer]:
@@ -73,8 +72,7 @@ def table(data: dict[str, Any]) -> str:
         f"lmKAN {WIDTHS}, batch {a['batch']}, {a['dtype']}, {a['device']}, torch "
         f"{prov['torch']}, {data['threads']} threads, {prov['machine']['processor']}; "
         f"{a['rounds']} interleaved rounds × {a['steps']} steps; commit "
-        f"{(prov['git_commit'] or '?')[:7]}"
-        f"{' (with uncommitted changes)' if prov.get('git_dirty') else ''}, {prov['date'][:10]}",
+        f"{docblocks.owner('hard_benchmarks').commit_label(prov)}, {prov['date'][:10]}",
         "",
         "| grid | parameters | ms/step (median) | min–max over rounds "
         f"| ratio to grid {grids[0]} |",

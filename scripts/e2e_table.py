@@ -178,9 +178,7 @@ def table(path: Path) -> str:
                     + " |"
                 )
     first = data["runs"][0]
-    commits = sorted(
-        {r["git_commit"][:9] + ("+" if r.get("git_dirty") else "") for r in data["runs"]}
-    )
+    commits = sorted({docblocks.owner("hard_benchmarks").commit_label(r) for r in data["runs"]})
     dates = sorted(r["date"][:10] for r in data["runs"])
     machine = first["machine"]
     note = (

@@ -107,6 +107,12 @@ def provenance(threads: int) -> dict[str, Any]:
     }
 
 
+def commit_label(rec: dict[str, Any]) -> str:
+    """A record's commit as the pages show it: 9 hex digits, `+` when its tree had uncommitted
+    changes to tracked files (`git_dirty`), `?` when unknown."""
+    return (rec.get("git_commit") or "?")[:9] + ("+" if rec.get("git_dirty") else "")
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -346,9 +352,7 @@ def problem_row(name: str, runs: list[dict[str, Any]]) -> str:
     seconds = [float(r["final"]["train_seconds"]) for r in ok]
     trainable = sorted({int(r["final"]["n_trainable"]) for r in ok})
     stops = sorted({_stop(r["final"]) for r in ok})
-    commits = sorted(
-        {(r.get("git_commit") or "?")[:9] + ("+" if r.get("git_dirty") else "") for r in runs}
-    )
+    commits = sorted({commit_label(r) for r in runs})
     machines = sorted({_machine(r) for r in runs})
     base = base_problem(name)
     done = DONE.get(base)
@@ -473,8 +477,7 @@ def references_block(data: dict[str, Any]) -> str:
     lines += [
         "",
         f"Computed by `python scripts/hard_benchmarks.py --references` at commit "
-        f"{(data.get('git_commit') or '?')[:9]}{'+' if data.get('git_dirty') else ''}"
-        f" ({data.get('date')}); raw data: `references.json`.",
+        f"{commit_label(data)} ({data.get('date')}); raw data: `references.json`.",
     ]
     return "\n".join(lines)
 

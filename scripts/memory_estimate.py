@@ -283,7 +283,7 @@ def block(name: str, doc: Path) -> str:
             extra = chunk_line(r["result"], r["changes"]) if big else None
             if extra:
                 notes.append(f"- {where}: {extra}")
-        commit = (data.get("git_commit") or "?")[:9] + ("+" if data.get("git_dirty") else "")
+        commit = hard_benchmarks.commit_label(data)
         notes.append(
             f"- {f.relative_to(ROOT)}: `{data['command'].strip()}`, commit {commit}, "
             f"{data['date'][:10]}, torch {data['torch']}, {data['threads']} threads"

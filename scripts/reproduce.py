@@ -785,15 +785,16 @@ def body(runs: list[Result]) -> str:
             "next to A_pretrained:",
             lambda: lowrank_table(runs),
         ),
-        (
-            f"**Model kinds at equal time** (elliptic μ 1 → 1.5, at most {EQUAL_SECONDS:g} s of "
-            f"training each, one job at a time; median (min–max) over seeds "
-            f"{', '.join(map(str, SEEDS))}):",
-            lambda: models_table(runs),
-        ),
     ]
-    if not select(runs, "models"):  # phase 6 left out (--no-models)
-        sections = sections[:-1]
+    if select(runs, "models"):  # phase 6 can be left out (--no-models)
+        sections.append(
+            (
+                f"**Model kinds at equal time** (elliptic μ 1 → 1.5, at most "
+                f"{EQUAL_SECONDS:g} s of training each, one job at a time; median (min–max) "
+                f"over seeds {', '.join(map(str, SEEDS))}):",
+                lambda: models_table(runs),
+            )
+        )
     parts: list[str] = []
     for title, make in sections:
         if title:
