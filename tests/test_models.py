@@ -16,7 +16,7 @@ from pinnkan.errors import PinnkanError
 from pinnkan.io.checkpoint import MODEL_FILE, MODEL_FORMAT, load_checkpoint
 from pinnkan.io.results import RunResult
 from pinnkan.layers import ActivationBasis, ChebyshevBasis, RationalBasis, layer_extra_parameters
-from pinnkan.layers.rational import fitted_rational, rational
+from pinnkan.layers.rational import _least_squares, fitted_rational, rational
 from pinnkan.network.derivatives import compute_jet
 from pinnkan.network.kan import KAN, LAYER_KINDS
 from pinnkan.pde import build_pde
@@ -123,6 +123,25 @@ def test_rational_fit_approximates_the_activation(activation: str, form: str) ->
     assert min(b) > -1e-12 or form == "smooth"  # kinked: c_m = |b_m| >= 0
     z = torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=DT)
     assert m2 == pytest.approx(float(act(z).square().mean()), rel=2e-2)
+
+
+def test_rational_fit_does_not_depend_on_memory_alignment() -> None:
+    """The fit's least-squares solve gives the same bits wherever its arrays lie: MKL's default
+    driver (gelsy) did not, so a rational model's seeded runs differed between processes."""
+    gen = torch.Generator().manual_seed(0)
+    lhs, rhs = (
+        torch.randn(601, 10, generator=gen, dtype=DT),
+        torch.randn(601, generator=gen, dtype=DT),
+    )
+
+    def at_offset(t: torch.Tensor, off: int) -> torch.Tensor:
+        buf = torch.empty(t.numel() + off, dtype=t.dtype)  # shifted by `off` elements
+        out = buf[off:].view(t.shape)
+        out.copy_(t)
+        return out
+
+    sols = [_least_squares(at_offset(lhs, k), at_offset(rhs, k)) for k in range(8)]
+    assert all(torch.equal(sols[0], s) for s in sols[1:])
 
 
 # --- whole networks ---------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def fitted_rational(
     for active in itertools.product((False, True), repeat=DEGREE_Q):
         idx = [m for m in range(DEGREE_Q) if active[m]]
         lhs = torch.cat([pw, -f.unsqueeze(-1) * absu[:, idx]], dim=1)
-        sol = torch.linalg.lstsq(lhs, f.unsqueeze(-1)).solution[:, 0]
+        sol = _least_squares(lhs, f)
         c = torch.zeros(DEGREE_Q, dtype=torch.float64)
         c[idx] = sol[DEGREE_P + 1 :]
         if (c < 0).any():
@@ -158,6 +158,14 @@ def fitted_rational(
     a, b = _levenberg_marquardt(x, f, best[1], best[2].clamp(min=1e-2), form, eps)
     m2 = gaussian_second_moment(lambda t: rational(t, a, b, form, eps))
     return tuple(a.tolist()), tuple(b.tolist()), m2
+
+
+def _least_squares(lhs: Tensor, rhs: Tensor) -> Tensor:
+    """argmin ‖lhs · s − rhs‖ for lhs (N, M), rhs (N,): LAPACK's gelsd (SVD), whose result
+    does not depend on where the arrays lie in memory; the default gelsy (pivoted QR) in MKL
+    differs in the last bits with the alignment, so the fit, and every seeded run of a
+    rational model, differed between processes."""
+    return torch.linalg.lstsq(lhs, rhs.unsqueeze(-1), driver="gelsd").solution[:, 0]
 
 
 def _levenberg_marquardt(
