@@ -60,6 +60,7 @@ OWNERS = {
     "results-study": "reproduce",
     "lm-step": "bench_lm_step",
     "lmkan-step": "bench_lmkan",
+    "rational-fit": "rational_fit",
 }
 # block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json
 PREFIX_OWNERS = {"e2e-": "e2e_table"}
