@@ -57,6 +57,7 @@ OWNERS = {
     "sweep-demo-walls": "sweep_demo",
     "sweep-demo-jobs": "sweep_demo",
     "sweep-demo-diag": "sweep_demo",
+    "optuna-demo": "sweep_demo",
     "results-study": "reproduce",
     "lm-step": "bench_lm_step",
     "lmkan-step": "bench_lmkan",

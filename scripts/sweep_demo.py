@@ -7,6 +7,8 @@ results.h5 and the ΔA diagnostics of the full fine-tuning runs into docs/sweep_
 docs/img/report_*.png, and writes the page's two tables from that JSON.
 
     python scripts/sweep_demo.py            # run the demo (a few minutes on 2 cores)
+    python scripts/sweep_demo.py --optuna   # the Optuna section's commands instead
+                                            # (needs pip install -e ".[optuna]")
     python scripts/sweep_demo.py --tables   # rewrite docs/usage.md's blocks from the JSON
     python scripts/sweep_demo.py --check    # exit 1 when the page differs from the JSON
 """
@@ -25,6 +27,7 @@ import docblocks
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "sweep_demo" / "demo.json"
+OPTUNA_DATA = ROOT / "docs" / "sweep_demo" / "optuna.json"
 DOC = ROOT / "docs" / "usage.md"
 IMG = ROOT / "docs" / "img"
 PLOTS = ("error_vs_cr", "error_vs_params", "curves")  # the joblib report's
@@ -60,6 +63,21 @@ def commands(work: Path) -> list[tuple[str, list[str]]]:
             "report_submitit_local",
             ["report", f"{work}/submitit_local", f"{work}/refs", "--out",
              f"{work}/report_submitit_local"],
+        ),
+    ]  # fmt: skip
+
+
+def optuna_commands(work: Path) -> list[tuple[str, list[str]]]:
+    """The Optuna section's two commands (docs/usage.md), with explicit directories."""
+    return [
+        ("source", ["pretrain", "train.steps=200", f"outputs_root={work}",
+                    f"hydra.run.dir={work}/source"]),
+        (
+            "optuna",
+            ["transfer", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=8",
+             "hydra.sweeper.sampler.seed=0", "optim.damping=tag(log,interval(1e-6,1e-1))",
+             "cr=choice(0.5,0.25,0.125)", "train.steps=50", f"outputs_root={work}",
+             f"source={work}/source", f"hydra.sweep.dir={work}/optuna"],
         ),
     ]  # fmt: skip
 
@@ -123,20 +141,8 @@ def jobs(sweep: Path) -> list[Path]:
 
 
 def run(work: Path, threads: int) -> dict[str, Any]:
-    hb = docblocks.owner("hard_benchmarks")  # provenance and child processes
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    steps = []
-    for name, args in commands(work):
-        cmd = [sys.executable, "-m", "pinnkan.cli", *args]
-        t0 = time.perf_counter()
-        rc, _, err = hb.run_child(cmd, hb.child_env(threads), None)
-        wall = time.perf_counter() - t0
-        if rc:
-            raise SystemExit(f"{name} failed: {' '.join(cmd)}\n{err[-2000:]}")
-        steps.append({"name": name, "command": "pinnkan " + " ".join(args), "wall_seconds": wall})
-        print(f"{name}: {wall:.0f} s", flush=True)
+    hb = docblocks.owner("hard_benchmarks")  # provenance
+    steps = run_commands(work, threads, commands(work))
     record = {
         "schema": SCHEMA,
         "work": str(work),
@@ -154,6 +160,88 @@ def run(work: Path, threads: int) -> dict[str, Any]:
     # the first reference job (full fine-tuning to the first target): its ΔA diagnostics
     shutil.copy(jobs(work / "refs")[0] / "diagnostics.png", IMG / "report_diagnostics.png")
     return record
+
+
+def run_commands(work: Path, threads: int, cmds: list[tuple[str, list[str]]]) -> list[dict]:
+    """Each command in turn in a fresh `work`; its command line and wall seconds."""
+    hb = docblocks.owner("hard_benchmarks")  # child processes
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    steps = []
+    for name, args in cmds:
+        cmd = [sys.executable, "-m", "pinnkan.cli", *args]
+        t0 = time.perf_counter()
+        rc, _, err = hb.run_child(cmd, hb.child_env(threads), None)
+        wall = time.perf_counter() - t0
+        if rc:
+            raise SystemExit(f"{name} failed: {' '.join(cmd)}\n{err[-2000:]}")
+        steps.append({"name": name, "command": "pinnkan " + " ".join(args), "wall_seconds": wall})
+        print(f"{name}: {wall:.0f} s", flush=True)
+    return steps
+
+
+def run_optuna(work: Path, threads: int) -> dict[str, Any]:
+    """The Optuna section's commands; every trial's parameters and rel. L2, and the plugin's
+    optimization_results.yaml, to docs/sweep_demo/optuna.json."""
+    import yaml
+
+    from pinnkan.io.results import RESULTS_FILE, read_results
+
+    steps = run_commands(work, threads, optuna_commands(work))
+    trials = []
+    for d in jobs(work / "optuna"):
+        res = read_results(d / RESULTS_FILE)
+        cfg = yaml.safe_load(res["attrs"]["config"])
+        trials.append(
+            {
+                "job": d.name.split("_", 1)[0],
+                "cr": cfg["cr"],
+                "damping": cfg["optim"]["damping"],
+                "rel_l2": float(res["metrics"]["rel_l2"]),
+                "steps_done": int(res["metrics"].get("steps_done", 0)),
+                "stop_reason": str(res["attrs"].get("stop_reason")),
+                "train_seconds": float(res["metrics"]["train_seconds"]),
+            }
+        )
+    best = yaml.safe_load((work / "optuna" / "optimization_results.yaml").read_text())
+    record = {
+        "schema": SCHEMA,
+        "work": str(work),
+        "steps": steps,
+        "source": read_job_source(work / "source"),
+        "trials": trials,
+        "optimization_results": {k: best[k] for k in ("best_params", "best_value")},
+        **docblocks.owner("hard_benchmarks").provenance(threads),
+    }
+    OPTUNA_DATA.parent.mkdir(parents=True, exist_ok=True)
+    OPTUNA_DATA.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def optuna_table(rec: dict[str, Any]) -> str:
+    """The study's trials in job order, the source, and the plugin's best."""
+    src, best = rec["source"], rec["optimization_results"]
+    lines = [
+        f"Measured at {docblocks.owner('hard_benchmarks').commit_label(rec)} on "
+        f"{rec['date'][:10]} ({rec['machine']['cpu_count']} cores, {rec['threads']} threads; raw "
+        "data [sweep_demo/optuna.json](sweep_demo/optuna.json), written by "
+        "`python scripts/sweep_demo.py --optuna`): the source (elliptic μ = 1) reached rel. L2 "
+        f"{src['rel_l2']:.2e} ({src['steps_done']} LM steps, stop `{src['stop_reason']}`); "
+        f"{len(rec['trials'])} trials to μ = 1.5, each 50 LM steps at most:",
+        "",
+        "| trial | cr | optim.damping | rel. L2 | LM steps | stop |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in rec["trials"]:
+        lines.append(
+            f"| {t['job']} | {t['cr']:g} | {t['damping']:.2e} | {t['rel_l2']:.2e} | "
+            f"{t['steps_done']} | {t['stop_reason']} |"
+        )
+    params = ", ".join(f"{k}: {v:.3g}" for k, v in best["best_params"].items())
+    lines += ["", f"`optimization_results.yaml`: best_params {{{params}}}, best_value "
+              f"{best['best_value']:.3e}."]  # fmt: skip
+    return "\n".join(lines)
 
 
 def read_job_source(run_dir: Path) -> dict[str, Any]:
@@ -241,12 +329,14 @@ BLOCKS = {
     "sweep-demo-walls": walls,
     "sweep-demo-jobs": jobs_table,
     "sweep-demo-diag": diagnostics_table,
+    "optuna-demo": optuna_table,
 }
 
 
 def block(name: str, doc: Path) -> str:
     """A block's body from the committed JSON (scripts/docblocks.py)."""
-    return BLOCKS[name](json.loads(DATA.read_text()))
+    data = OPTUNA_DATA if name == "optuna-demo" else DATA
+    return BLOCKS[name](json.loads(data.read_text()))
 
 
 def regenerated() -> str:
@@ -262,11 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tables", action="store_true")
     p.add_argument("--check", action="store_true")
+    p.add_argument("--optuna", action="store_true", help="run the Optuna section's commands")
     args = p.parse_args(argv)
     mode = docblocks.table_mode(args.tables, args.check, DOC, regenerated)
     if mode is not None:
         return mode
-    run(args.work, args.threads)
+    if args.optuna:
+        run_optuna(args.work.with_name(args.work.name + "_optuna"), args.threads)
+    else:
+        run(args.work, args.threads)
     DOC.write_text(regenerated())
     return 0
 
