@@ -175,9 +175,7 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "cases": cases,
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    docblocks.write_raw(args.out, data)
     print(table(data))
     return 0
 

@@ -149,9 +149,7 @@ def main() -> int:
         "parameters": {str(g): sum(layer.A.numel() for layer in nets[g]) for g in args.grids},
         "per_round_ms": {str(g): per_round[g] for g in args.grids},
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    docblocks.write_raw(args.out, data)
     print(table(data))
     return 0
 

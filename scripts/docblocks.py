@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.util
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -170,6 +171,13 @@ def table_mode(tables: bool, check_only: bool, doc: Path, fresh: Callable[[], st
     if check_only:
         return check(doc, fresh())
     return None
+
+
+def write_raw(path: Path | None, data: dict[str, Any]) -> None:
+    """A step benchmark's raw data as JSON at `path` (its --out), if one was given."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 def differences(text: str, fresh: str, doc: object, lines: int = 60) -> str:

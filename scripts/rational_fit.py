@@ -104,9 +104,7 @@ def main() -> int:
         "points": args.points,
         "cases": measure(args.points),
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    docblocks.write_raw(args.out, data)
     print(table(data))
     return 0
 
