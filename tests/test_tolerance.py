@@ -103,6 +103,33 @@ def test_adam_stops_on_fresh_points_before_stepping() -> None:
     assert hist.relative_loss <= 0.7
 
 
+@pytest.mark.parametrize("capped", [True, False])
+def test_a_time_cap_that_leaves_adams_lr_undecayed_warns(
+    capped: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The decay spans train.steps: a time cap that stops the run before half of it says so
+    (the trap of `train.max_seconds=X train.steps=<large>`, where the rate never decays); a
+    run that ends on its steps does not."""
+    cfg = TrainConfig(
+        steps=100_000 if capped else 20,
+        lr=0.01,
+        n_interior=32,
+        n_boundary=8,
+        eval_every=1000,
+        progress="none",
+        optimizer="adam",
+        tol=0.0,
+        max_seconds=0.05 if capped else 0.0,
+    )
+    with caplog.at_level("WARNING", logger="pinnkan"):
+        hist, _, _ = _train(cfg)
+    assert hist.stop_reason == ("max_seconds" if capped else "steps")
+    warned = [r.getMessage() for r in caplog.records if "lr had decayed" in r.getMessage()]
+    assert len(warned) == (1 if capped else 0)
+    if capped:
+        assert "train.steps=100000" in warned[0]
+
+
 def test_uniform_reads_the_plain_loss_and_restores_the_weights() -> None:
     """The tolerance reads the plain loss under causal weighting (`PinnLoss.uniform`)."""
     pde = build_pde("parabolic")

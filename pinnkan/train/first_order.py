@@ -25,6 +25,23 @@ from pinnkan.train.state import History, TrainState, is_out_of_memory
 log = logging.getLogger("pinnkan")
 
 
+def warn_undecayed(step: int, steps: int, lr_decay: float) -> None:
+    """A run stopped by train.max_seconds before its lr decayed: the decay spans train.steps,
+    not the time budget (a time-based rate would make seeded runs depend on the machine's
+    speed), so a cap with a large train.steps keeps the rate near its start, where Adam can
+    diverge. Warned when less than half the decay was done."""
+    if lr_decay < 1.0 and step < steps / 2:
+        log.warning(
+            "stopped by train.max_seconds at step %d of train.steps=%d: the lr had decayed "
+            "only to %.3g of its start (lr_decay %g spans train.steps); set train.steps to "
+            "about the steps the time allows for the full decay",
+            step,
+            steps,
+            lr_decay ** (step / steps),
+            lr_decay,
+        )
+
+
 @dataclass
 class AdamOptions:
     """`optim=adam`: Adam with exponential decay to lr·lr_decay, then optional L-BFGS."""
@@ -153,6 +170,8 @@ def train_first_order(
             run.save(state(step))
         run.check_stop(step, state(step))
         if timed_out or met:
+            if timed_out:
+                warn_undecayed(step, cfg.steps, cfg.lr_decay)
             run.progress.close()
             return run.hist
 
