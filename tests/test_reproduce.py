@@ -75,3 +75,29 @@ def test_the_low_rank_data_is_that_of_the_update(rp: Any, tmp_path: Any) -> None
     row = next(line for line in rp.lowrank_table(runs) if line.startswith("| elliptic mu = 1.1"))
     assert f"{up['hosvd']['0.5']['delta']:.2f}" in row
     assert rp.hidden_shape(runs) == "20×20×6"
+
+
+def test_the_strategy_table_takes_the_rate_with_the_lowest_median_over_seeds(rp: Any) -> None:
+    """Not the single best run: η 0.01 has the best seed, η 0.03 the lowest median; a diverged
+    run counts as the worst (and is counted in the cell)."""
+
+    def run(lr: float, seed: int, err: float) -> Any:
+        return rp.Result(
+            name=f"{lr}_{seed}",
+            group=("lr_strategies", "w20_adam_0"),
+            cfg={"seed": seed, "optim": {"lr": lr}},
+            status="ok" if math.isfinite(err) else "diverged",
+            rel_l2=err,
+            n_trainable=509,
+            steps=500,
+            stop_reason="steps",
+            train_seconds=1.0,
+        )
+
+    runs = [run(0.01, 0, 0.05), run(0.01, 1, 0.4), run(0.01, 2, math.nan)]
+    runs += [run(0.03, s, e) for s, e in enumerate((0.1, 0.12, 0.2))]
+    table = rp.strategy_table(runs)
+    cells = [c.strip() for c in table[2].strip("|").split(" | ")]  # strategy, GD, Adam
+    assert cells[1] == "–"  # no GD runs
+    assert cells[2] == "1.2e-01 (1.0e-01–2.0e-01) (η 0.03); 1/6 runs diverged"
+    assert rp.strategy_seeds(runs) == [0, 1, 2]
