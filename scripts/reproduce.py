@@ -18,7 +18,8 @@ continues where it stopped):
    grid of base rates;
 6. model kinds at equal training time (elliptic default target), one job at a time: each
    kind's default network, with LoTRA (at a cr that keeps the adapter at about half the
-   network), full fine-tuning and scratch (LM), plus the MLP with Adam.
+   network), full fine-tuning and scratch (LM), and full fine-tuning with Adam (each kind's lr
+   searched on the held-out seed, its step budget what the time allows: the decay completes).
 
 After the runs, every run's record (configuration, error, steps, seconds, stop reason, curve;
 for the grid's full fine-tuning ΔA's low-rank data) goes to the raw data, --raw (default
@@ -119,7 +120,6 @@ MODELS = {  # label -> (source dir name, model overrides, LoTRA cr: an adapter o
     "tanh MLP [50,50]": ("mlp", ("model=mlp",), 0.125),  # n_d = 1: cr 0.5 exceeds the matrix
     "lmKAN [8,8]": ("lmkan", ("model=lmkan",), 0.125),
 }
-MLP = next(label for label, (name, _, _) in MODELS.items() if name == "mlp")
 WIDTHS = (20, 64)  # the learning-rate strategies: the default width and a wide network
 
 
@@ -272,18 +272,31 @@ def run_study(
             [*base, "optim=lm", "adapter=full,scratch", "train.eval_every=5"],
             1,  # timed: one job at a time
         )
+    for label, (name, model, _) in MODELS.items():  # 6b. each kind with Adam, searched
+        adam_at_equal_time(root, Variant(label, ()).key, [*model, f"source={sources[name]}"])
+
+
+def adam_at_equal_time(root: Path, key: str, model: list[str]) -> None:
+    """Full fine-tuning of one model kind with Adam at EQUAL_SECONDS, as fair as LM's side:
+    a calibration run (held-out seed) counts the steps the time allows, so that the lr decay
+    (which spans train.steps) completes within the time; the lr is searched over ADAM_LRS on
+    the held-out seed at that step budget; the seeds run at the searched lr. One job at a
+    time (timed)."""
+    base = [*model, "pde=elliptic", "optim=adam", "adapter=full", "train.eval_every=50"]
+    base.append(f"train.max_seconds={EQUAL_SECONDS}")
+    held_out = f"seed={SEARCH_SEED}"
+    calibrate = root / "models" / f"{key}_adam_calibrate"
+    multirun("transfer", calibrate, [*base, held_out, "train.steps=100000"], 1)
+    steps = max(1, select(collect(calibrate.parent), f"{key}_adam_calibrate")[0].steps)
+    budget = [*base, f"train.steps={steps}"]
+    search = root / "models" / f"{key}_adam_search"
+    lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS))
+    multirun("transfer", search, [*budget, held_out, lrs], 1)
+    lr = min(select(collect(search.parent), f"{key}_adam_search"), key=_score).get("optim.lr")
     multirun(
         "transfer",
-        root / "models" / "mlp_adam_full",
-        [
-            "model=mlp",
-            f"source={sources['mlp']}",
-            _seeds(SEEDS),
-            *timed,
-            "optim=adam",
-            "adapter=full",
-            "train.eval_every=50",
-        ],
+        root / "models" / f"{key}_adam_full",
+        [*budget, _seeds(SEEDS), f"optim.lr={lr}"],
         1,
     )
 
@@ -654,7 +667,12 @@ def models_table(runs: list[Result]) -> list[str]:
         for a in ("full", "scratch"):
             sel = select(runs, "models", f"{key}_lm_base", adapter__name=a)
             rows.append((label, f"{'full fine-tuning' if a == 'full' else a} (LM)", sel))
-    rows.append((MLP, "full fine-tuning (Adam)", select(runs, "models", "mlp_adam_full")))
+    for label in MODELS:  # Adam at its searched lr and the steps the time allowed
+        key = Variant(label, ()).key
+        sel = select(runs, "models", f"{key}_adam_full")
+        if sel:
+            lr = sel[0].get("optim.lr")
+            rows.append((label, f"full fine-tuning (Adam, lr {lr:g})", sel))
     for label, adapter, sel in rows:
         n = sel[0].n_trainable if sel else "–"
         steps = stat([float(r.steps) for r in sel], "{:.0f}")
