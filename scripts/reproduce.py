@@ -70,6 +70,7 @@ SEEDS = (0, 1, 2)
 SEARCH_SEED = 99
 LM_STEPS, ADAM_STEPS, EVAL_EVERY_LM, EVAL_EVERY_ADAM = 100, 1000, 5, 50
 ADAM_LRS = (0.003, 0.01, 0.03, 0.1)
+ADAM_LRS_EQUAL_TIME = (0.001, *ADAM_LRS)  # phase 6: the Chebyshev KAN's best was 0.003
 LM_DAMPINGS = (1e-5, 1e-3, 1e-1)
 # the strategies' base rates: grids that bracket each optimizer's best (the first run's
 # (1e-4, 1e-3, 1e-2) and (0.003, 0.01, 0.03) had their best at an edge: GD diverged above 1e-4,
@@ -196,7 +197,7 @@ def run_study(
         base = [f"pde={pde}", f"source={sources[pde]}", f"seed={SEARCH_SEED}"]
         for v in SEARCHED:
             damp = "optim.damping=" + ",".join(map(str, LM_DAMPINGS))
-            lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS))
+            lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS_EQUAL_TIME))
             multirun(
                 "transfer",
                 root / pde / "search_lm" / v.key,
@@ -279,9 +280,9 @@ def run_study(
 def adam_at_equal_time(root: Path, key: str, model: list[str]) -> None:
     """Full fine-tuning of one model kind with Adam at EQUAL_SECONDS, as fair as LM's side:
     a calibration run (held-out seed) counts the steps the time allows, so that the lr decay
-    (which spans train.steps) completes within the time; the lr is searched over ADAM_LRS on
-    the held-out seed at that step budget; the seeds run at the searched lr. One job at a
-    time (timed)."""
+    (which spans train.steps) completes within the time; the lr is searched over
+    ADAM_LRS_EQUAL_TIME on the held-out seed at that step budget; the seeds run at the searched
+    lr. One job at a time (timed)."""
     base = [*model, "pde=elliptic", "optim=adam", "adapter=full", "train.eval_every=50"]
     base.append(f"train.max_seconds={EQUAL_SECONDS}")
     held_out = f"seed={SEARCH_SEED}"
@@ -290,7 +291,7 @@ def adam_at_equal_time(root: Path, key: str, model: list[str]) -> None:
     steps = max(1, select(collect(calibrate.parent), f"{key}_adam_calibrate")[0].steps)
     budget = [*base, f"train.steps={steps}"]
     search = root / "models" / f"{key}_adam_search"
-    lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS))
+    lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS_EQUAL_TIME))
     multirun("transfer", search, [*budget, held_out, lrs], 1)
     lr = min(select(collect(search.parent), f"{key}_adam_search"), key=_score).get("optim.lr")
     multirun(
