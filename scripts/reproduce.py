@@ -197,7 +197,7 @@ def run_study(
         base = [f"pde={pde}", f"source={sources[pde]}", f"seed={SEARCH_SEED}"]
         for v in SEARCHED:
             damp = "optim.damping=" + ",".join(map(str, LM_DAMPINGS))
-            lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS_EQUAL_TIME))
+            lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS))
             multirun(
                 "transfer",
                 root / pde / "search_lm" / v.key,
@@ -288,12 +288,12 @@ def adam_at_equal_time(root: Path, key: str, model: list[str]) -> None:
     held_out = f"seed={SEARCH_SEED}"
     calibrate = root / "models" / f"{key}_adam_calibrate"
     multirun("transfer", calibrate, [*base, held_out, "train.steps=100000"], 1)
-    steps = max(1, select(collect(calibrate.parent), f"{key}_adam_calibrate")[0].steps)
+    steps = max(1, collect(calibrate)[0].steps)  # the sweep's one run
     budget = [*base, f"train.steps={steps}"]
     search = root / "models" / f"{key}_adam_search"
     lrs = "optim.lr=" + ",".join(map(str, ADAM_LRS_EQUAL_TIME))
     multirun("transfer", search, [*budget, held_out, lrs], 1)
-    lr = min(select(collect(search.parent), f"{key}_adam_search"), key=_score).get("optim.lr")
+    lr = min(collect(search), key=_score).get("optim.lr")
     multirun(
         "transfer",
         root / "models" / f"{key}_adam_full",
@@ -607,7 +607,6 @@ def strategy_table(runs: list[Result]) -> list[str]:
             by_lr: dict[float, list[Result]] = {}
             for r in sel:
                 by_lr.setdefault(float(r.get("optim.lr")), []).append(r)
-
             medians = {lr: float(np.median([_score(r) for r in rs])) for lr, rs in by_lr.items()}
             lr = min(sorted(by_lr), key=medians.__getitem__)
             failed = sum(1 for r in sel if not math.isfinite(_score(r)))
