@@ -50,6 +50,10 @@ N_MEMBERS = 10
 # commit; its records say so); rows under another rule than today's default are rows of their
 # own (docs/damping.md)
 RULE_BEFORE = "nielsen"
+# the transfers' initial LM damping (optim.damping's transfer entry) a record was measured
+# with: records without the field ran at 1e-3, the one damping of both stages before it became
+# per stage; rows at another damping than today's default are rows of their own
+DAMPING_BEFORE = 1e-3
 # the sources a strategy can start from: the family's default pretrain, or a parametric PINN
 # over the family's range (pde.parametric), with the pretrain budget of its own searched
 # setting (docs/family_benchmark.md, "parametric")
@@ -99,11 +103,17 @@ def targets(family: str) -> list[float]:
 
 EXTRA: list[str] = []  # --extra: overrides added to every command (e.g. a smoke test's)
 TOL: list[float] = []  # --tol: train.tol of every run (the pretrain's too); none: the default
+DAMPING: list[float] = []  # --damping: the transfers' optim.damping; none: the default
 
 
 def tol_label(tol: float | None) -> str:
     """'' for the default tolerance, else '_tol1e-05': in file and work-directory names."""
     return "" if tol is None else f"_tol{tol:.0e}"
+
+
+def damping_label() -> str:
+    """'' at the transfers' default damping, else '_damping1e-03' (file and directory names)."""
+    return f"_damping{DAMPING[0]:.0e}" if DAMPING else ""
 
 
 def base_args(threads: int, root: Path, seed: int, family: str) -> list[str]:
@@ -167,6 +177,7 @@ def run_strategy(
         *base_args(threads, root, seed, family),
         f"pde.target.{param}={values}",
         *overrides,
+        *(f"optim.damping={d:g}" for d in DAMPING),
         f"hydra.sweep.dir={sweep}",
     ]
     if source is not None:
@@ -193,6 +204,7 @@ def run_strategy(
         "goal_rel_l2": goal,
         "tol": TOL[0] if TOL else None,  # None: the default train.tol
         "damping_rule": damping_rule_of_run(),
+        "transfer_damping": DAMPING[0] if DAMPING else default_transfer_damping(),
         "command": " ".join(cmd[2:]),
         "returncode": rc,
         "stderr_tail": err[-3000:] if rc else "",
@@ -208,6 +220,19 @@ def default_damping_rule() -> str:
     from pinnkan.train.levenberg_marquardt import LMConfig
 
     return LMConfig().damping_rule
+
+
+def default_transfer_damping() -> float:
+    """LM's default initial damping of a transfer in the pinnkan that the runs import."""
+    from pinnkan.train.lm_loop import LMOptions
+    from pinnkan.train.options import stage_value
+
+    return float(stage_value(LMOptions().damping, "transfer", "optim.damping"))
+
+
+def transfer_damping(rec: dict[str, Any]) -> float:
+    """The transfers' initial damping a record was measured with (DAMPING_BEFORE without one)."""
+    return float(rec.get("transfer_damping", DAMPING_BEFORE))
 
 
 def damping_rule_of_run() -> str:
@@ -252,7 +277,7 @@ def run_all(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for family in args.families:
         for seed in args.seeds:
-            root = args.work / f"{family}{tol_label(args.tol)}_seed{seed}"
+            root = args.work / f"{family}{tol_label(args.tol)}{damping_label()}_seed{seed}"
             pretrains: dict[str, dict[str, Any]] = {}  # one of each source, shared
             for strategy in args.strategies:
                 source = STRATEGIES[strategy][1]
@@ -260,7 +285,8 @@ def run_all(args: argparse.Namespace) -> None:
                     pretrains[source] = run_pretrain(hb, family, seed, root, args.threads, source)
                 pretrain = pretrains.get(source) if source is not None else None
                 rec = run_strategy(hb, family, strategy, seed, root, args.threads, pretrain)
-                path = args.out / f"{family}{tol_label(args.tol)}_{strategy}_seed{seed}.json"
+                name = f"{family}{tol_label(args.tol)}_{strategy}_seed{seed}{damping_label()}"
+                path = args.out / f"{name}.json"
                 path.write_text(json.dumps(rec, indent=1, default=str) + "\n")
                 print(f"{path.name}: {summary_line(rec)}", flush=True)
 
@@ -321,22 +347,31 @@ def table(runs: list[dict[str, Any]]) -> str:
         "| training s (pretrain incl.) | saving vs scratch | wall s | bytes / member |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    # runs at another tolerance (--tol) or under another damping rule are rows of their own,
-    # compared with scratch at the same settings
-    today = default_damping_rule()
-    by: dict[tuple[str, float | None, str, str], list[dict[str, Any]]] = {}
+    # runs at another tolerance (--tol), under another damping rule or at another transfer
+    # damping are rows of their own, compared with scratch at the same settings
+    today, damping = default_damping_rule(), default_transfer_damping()
+    Key = tuple[str, float | None, str, float]
+    by: dict[tuple[Key, str], list[dict[str, Any]]] = {}
     for r in runs:
-        by.setdefault((r["family"], r.get("tol"), damping_rule(r), r["strategy"]), []).append(r)
+        key = (r["family"], r.get("tol"), damping_rule(r), transfer_damping(r))
+        by.setdefault((key, r["strategy"]), []).append(r)
     settings = sorted(
-        {(f, t, d) for f, t, d, _ in by},
-        key=lambda k: (list(FAMILIES).index(k[0]), k[2] != today, -1 if k[1] is None else k[1]),
+        {k for k, _ in by},
+        key=lambda k: (
+            list(FAMILIES).index(k[0]),
+            k[3] != damping,
+            k[2] != today,
+            -1 if k[1] is None else k[1],
+        ),
     )
-    for family, tol, rule in settings:
-        scratch = {r["seed"]: totals(r) for r in by.get((family, tol, rule, "scratch"), [])}
+    for setting in settings:
+        family, tol, rule, lam = setting
+        scratch = {r["seed"]: totals(r) for r in by.get((setting, "scratch"), [])}
         name = family if tol is None else f"{family}, train.tol {tol:g}"
         name += "" if rule == today else f", optim.damping_rule={rule}"
+        name += "" if lam == damping else f", transfer damping {lam:g}"
         for strategy in STRATEGIES:
-            group = sorted(by.get((family, tol, rule, strategy), []), key=lambda r: r["seed"])
+            group = sorted(by.get((setting, strategy), []), key=lambda r: r["seed"])
             if not group:
                 continue
             ts = [totals(r) for r in group]
@@ -388,9 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true")
     p.add_argument("--extra", nargs="*", default=[], help="overrides for every run (smoke tests)")
     p.add_argument("--tol", type=float, default=None, help="train.tol of every run")
+    p.add_argument("--damping", type=float, default=None, help="the transfers' optim.damping")
     args = p.parse_args(argv)
     EXTRA[:] = args.extra
     TOL[:] = [] if args.tol is None else [args.tol]
+    DAMPING[:] = [] if args.damping is None else [args.damping]
     unknown = [s for s in args.strategies if s not in STRATEGIES]
     unknown += [f for f in args.families if f not in FAMILIES]
     if unknown:

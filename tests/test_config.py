@@ -29,6 +29,7 @@ from pinnkan.stages.precheck import check_composes
 from pinnkan.stages.schema import register
 from pinnkan.train.config import TrainConfig
 from pinnkan.train.levenberg_marquardt import LMConfig
+from pinnkan.train.lm_loop import TRANSFER_DAMPING
 from pinnkan.train.optimizers import optimizer_names
 from tests.conftest import tiny_config
 
@@ -67,6 +68,18 @@ def test_optim_option_defaults(name: str) -> None:
     lib = TrainConfig(optimizer=name)
     lib.validate()
     assert cli == lib
+
+
+def test_lm_damping_is_per_stage() -> None:
+    """optim=lm starts a pretrain at λ 1e-3 and a transfer (near its solution) lower; one
+    number sets both stages, a dict each."""
+    pretrain = resolve_setup(composed("pretrain")).train.lm.damping
+    transfer = resolve_setup(composed("transfer")).train.lm.damping
+    assert pretrain == LMConfig().damping == 1e-3 and transfer == TRANSFER_DAMPING < pretrain
+    assert resolve_setup(composed("transfer", "optim.damping=1e-4")).train.lm.damping == 1e-4
+    both = "optim.damping={pretrain:0.01,transfer:1e-5}"
+    assert resolve_setup(composed("pretrain", both)).train.lm.damping == 0.01
+    assert resolve_setup(composed("transfer", both)).train.lm.damping == 1e-5
 
 
 @pytest.mark.parametrize("name", adapter_names())

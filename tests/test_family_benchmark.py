@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from pinnkan.train.lm_loop import TRANSFER_DAMPING
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -35,6 +37,7 @@ def _rec(strategy: str, seed: int, seconds: list[float], errors: list[float], pr
         "strategy": strategy,
         "seed": seed,
         "damping_rule": "nielsen",
+        "transfer_damping": TRANSFER_DAMPING,
         "wall_seconds": sum(seconds) + 5,
         "pretrain": None if pre is None else {"train_seconds": pre, "wall_seconds": pre + 1},
         "members": members,
@@ -106,6 +109,29 @@ def test_runs_at_another_tolerance_are_compared_among_themselves(fb: Any) -> Non
     assert rows[0].startswith("| elliptic |") and "5.00×" in rows[0]  # 100 s / 20 s
     assert rows[1].startswith("| elliptic, train.tol 1e-05 |") and "2.00×" in rows[1]  # 40 / 20
     assert fb.tol_label(None) == "" and fb.tol_label(1e-5) == "_tol1e-05"
+
+
+def test_runs_at_another_transfer_damping_are_compared_among_themselves(fb: Any) -> None:
+    """Records without `transfer_damping` ran at 1e-3 (both stages' one damping before it
+    became per stage); rows at another damping than today's are rows of their own, their
+    saving against scratch at the same damping; --damping names the files apart."""
+    today = fb.default_transfer_damping()
+    new = [_rec("scratch", 0, [10.0] * 10, [5e-5] * 10, None)]
+    new.append(_rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0))
+    old = [_rec("scratch", 0, [4.0] * 10, [5e-5] * 10, None)]
+    old.append(_rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0))
+    for r in old:
+        del r["transfer_damping"]
+    rows = [line for line in fb.table(old + new).splitlines() if "| nearest |" in line]
+    assert today != fb.DAMPING_BEFORE and len(rows) == 2
+    assert rows[0].startswith("| elliptic |") and "5.00×" in rows[0]  # 100 s / 20 s
+    assert rows[1].startswith("| elliptic, transfer damping 0.001 |") and "2.00×" in rows[1]
+    assert fb.damping_label() == ""
+    fb.DAMPING[:] = [1e-5]
+    try:
+        assert fb.damping_label() == "_damping1e-05"
+    finally:
+        fb.DAMPING[:] = []
 
 
 def test_runs_under_another_damping_rule_are_compared_among_themselves(fb: Any) -> None:

@@ -24,6 +24,7 @@ from pinnkan.train.gauss_newton import CG_ROWS, GaussNewtonProducts
 from pinnkan.train.levenberg_marquardt import LevenbergMarquardt, LMConfig, assign_flat, flat_view
 from pinnkan.train.loop_run import LoopRun
 from pinnkan.train.optimizers import Optimizer, register_optimizer
+from pinnkan.train.options import stage_value
 from pinnkan.train.state import History, TrainState, is_out_of_memory
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pinnkan")
 
+PRETRAIN_DAMPING = LMConfig.damping  # a pretrain starts far from its solution
+TRANSFER_DAMPING = 1e-7  # chosen on held-out seeds: docs/family_benchmark.md
+
 
 @dataclass
 class LMOptions(LMConfig):
@@ -39,6 +43,11 @@ class LMOptions(LMConfig):
 
     name: str = "lm"
     steps: Any = field(default_factory=lambda: {"pretrain": 500, "transfer": 300})
+    # the initial λ, per stage or one number: a transfer starts near its solution, where the
+    # pretrain's λ would spend its first steps damping it down (docs/family_benchmark.md)
+    damping: Any = field(
+        default_factory=lambda: {"pretrain": PRETRAIN_DAMPING, "transfer": TRANSFER_DAMPING}
+    )
 
 
 def train_lm(
@@ -243,7 +252,9 @@ def train_lm(
 
 
 def _lm_settings(options: LMOptions, stage: str) -> dict[str, Any]:
-    return {"lm": LMConfig(**{f.name: getattr(options, f.name) for f in fields(LMConfig)})}
+    values = {f.name: getattr(options, f.name) for f in fields(LMConfig)}
+    values["damping"] = stage_value(options.damping, stage, "optim.damping")
+    return {"lm": LMConfig(**values)}
 
 
 register_optimizer(
