@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # block name -> the script (scripts/<owner>.py) whose block(name, doc) writes it
 OWNERS = {
     "family-table": "family_benchmark",
+    "family-damping": "family_benchmark",
     "tolerance-table": "tolerance_calibration",
     "hard-table": "hard_benchmarks",
     "hard-references": "hard_benchmarks",

@@ -36,6 +36,9 @@ SCHEMA = 1
 OUT = ROOT / "docs" / "family"
 DOC = ROOT / "docs" / "family_benchmark.md"
 TABLE = docblocks.markers("family-table")
+# the search of the transfers' initial damping (--damping, held-out seed): its own records
+SEARCH = OUT / "search"
+SEARCH_TABLE = docblocks.markers("family-damping")
 # family: (parameter, source value, last target, target rel. L2)
 FAMILIES: dict[str, tuple[str, float, float, float]] = {
     "elliptic": ("mu", 1.0, 2.0, 1e-4),
@@ -402,13 +405,49 @@ def table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def search_table(runs: list[dict[str, Any]]) -> str:
+    """One row per record of the damping search: what each initial damping cost, member by
+    member, with the pretrain apart (it runs at the pretrain's damping whatever --damping)."""
+    lines = [
+        "| family | strategy | seed | transfer damping | pretrain s (LM steps) "
+        "| members' training s | members' LM steps, sum (min–max) | worst rel. L2 | members at goal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        runs,
+        key=lambda r: (
+            r["family"],
+            r.get("tol") or 0,
+            r["strategy"],
+            r["seed"],
+            -transfer_damping(r),
+        ),
+    ):
+        tol = r.get("tol")
+        name = r["family"] if tol is None else f"{r['family']}, train.tol {tol:g}"
+        pre = r.get("pretrain")
+        pre_s = f"{pre['train_seconds']:.1f} ({pre['steps_done']})" if pre else "-"
+        members = r["members"]
+        steps = [m.get("steps_done", 0) for m in members]
+        t = totals(r)
+        worst = f"{t['worst']:.1e}" if t["worst"] is not None else "-"
+        lines.append(
+            f"| {name} | {r['strategy']} | {r['seed']} | {transfer_damping(r):g} | {pre_s} | "
+            f"{sum(m.get('train_seconds', 0.0) for m in members):.1f} | "
+            f"{sum(steps)} ({min(steps)}–{max(steps)}) | {worst} | {t['reached']}/{t['n']} |"
+        )
+    return "\n".join(lines)
+
+
 def regenerated(doc: Path, out: Path) -> str:
-    return docblocks.replace(doc.read_text(), TABLE, table(load(out)), doc)
+    text = docblocks.replace(doc.read_text(), TABLE, table(load(out)), doc)
+    return docblocks.replace(text, SEARCH_TABLE, search_table(load(out / "search")), doc)
 
 
 def block(name: str, doc: Path) -> str:
-    """The family-table block's body from the committed JSONs (scripts/docblocks.py)."""
-    return table(load(OUT))
+    """The family-table block's body from the committed JSONs (scripts/docblocks.py), or the
+    damping search's (family-damping)."""
+    return search_table(load(SEARCH)) if name == "family-damping" else table(load(OUT))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,6 +118,10 @@ def resolve_setup(cfg: RunConfig) -> Setup:
     evaluate = stage == "transfer" and isinstance(steps, int) and steps == 0
     steps = 1 if evaluate else steps
     own = get_optimizer(o.name).settings(o, stage)
+    if stage == "transfer" and "lm" in own and not get_adapter(cfg.adapter.name).needs_source:
+        # a fresh network (adapter=scratch) is as far from its solution as a pretrain's: it
+        # starts at the pretrain's damping (docs/family_benchmark.md, the damping search)
+        own["lm"] = replace(own["lm"], damping=stage_value(o.damping, "pretrain", "optim.damping"))
     train_options = {f.name: getattr(t, f.name) for f in fields(TrainOptions) if f.name != "steps"}
     tc = TrainConfig(steps=steps, optimizer=o.name, **own, **train_options)
     with cli_keys("train"):
