@@ -410,7 +410,8 @@ def search_table(runs: list[dict[str, Any]]) -> str:
     member, with the pretrain apart (it runs at the pretrain's damping whatever --damping)."""
     lines = [
         "| family | strategy | seed | transfer damping | pretrain s (LM steps) "
-        "| members' training s | members' LM steps, sum (min–max) | worst rel. L2 | members at goal |",
+        "| members' training s | members' LM steps, sum (min–max) | worst rel. L2 "
+        "| members at goal |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(
