@@ -154,6 +154,7 @@ def read_member(run_dir: Path) -> dict[str, Any]:
         relative_loss=float(attrs.get("relative_loss", float("nan"))),
         start=json.loads(attrs["start"]) if "start" in attrs else None,
         n_trainable=int(metrics.get("n_trainable", 0)),
+        damping=float(attrs["damping"]) if "damping" in attrs else None,  # LM's initial λ
     )
     adapter = run_dir / "adapter.safetensors"
     model = run_dir / "model.safetensors"

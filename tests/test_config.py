@@ -72,14 +72,16 @@ def test_optim_option_defaults(name: str) -> None:
 
 def test_lm_damping_is_per_stage() -> None:
     """optim=lm starts a pretrain at λ 1e-3 and a transfer (near its solution) lower, but a
-    transfer from a fresh network (adapter=scratch) at the pretrain's; one number sets both
-    stages, a dict each."""
+    transfer from a fresh network (adapter=scratch or slim) at the pretrain's (a LoTRA update
+    at zero too: tests/test_continuation.py); one number sets both stages, a dict each."""
     pretrain = resolve_setup(composed("pretrain")).train.lm.damping
     transfer = resolve_setup(composed("transfer")).train.lm.damping
     assert pretrain == LMConfig().damping == 1e-3 and transfer == TRANSFER_DAMPING < pretrain
     # a fresh network starts as far from its solution as a pretrain's: the pretrain's λ
-    scratch = resolve_setup(composed("transfer", "adapter=scratch")).train.lm.damping
-    assert scratch == pretrain
+    for fresh in ("scratch", "slim"):
+        assert resolve_setup(composed("transfer", f"adapter={fresh}")).train.lm.damping == pretrain
+    full = resolve_setup(composed("transfer", "adapter=full")).train.lm.damping
+    assert full == TRANSFER_DAMPING
     assert resolve_setup(composed("transfer", "optim.damping=1e-4")).train.lm.damping == 1e-4
     both = "optim.damping={pretrain:0.01,transfer:1e-5}"
     assert resolve_setup(composed("pretrain", both)).train.lm.damping == 0.01

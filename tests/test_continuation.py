@@ -20,6 +20,8 @@ from pinnkan.network.kan import KAN
 from pinnkan.run import continuation, runner
 from pinnkan.run.continuation import Member, nearest
 from pinnkan.run.merge import model_from_file
+from pinnkan.train.levenberg_marquardt import LMConfig
+from pinnkan.train.lm_loop import TRANSFER_DAMPING
 from pinnkan.train.options import TransferOptions
 from tests.conftest import tiny_config
 
@@ -74,6 +76,19 @@ def test_each_member_starts_from_the_nearest_earlier_one(sweep: dict) -> None:
     # the secant member: through the two nearest (1.2 then 1.1); 1.3 = 1.2 + 1·(1.2 − 1.1)
     record = _start(sweep["secant"])
     assert record["start_from"] == str(jobs[2])  # μ 1.3 itself is nearest (distance 0)
+
+
+def test_the_initial_damping_follows_the_start(sweep: dict) -> None:
+    """A LoTRA update at zero (job 0, from the source) is a fresh start: LM begins at the
+    pretrain's λ; an update started from a neighbour's factors at the transfer's, lower one
+    (docs/family_benchmark.md)."""
+
+    def damping(run: Path) -> float:
+        return float(read_results(run / "results.h5")["attrs"]["damping"])
+
+    assert damping(sweep["jobs"][0]) == LMConfig().damping
+    assert damping(sweep["jobs"][1]) == damping(sweep["secant"]) == TRANSFER_DAMPING
+    assert TRANSFER_DAMPING < LMConfig().damping
 
 
 def test_the_start_is_the_members_trained_factors(sweep: dict, tmp_path: Path) -> None:
