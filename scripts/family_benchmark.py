@@ -119,6 +119,11 @@ def damping_label() -> str:
     return f"_damping{DAMPING[0]:.0e}" if DAMPING else ""
 
 
+def setting_name(family: str, tol: float | None) -> str:
+    """A table row's family, with its train.tol when not the default."""
+    return family if tol is None else f"{family}, train.tol {tol:g}"
+
+
 def base_args(threads: int, root: Path, seed: int, family: str) -> list[str]:
     return [
         *EXTRA,
@@ -371,7 +376,7 @@ def table(runs: list[dict[str, Any]]) -> str:
     for setting in settings:
         family, tol, rule, lam = setting
         scratch = {r["seed"]: totals(r) for r in by.get((setting, "scratch"), [])}
-        name = family if tol is None else f"{family}, train.tol {tol:g}"
+        name = setting_name(family, tol)
         name += "" if rule == today else f", optim.damping_rule={rule}"
         name += "" if lam == damping else f", transfer damping {lam:g}"
         for strategy in STRATEGIES:
@@ -425,8 +430,7 @@ def search_table(runs: list[dict[str, Any]]) -> str:
             -transfer_damping(r),
         ),
     ):
-        tol = r.get("tol")
-        name = r["family"] if tol is None else f"{r['family']}, train.tol {tol:g}"
+        name = setting_name(r["family"], r.get("tol"))
         pre = r.get("pretrain")
         pre_s = f"{pre['train_seconds']:.1f} ({pre['steps_done']})" if pre else "-"
         members = r["members"]

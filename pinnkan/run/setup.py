@@ -134,10 +134,9 @@ def fresh_start(cfg: RunConfig, train: TrainConfig) -> TrainConfig:
     update at zero): as far from its solution as a pretrain, so optim=lm starts at the
     pretrain's damping (`optim.damping` per stage; the search in docs/family_benchmark.md);
     a transfer from trained tensors keeps the transfer's. Other optimizers: unchanged."""
-    damping = getattr(cfg.optim, "damping", None)
-    if train.optimizer != "lm" or damping is None:
+    if train.optimizer != "lm":
         return train
-    lm = replace(train.lm, damping=stage_value(damping, "pretrain", "optim.damping"))
+    lm = replace(train.lm, damping=stage_value(cfg.optim.damping, "pretrain", "optim.damping"))
     with cli_keys("optim"):
         lm.validate()
     return replace(train, lm=lm)
