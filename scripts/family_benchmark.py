@@ -161,6 +161,8 @@ def read_member(run_dir: Path) -> dict[str, Any]:
         n_trainable=int(metrics.get("n_trainable", 0)),
         damping=float(attrs["damping"]) if "damping" in attrs else None,  # LM's initial λ
     )
+    if "layers" in attrs:  # each layer's mode: lotra | full | frozen
+        rec["layer_modes"] = [row.get("mode") for row in json.loads(attrs["layers"])]
     adapter = run_dir / "adapter.safetensors"
     model = run_dir / "model.safetensors"
     rec["bytes_stored"] = (
@@ -340,6 +342,28 @@ def stored_bytes(member: dict[str, Any]) -> int:
     return int(member.get("bytes_stored") or 0)
 
 
+# strategies whose members train Tucker updates (the default adapter, LoTRA)
+TUCKER = (
+    "lotra_source",
+    "lotra_source_cr0.25",
+    "nearest",
+    "nearest_secant",
+    "grow_source",
+    "grow_nearest",
+)
+EVERY_LAYER = ", Tucker on every layer"
+
+
+def strategy_label(rec: dict[str, Any]) -> str:
+    """A record's strategy as its table row names it: a LoTRA strategy measured with Tucker
+    updates on every layer (before the edge layers trained in full by default; such records
+    have no `layer_modes`) is a row of its own."""
+    if rec["strategy"] not in TUCKER:
+        return rec["strategy"]
+    modes = next((m["layer_modes"] for m in rec["members"] if m.get("layer_modes")), None)
+    return rec["strategy"] + (EVERY_LAYER if modes is None or set(modes) == {"lotra"} else "")
+
+
 def summary_line(rec: dict[str, Any]) -> str:
     t = totals(rec)
     worst = f"{t['worst']:.1e}" if t["worst"] is not None else "-"
@@ -363,7 +387,7 @@ def table(runs: list[dict[str, Any]]) -> str:
     by: dict[tuple[Key, str], list[dict[str, Any]]] = {}
     for r in runs:
         key = (r["family"], r.get("tol"), damping_rule(r), transfer_damping(r))
-        by.setdefault((key, r["strategy"]), []).append(r)
+        by.setdefault((key, strategy_label(r)), []).append(r)
     settings = sorted(
         {k for k, _ in by},
         key=lambda k: (
@@ -379,7 +403,8 @@ def table(runs: list[dict[str, Any]]) -> str:
         name = setting_name(family, tol)
         name += "" if rule == today else f", optim.damping_rule={rule}"
         name += "" if lam == damping else f", transfer damping {lam:g}"
-        for strategy in STRATEGIES:
+        labels = [s + every for s in STRATEGIES for every in ("", EVERY_LAYER)]
+        for strategy in labels:
             group = sorted(by.get((setting, strategy), []), key=lambda r: r["seed"])
             if not group:
                 continue
@@ -425,7 +450,7 @@ def search_table(runs: list[dict[str, Any]]) -> str:
         key=lambda r: (
             r["family"],
             r.get("tol") or 0,
-            r["strategy"],
+            strategy_label(r),
             r["seed"],
             -transfer_damping(r),
         ),
@@ -438,7 +463,7 @@ def search_table(runs: list[dict[str, Any]]) -> str:
         t = totals(r)
         worst = f"{t['worst']:.1e}" if t["worst"] is not None else "-"
         lines.append(
-            f"| {name} | {r['strategy']} | {r['seed']} | {transfer_damping(r):g} | {pre_s} | "
+            f"| {name} | {strategy_label(r)} | {r['seed']} | {transfer_damping(r):g} | {pre_s} | "
             f"{sum(m.get('train_seconds', 0.0) for m in members):.1f} | "
             f"{sum(steps)} ({min(steps)}–{max(steps)}) | {worst} | {t['reached']}/{t['n']} |"
         )

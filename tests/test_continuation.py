@@ -79,14 +79,14 @@ def test_each_member_starts_from_the_nearest_earlier_one(sweep: dict) -> None:
 
 
 def test_the_initial_damping_follows_the_start(sweep: dict) -> None:
-    """A LoTRA update at zero (job 0, from the source) is a fresh start: LM begins at the
-    pretrain's λ; an update started from a neighbour's factors at the transfer's, lower one
-    (docs/family_benchmark.md)."""
+    """Every LoTRA member starts at a trained network's function, the source's (job 0, its
+    update at zero, the edge layers at the source's) or a neighbour's: LM begins at the
+    transfer's λ, not the pretrain's (docs/family_benchmark.md)."""
 
     def damping(run: Path) -> float:
         return float(read_results(run / "results.h5")["attrs"]["damping"])
 
-    assert damping(sweep["jobs"][0]) == LMConfig().damping
+    assert damping(sweep["jobs"][0]) == TRANSFER_DAMPING
     assert damping(sweep["jobs"][1]) == damping(sweep["secant"]) == TRANSFER_DAMPING
     assert TRANSFER_DAMPING < LMConfig().damping
 

@@ -60,7 +60,8 @@ def test_forward_engine_matches_finite_differences() -> None:
 def test_engines_agree_with_lotra_adapter() -> None:
     model, x = _model(), _points()
     gen = torch.Generator().manual_seed(5)
-    apply(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
+    every = ["lotra"] * len(model.layers)  # Tucker on every layer, edges too (not the default)
+    apply(model, AdapterConfig(name="lotra", cr=0.5, init="random", layers=every), gen)
     for layer in model.layers:  # a non-zero update, so ΔA really takes part
         torch.nn.init.normal_(layer.adapter.G, generator=gen)
     fwd, ag = compute_jet(model, x, "forward"), compute_jet(model, x, "autograd")

@@ -30,6 +30,7 @@ def fb() -> Any:
 def _rec(strategy: str, seed: int, seconds: list[float], errors: list[float], pre: float | None):
     members = [
         {"train_seconds": s, "rel_l2": e, "reached": e <= 1e-4, "bytes_stored": 100}
+        | {"layer_modes": ["full", "lotra", "full"]}  # LoTRA's default since the edge-layer change
         for s, e in zip(seconds, errors)
     ]
     return {
@@ -132,6 +133,23 @@ def test_runs_at_another_transfer_damping_are_compared_among_themselves(fb: Any)
         assert fb.damping_label() == "_damping1e-05"
     finally:
         fb.DAMPING[:] = []
+
+
+def test_lotra_runs_with_tucker_on_every_layer_are_rows_of_their_own(fb: Any) -> None:
+    """A LoTRA record without `layer_modes` (measured before the edge layers trained in full
+    by default) or with Tucker updates on every layer is not the default adapter's row."""
+    old = _rec("nearest", 0, [3.0] * 10, [5e-5] * 10, 10.0)
+    for m in old["members"]:
+        del m["layer_modes"]
+    runs = [_rec("scratch", 0, [10.0] * 10, [5e-5] * 10, None), old]
+    runs.append(_rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0))
+    table = fb.table(runs)
+    assert "5.00×" in next(line for line in table.splitlines() if "| nearest |" in line)
+    every = next(
+        line for line in table.splitlines() if "| nearest, Tucker on every layer |" in line
+    )
+    assert "2.50×" in every  # 100 s / 40 s
+    assert fb.strategy_label(_rec("full_nearest", 0, [1.0], [5e-5], None)) == "full_nearest"
 
 
 def test_runs_under_another_damping_rule_are_compared_among_themselves(fb: Any) -> None:

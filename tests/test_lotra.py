@@ -27,6 +27,7 @@ from pinnkan.train.config import TrainConfig
 from pinnkan.train.training import train
 
 DT = torch.float64
+EVERYWHERE = ["lotra"] * 3  # Tucker updates on every layer of _kan's three (not the default)
 
 
 def _kan(hidden: list[int] | None = None) -> KAN:
@@ -78,7 +79,7 @@ def test_trainable_count_matches_formula(cr: float) -> None:
     model = _kan([16, 16])
     shapes = [tuple(layer.A.shape) for layer in model.layers]
     gen = torch.Generator().manual_seed(1)
-    apply(model, AdapterConfig(name="lotra", cr=cr, init="random"), gen)
+    apply(model, AdapterConfig(name="lotra", cr=cr, init="random", layers=EVERYWHERE), gen)
     want = 0
     for s in shapes:
         r1, r2, r3 = (max(1, math.ceil(cr * d)) for d in s)
@@ -102,7 +103,12 @@ def test_update_is_zero_at_initialisation_and_function_unchanged() -> None:
     batch = loss.sample(64, 16, gen, DT, torch.device("cpu"))
     for init in ("grad", "random", "hosvd"):
         m = _kan()
-        apply(m, AdapterConfig(name="lotra", cr=0.5, init=init), gen, lambda mm: loss(mm, batch))
+        apply(
+            m,
+            AdapterConfig(name="lotra", cr=0.5, init=init, layers=EVERYWHERE),
+            gen,
+            lambda mm: loss(mm, batch),
+        )
         for layer in m.layers:
             assert layer.adapter.G.abs().max() == 0
             assert layer.adapter.delta().abs().max() == 0
@@ -117,7 +123,12 @@ def test_u2_spans_top_mode2_subspace_of_the_gradient() -> None:
     gen = torch.Generator().manual_seed(4)
     batch = loss.sample(128, 32, gen, DT, torch.device("cpu"))
     grads = torch.autograd.grad(loss(model, batch), [layer.A for layer in model.layers])
-    apply(model, AdapterConfig(name="lotra", cr=0.25, init="grad"), gen, lambda m: loss(m, batch))
+    apply(
+        model,
+        AdapterConfig(name="lotra", cr=0.25, init="grad", layers=EVERYWHERE),
+        gen,
+        lambda m: loss(m, batch),
+    )
     for layer, g in zip(model.layers, grads):
         U2 = layer.adapter.U2.detach()
         r2 = U2.shape[1]
@@ -156,6 +167,7 @@ def test_theory_and_uniform_learning_rates() -> None:
         cr=0.25,
         init="random",
         multipliers={"G": 2.0, "U1": 3.0, "U2": 0.5, "U3": 4.0},
+        layers=EVERYWHERE,
     )
     apply(model, cfg, gen)
     lrs = _groups_by_name(param_groups(model, cfg, lr=0.1))
@@ -177,7 +189,7 @@ def test_per_component_learning_rates_reach_the_optimizer() -> None:
     pde = build_pde("elliptic", {"mu": 2.0})
     gen = torch.Generator().manual_seed(7)
     ones = dict.fromkeys(("G", "U1", "U2", "U3"), 1.0)  # the theory's rates, c = 1
-    cfg = AdapterConfig(name="lotra", cr=0.5, init="random", multipliers=ones)
+    cfg = AdapterConfig(name="lotra", cr=0.5, init="random", multipliers=ones, layers=EVERYWHERE)
     apply(model, cfg, gen)
     for layer in model.layers:  # non-zero core so that every factor gets a gradient
         torch.nn.init.normal_(layer.adapter.G, std=0.1, generator=gen)
@@ -228,6 +240,21 @@ def test_per_layer_modes_and_full_and_slim() -> None:
         assert layer.adapter.delta().abs().max() > 0  # random core: a usable start
 
 
+def test_lotra_trains_the_thin_edge_layers_in_full_by_default() -> None:
+    """Default per-layer modes: the input and output layers in full, the hidden ones in Tucker
+    form; two layers: Tucker everywhere;
+    slim keeps the Tucker form everywhere; an explicit list wins."""
+    gen = torch.Generator().manual_seed(3)
+    model = apply(_kan([6, 5]), AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
+    assert [layer.adapter is None for layer in model.layers] == [True, False, True]
+    assert model.layers[0].A.requires_grad and model.layers[2].A.requires_grad
+    assert not model.layers[1].A.requires_grad
+    two = apply(_kan([6]), AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
+    assert all(layer.adapter is not None for layer in two.layers)
+    slim = apply(_kan([6, 5]), AdapterConfig(name="slim", cr=0.5), gen)
+    assert all(layer.adapter is not None for layer in slim.layers)
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
@@ -254,7 +281,9 @@ def test_gradient_descent_takes_each_component_at_its_rate() -> None:
     for strategy in ("theory", "uniform"):
         model = _kan([6, 5])
         gen = torch.Generator().manual_seed(7)
-        cfg = AdapterConfig(name="lotra", cr=0.5, init="random", lr_strategy=strategy)
+        cfg = AdapterConfig(
+            name="lotra", cr=0.5, init="random", lr_strategy=strategy, layers=EVERYWHERE
+        )
         apply(model, cfg, gen)
         for layer in model.layers:  # non-zero core so that every factor gets a gradient
             torch.nn.init.normal_(layer.adapter.G, std=0.1, generator=gen)

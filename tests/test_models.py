@@ -204,7 +204,8 @@ def test_lotra_starts_at_zero_and_is_the_tucker_product(name: str) -> None:
     model, x = _model(name), _points()
     before = model(x).detach()
     gen = torch.Generator().manual_seed(4)
-    apply(model, AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
+    every = ["lotra"] * len(model.layers)  # Tucker on every layer, edges too (not the default)
+    apply(model, AdapterConfig(name="lotra", cr=0.5, init="random", layers=every), gen)
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)  # G = 0: function unchanged
     for layer in model.layers:
         upd = layer.adapter

@@ -31,7 +31,8 @@ class AdapterConfig:
     # lr_strategy=theory keeps the theory's 1/n_in and 1/n_d scaling; c = 1 trains U1 and U3
     # too slowly with Adam (docs/method.md has the measurement behind c_U1 = 16, c_U3 = 9)
     multipliers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MULTIPLIERS))
-    layers: list[str] | None = None  # per-layer mode: lotra | full | frozen (default all lotra)
+    # per-layer mode: lotra | full | frozen; None: `default_modes` (thin edge layers in full)
+    layers: list[str] | None = None
     # rank growth (optim=lm; pinnkan.adapters.growth): the ranks start at cr's and double
     # their cr on a stall (grow_patience accepted steps without the loss halving) up to grow_to
     grow_to: float | None = None
@@ -103,9 +104,32 @@ class AdapterConfig:
         """Whether `validate(n_layers)` passed on this object."""
         return getattr(self, "_validated_for", None) == n_layers
 
+    def layer_modes(self, n_layers: int) -> list[str]:
+        """Each layer's mode: `layers` when given, else `default_modes` (lotra); slim's
+        default is the Tucker form everywhere (it has no pretrained layer to fine-tune)."""
+        if self.layers is not None:
+            return list(self.layers)
+        if not get_adapter(self.name).needs_source:
+            return ["lotra"] * n_layers
+        return default_modes(n_layers)
+
     def layer_ranks(self, layer: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """Explicit ranks when given, else from cr."""
         if self.ranks is None:
             return ranks_from_cr(shape, float(self.cr))
         r = self.ranks[layer] if isinstance(self.ranks[0], list | tuple) else self.ranks
         return tuple(int(v) for v in r)  # shape and values checked by `validate`  # type: ignore[return-value]
+
+
+def default_modes(n_layers: int) -> list[str]:
+    """LoTRA's default per-layer modes: the input and output layers trained in full, the hidden
+    layers in Tucker form (a network of one or two layers: Tucker everywhere).
+
+    Why: an edge layer is thin (n_in = the PDE's 1–3 coordinates, or n_out = 1), so cr leaves
+    its Tucker update a rank of 1 in that mode, at as many parameters as the layer itself or
+    more at cr 0.5; from zero such an update trained 10–20× slower under LM than the layer in
+    full (docs/family_benchmark.md has the measurement).
+    """
+    if n_layers < 3:
+        return ["lotra"] * n_layers
+    return ["full", *["lotra"] * (n_layers - 2), "full"]

@@ -60,7 +60,7 @@ def _tucker(
     """lotra (and slim, with A zeroed: the Tucker form alone is the layer): per adapter.layers
     mode, a Tucker update on the frozen A, the layer trained in full, or frozen."""
     n_layers = len(model.layers)
-    modes = cfg.layers or ["lotra"] * n_layers
+    modes = cfg.layer_modes(n_layers)
     grads: list[Tensor | None] = [None] * n_layers
     if not slim and cfg.init in ("grad", "hosvd"):
         if loss_fn is None:

@@ -51,7 +51,6 @@ from pinnkan.run.setup import (
     build_model,
     check_memory,
     cli_keys,
-    fresh_start,
     loss_from_setup,
     validate_config,
 )
@@ -180,8 +179,6 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
     # what the update is measured from and what is frozen: after `apply` (slim zeroes A)
     A_pt = [layer.A.detach().clone() for layer in model.layers]
     started = continuation.start(cfg, run_dir, model, pde, acfg.name, source_path, resume)
-    if kind.tucker and kind.needs_source and not started.get("start_from"):
-        setup = replace(setup, train=fresh_start(cfg, setup.train))  # the update starts at 0
     groups = param_groups(model, acfg, setup.train.lr)
     summary = adapter_summary(model)
     n_full = sum(t.numel() for t in A_pt)

@@ -130,10 +130,11 @@ def resolve_setup(cfg: RunConfig) -> Setup:
 
 
 def fresh_start(cfg: RunConfig, train: TrainConfig) -> TrainConfig:
-    """`train` for a transfer whose trainable tensors start fresh (a new network, or a LoTRA
-    update at zero): as far from its solution as a pretrain, so optim=lm starts at the
-    pretrain's damping (`optim.damping` per stage; the search in docs/family_benchmark.md);
-    a transfer from trained tensors keeps the transfer's. Other optimizers: unchanged."""
+    """`train` for a transfer whose network starts fresh (adapter=scratch, slim): as far from
+    its solution as a pretrain, so optim=lm starts at the pretrain's damping (`optim.damping`
+    per stage; the search in docs/family_benchmark.md). A transfer that starts at the source's
+    function (full fine-tuning, LoTRA with its update at zero) or a solved member's keeps the
+    transfer's. Other optimizers: unchanged."""
     if train.optimizer != "lm":
         return train
     lm = replace(train.lm, damping=stage_value(cfg.optim.damping, "pretrain", "optim.damping"))
