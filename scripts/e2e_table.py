@@ -68,7 +68,9 @@ def read(path: Path) -> dict[str, Any]:
 
     with h5py.File(path / "results.h5", "r") as f:
         a, m = dict(f.attrs), dict(f["metrics"].attrs)
+    modes = [row.get("mode") for row in json.loads(a["layers"])] if "layers" in a else None
     return {
+        **({"layer_modes": modes} if modes else {}),  # each layer's: lotra | full | frozen
         "pde_params": json.loads(a["pde_params"]),
         "status": str(a.get("status", "ok")),
         "stop_reason": str(a.get("stop_reason", "")),
@@ -147,6 +149,18 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{mid:{fmt}} [{min(values):{fmt}}–{max(values):{fmt}}]"
 
 
+EVERY_LAYER = " (Tucker on every layer)"
+
+
+def run_label(rec: dict[str, Any]) -> str:
+    """A record's run as its row names it: a LoTRA run with Tucker updates on every layer
+    (the default before the edge layers trained in full; such records have no `layer_modes`)
+    is a row of its own."""
+    modes = rec.get("layer_modes")
+    every = rec["run"].startswith("lotra") and (modes is None or set(modes) == {"lotra"})
+    return rec["run"] + (EVERY_LAYER if every else "")
+
+
 def table(path: Path) -> str:
     """The Markdown table of one study: a row per model, PDE and run, over its seeds."""
     data = json.loads(path.read_text())
@@ -159,9 +173,11 @@ def table(path: Path) -> str:
     pdes = list(dict.fromkeys(r["pde"] for r in data["runs"]))
     for model in models:
         for pde in pdes:
-            for run in RUNS:
+            for run in [r + every for r in RUNS for every in ("", EVERY_LAYER)]:
                 recs = [
-                    r for r in data["runs"] if (r["model"], r["pde"], r["run"]) == (model, pde, run)
+                    r
+                    for r in data["runs"]
+                    if (r["model"], r["pde"], run_label(r)) == (model, pde, run)
                 ]
                 if not recs:
                     continue

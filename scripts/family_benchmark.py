@@ -26,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +375,18 @@ def load(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
 
 
+def measured_at(rec: dict[str, Any]) -> float:
+    """When a record was measured (its ISO date; 0 for a record without one)."""
+    date = rec.get("date")
+    return datetime.fromisoformat(date).timestamp() if date else 0.0
+
+
+def scratch_beside(rec: dict[str, Any], scratches: list[dict[str, Any]]) -> dict | None:
+    """The scratch record of `rec`'s seed measured nearest in time to it (None: no such)."""
+    same = [s for s in scratches if s["seed"] == rec["seed"]]
+    return min(same, key=lambda s: abs(measured_at(s) - measured_at(rec)), default=None)
+
+
 def table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| family | strategy | seeds | members at goal | worst rel. L2 "
@@ -399,21 +412,28 @@ def table(runs: list[dict[str, Any]]) -> str:
     )
     for setting in settings:
         family, tol, rule, lam = setting
-        scratch = {r["seed"]: totals(r) for r in by.get((setting, "scratch"), [])}
+        # a row shows the newest record per seed (one measured again replaces it; the older
+        # stays in the raw data), compared with the scratch record of its seed measured
+        # nearest in time to it (the machine's speed drifts between days)
+        scratches = by.get((setting, "scratch"), [])
         name = setting_name(family, tol)
         name += "" if rule == today else f", optim.damping_rule={rule}"
         name += "" if lam == damping else f", transfer damping {lam:g}"
         labels = [s + every for s in STRATEGIES for every in ("", EVERY_LAYER)]
         for strategy in labels:
-            group = sorted(by.get((setting, strategy), []), key=lambda r: r["seed"])
+            newest = {
+                r["seed"]: r for r in sorted(by.get((setting, strategy), []), key=measured_at)
+            }
+            group = sorted(newest.values(), key=lambda r: r["seed"])
             if not group:
                 continue
             ts = [totals(r) for r in group]
             # a saving only where the members end at errors like scratch's (COMPARABLE)
+            paired = [(t, scratch_beside(r, scratches)) for r, t in zip(group, ts)]
             savings = [
-                scratch[r["seed"]]["train"] / t["train"]
-                for r, t in zip(group, ts)
-                if r["seed"] in scratch and t["train"] and comparable(t, scratch[r["seed"]])
+                totals(s)["train"] / t["train"]
+                for t, s in paired
+                if s is not None and t["train"] and comparable(t, totals(s))
             ]
             med = statistics.median
             seeds = ",".join(str(r["seed"]) for r in group)
@@ -423,7 +443,7 @@ def table(runs: list[dict[str, Any]]) -> str:
                 f"{med(savings):.2f}× ({min(savings):.2f}–{max(savings):.2f})"
                 if savings
                 else "- (errors above scratch's)"
-                if scratch
+                if scratches
                 else "-"
             )
             lines.append(

@@ -174,3 +174,42 @@ def test_runs_under_another_damping_rule_are_compared_among_themselves(fb: Any) 
     finally:
         fb.EXTRA[:] = []
     assert fb.damping_rule_of_run() == "nielsen"
+
+
+def test_e2e_rows_of_lotra_with_tucker_on_every_layer_are_their_own(tmp_path: Path) -> None:
+    """scripts/e2e_table.py: a LoTRA run recorded without `layer_modes` (before the edge layers
+    trained in full by default) or with Tucker on every layer gets a row of its own."""
+    import sys
+
+    sys.path.insert(0, str(SCRIPTS))  # e2e_table imports docblocks beside it
+    try:
+        e2e = _load("e2e_table")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    default = {"run": "lotra cr=0.5", "layer_modes": ["full", "lotra", "full"]}
+    assert e2e.run_label(default) == "lotra cr=0.5"
+    assert e2e.run_label({"run": "lotra cr=0.5"}) == "lotra cr=0.5 (Tucker on every layer)"
+    assert e2e.run_label({**default, "layer_modes": ["lotra"] * 3}).endswith("every layer)")
+    assert e2e.run_label({"run": "full"}) == "full"
+
+
+def test_a_strategy_is_compared_with_the_scratch_run_measured_nearest_in_time(fb: Any) -> None:
+    """With scratch measured on two days, each record's saving is against its seed's scratch
+    of the nearer day (the machine's speed drifts); the scratch row shows the newest."""
+
+    def on(day: str, rec: dict) -> dict:
+        return {**rec, "date": f"2026-12-0{day}T12:00:00+00:00"}
+
+    runs = [
+        on("5", _rec("scratch", 0, [10.0] * 10, [5e-5] * 10, None)),  # a slower day: 100 s
+        on("6", _rec("scratch", 0, [6.0] * 10, [5e-5] * 10, None)),  # 60 s
+        on("5", _rec("full_nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0)),  # 20 s
+        on("6", _rec("nearest", 0, [1.0] * 10, [5e-5] * 10, 10.0)),  # 20 s
+    ]
+    rows = {line.split(" | ")[1]: line for line in fb.table(runs).splitlines()[2:]}
+    assert "5.00×" in rows["full_nearest"] and "3.00×" in rows["nearest"]
+    assert "| 0 |" in rows["scratch"] and "| 60 |" in rows["scratch"]
+    # measured again the next day: the row shows the newer record alone, against that day's
+    runs.append(on("6", _rec("full_nearest", 0, [0.5] * 10, [5e-5] * 10, 10.0)))  # 15 s
+    rows = {line.split(" | ")[1]: line for line in fb.table(runs).splitlines()[2:]}
+    assert "| 0 |" in rows["full_nearest"] and "4.00× (4.00–4.00)" in rows["full_nearest"]
