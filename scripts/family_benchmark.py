@@ -429,11 +429,10 @@ def table(runs: list[dict[str, Any]]) -> str:
                 continue
             ts = [totals(r) for r in group]
             # a saving only where the members end at errors like scratch's (COMPARABLE)
-            paired = [(t, scratch_beside(r, scratches)) for r, t in zip(group, ts)]
+            beside = [scratch_beside(r, scratches) for r in group]
+            paired = [(t, totals(s)) for t, s in zip(ts, beside) if s is not None]
             savings = [
-                totals(s)["train"] / t["train"]
-                for t, s in paired
-                if s is not None and t["train"] and comparable(t, totals(s))
+                st["train"] / t["train"] for t, st in paired if t["train"] and comparable(t, st)
             ]
             med = statistics.median
             seeds = ",".join(str(r["seed"]) for r in group)

@@ -73,7 +73,8 @@ def test_optim_option_defaults(name: str) -> None:
 def test_lm_damping_is_per_stage() -> None:
     """optim=lm starts a pretrain at λ 1e-3 and a transfer (near its solution) lower, but a
     transfer from a fresh network (adapter=scratch or slim) at the pretrain's (a LoTRA update
-    at zero too: tests/test_continuation.py); one number sets both stages, a dict each."""
+    at zero starts at the transfer's: tests/test_continuation.py); one number sets both
+    stages, a dict each."""
     pretrain = resolve_setup(composed("pretrain")).train.lm.damping
     transfer = resolve_setup(composed("transfer")).train.lm.damping
     assert pretrain == LMConfig().damping == 1e-3 and transfer == TRANSFER_DAMPING < pretrain

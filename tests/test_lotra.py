@@ -242,8 +242,7 @@ def test_per_layer_modes_and_full_and_slim() -> None:
 
 def test_lotra_trains_the_thin_edge_layers_in_full_by_default() -> None:
     """Default per-layer modes: the input and output layers in full, the hidden ones in Tucker
-    form; two layers: Tucker everywhere;
-    slim keeps the Tucker form everywhere; an explicit list wins."""
+    form; two layers, and slim: Tucker everywhere (an explicit list: the test above)."""
     gen = torch.Generator().manual_seed(3)
     model = apply(_kan([6, 5]), AdapterConfig(name="lotra", cr=0.5, init="random"), gen)
     assert [layer.adapter is None for layer in model.layers] == [True, False, True]

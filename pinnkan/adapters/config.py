@@ -31,7 +31,8 @@ class AdapterConfig:
     # lr_strategy=theory keeps the theory's 1/n_in and 1/n_d scaling; c = 1 trains U1 and U3
     # too slowly with Adam (docs/method.md has the measurement behind c_U1 = 16, c_U3 = 9)
     multipliers: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MULTIPLIERS))
-    # per-layer mode: lotra | full | frozen; None: `default_modes` (thin edge layers in full)
+    # per-layer mode: lotra | full | frozen; None: `default_modes` (thin edge layers in full;
+    # slim: lotra everywhere)
     layers: list[str] | None = None
     # rank growth (optim=lm; pinnkan.adapters.growth): the ranks start at cr's and double
     # their cr on a stall (grow_patience accepted steps without the loss halving) up to grow_to
@@ -103,15 +104,6 @@ class AdapterConfig:
     def validated_for(self, n_layers: int) -> bool:
         """Whether `validate(n_layers)` passed on this object."""
         return getattr(self, "_validated_for", None) == n_layers
-
-    def layer_modes(self, n_layers: int) -> list[str]:
-        """Each layer's mode: `layers` when given, else `default_modes` (lotra); slim's
-        default is the Tucker form everywhere (it has no pretrained layer to fine-tune)."""
-        if self.layers is not None:
-            return list(self.layers)
-        if not get_adapter(self.name).needs_source:
-            return ["lotra"] * n_layers
-        return default_modes(n_layers)
 
     def layer_ranks(self, layer: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """Explicit ranks when given, else from cr."""

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnkan.adapters.config import SLIM_INIT, AdapterConfig
+from pinnkan.adapters.config import SLIM_INIT, AdapterConfig, default_modes
 from pinnkan.adapters.files import record_base, set_trainable
 from pinnkan.adapters.registry import AdapterKind, get_adapter, register_adapter
 from pinnkan.adapters.tucker import TuckerUpdate
@@ -60,7 +60,8 @@ def _tucker(
     """lotra (and slim, with A zeroed: the Tucker form alone is the layer): per adapter.layers
     mode, a Tucker update on the frozen A, the layer trained in full, or frozen."""
     n_layers = len(model.layers)
-    modes = cfg.layer_modes(n_layers)
+    # slim keeps the Tucker form everywhere by default: it has no pretrained layer to fine-tune
+    modes = cfg.layers or (["lotra"] * n_layers if slim else default_modes(n_layers))
     grads: list[Tensor | None] = [None] * n_layers
     if not slim and cfg.init in ("grad", "hosvd"):
         if loss_fn is None:

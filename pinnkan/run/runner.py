@@ -208,7 +208,7 @@ def _transfer(cfg: RunConfig, run_dir: Path, config_yaml: str) -> RunResult:
         "layers": _layers_attr(summary),
     }
     attrs |= {"start": json.dumps(started)}  # where it started (pinnkan.run.continuation)
-    if setup.train.optimizer == "lm":  # its initial λ: the transfer's, or fresh_start's
+    if setup.train.optimizer == "lm":  # its initial λ: the transfer's, or a fresh network's
         attrs |= {"damping": setup.train.lm.damping}
     path = _homotopy(cfg, setup, pde, source_meta)
     if path is not None:

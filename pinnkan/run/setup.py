@@ -118,29 +118,18 @@ def resolve_setup(cfg: RunConfig) -> Setup:
     evaluate = stage == "transfer" and isinstance(steps, int) and steps == 0
     steps = 1 if evaluate else steps
     own = get_optimizer(o.name).settings(o, stage)
+    if stage == "transfer" and "lm" in own and not get_adapter(cfg.adapter.name).needs_source:
+        # a fresh network (adapter=scratch, slim) is as far from its solution as a pretrain's:
+        # it starts at the pretrain's damping (docs/family_benchmark.md, the damping search);
+        # a transfer that starts at the source's function or a solved member's, the transfer's
+        own["lm"] = replace(own["lm"], damping=stage_value(o.damping, "pretrain", "optim.damping"))
     train_options = {f.name: getattr(t, f.name) for f in fields(TrainOptions) if f.name != "steps"}
     tc = TrainConfig(steps=steps, optimizer=o.name, **own, **train_options)
     with cli_keys("train"):
         tc.validate()
-    if stage == "transfer" and not get_adapter(cfg.adapter.name).needs_source:
-        tc = fresh_start(cfg, tc)  # a fresh network (adapter=scratch, slim)
     if cfg.eval.n is not None:
         as_int(cfg.eval.n, "eval.n", 2, 4096)
     return Setup(PRECISIONS[precision], torch.device(device), tc, seed, precision, evaluate)
-
-
-def fresh_start(cfg: RunConfig, train: TrainConfig) -> TrainConfig:
-    """`train` for a transfer whose network starts fresh (adapter=scratch, slim): as far from
-    its solution as a pretrain, so optim=lm starts at the pretrain's damping (`optim.damping`
-    per stage; the search in docs/family_benchmark.md). A transfer that starts at the source's
-    function (full fine-tuning, LoTRA with its update at zero) or a solved member's keeps the
-    transfer's. Other optimizers: unchanged."""
-    if train.optimizer != "lm":
-        return train
-    lm = replace(train.lm, damping=stage_value(cfg.optim.damping, "pretrain", "optim.damping"))
-    with cli_keys("optim"):
-        lm.validate()
-    return replace(train, lm=lm)
 
 
 def _model_options(cfg: RunConfig) -> tuple[str, list[int], Any, dict[str, Any]]:
