@@ -1,7 +1,9 @@
 """Side-by-side cost of one PINN training step, in one process (issue 6).
 
 A step is: residual loss of the elliptic PDE (−Δu = f on (0,1)², B interior points) plus the
-Dirichlet boundary loss (B/4 points), backward, Adam step. Variants on the same problem:
+Dirichlet boundary loss (B/4 points), backward, Adam step, on pinnkan's B-spline KAN
+(`model=bspline`, the layer its peers implement; the default Chebyshev network's
+Levenberg–Marquardt step is scripts/bench_lm_step.py's). Variants on the same problem:
 
   forward     pinnkan's forward derivative engine (fused jet layers, hand-written backward)
   compiled    the same engine under torch.compile, as train.compile=true runs it (--compile)
@@ -20,14 +22,19 @@ is the growth of the resident set over a few steps, measured in a fresh subproce
 (CPU), or torch.cuda.max_memory_allocated (CUDA). Run it alone: other jobs on the same cores
 distort every figure.
 
-    python scripts/bench_step.py                  # the full grid, writes docs/benchmarks.md
-    python scripts/bench_step.py --quick          # [2,32,32,1], grid 5, batch 4096, float32
+    python scripts/bench_step.py          # the full grid -> docs/benchmarks/step_step.json
+    python scripts/bench_step.py --quick  # [2,32,32,1], grid 5, batch 4096, float32; no file
+    python scripts/bench_step.py --tables # rewrite the blocks bench-step-* of docs/benchmarks.md
+
+Every timing goes to the raw data (with the command, commit, machine and software); the page's
+blocks are generated from it alone (scripts/docblocks.py checks them).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import json
 import math
 import platform
@@ -38,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docblocks
 import torch
@@ -51,6 +59,9 @@ from pinnkan.network.kan import KAN
 from pinnkan.pde import build_pde
 
 ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "docs" / "benchmarks"  # step_<section>.json: each section's raw data
+PAGE = ROOT / "docs" / "benchmarks.md"
+BLOCK = "bench-step-"  # block bench-step-<section> of PAGE
 WIDTHS = {"16": [2, 16, 16, 1], "32": [2, 32, 32, 1], "64": [2, 64, 64, 1]}
 VARIANTS = ("forward", "compiled", "unfused", "autograd", "effkan-ref", "pykan", "floor")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -94,19 +105,29 @@ class Normalised(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+        self.n_coords = 2  # what pinnkan's autograd_jet differentiates
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(2.0 * x - 1.0)
 
 
-_PYKAN_DIR = tempfile.TemporaryDirectory(prefix="pykan-")
+@functools.cache
+def _pykan_dir() -> tempfile.TemporaryDirectory:
+    """A checkpoint folder for pykan (it insists on one), made on first use, removed at exit."""
+    return tempfile.TemporaryDirectory(prefix="pykan-")
 
 
 def make_net(variant: str, widths: list[int], grid: int, dtype, device) -> nn.Module:
     gen = torch.Generator().manual_seed(0)
     if variant in ("forward", "compiled", "unfused", "autograd", "floor"):
         return KAN(
-            widths, [(0.0, 1.0)] * 2, grid_size=grid, dtype=dtype, device=device, generator=gen
+            widths,
+            [(0.0, 1.0)] * 2,
+            kind="bspline",  # the layer the peers implement (the default network is Chebyshev)
+            grid_size=grid,
+            dtype=dtype,
+            device=device,
+            generator=gen,
         )
     if variant == "effkan-ref":
         layers = [
@@ -117,7 +138,7 @@ def make_net(variant: str, widths: list[int], grid: int, dtype, device) -> nn.Mo
     if variant == "pykan":
         from kan import KAN as PyKAN  # optional extra
 
-        ckpt = _PYKAN_DIR.name  # pykan wants a checkpoint folder; removed at exit
+        ckpt = _pykan_dir().name
         net = PyKAN(
             width=list(widths),  # pykan rewrites the list it is given
             grid=grid,
@@ -313,22 +334,248 @@ def peak_memory(variant: str, width: str, grid: int, batch: int, dtype: str, arg
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak"] / 2**20
 
 
-# ------------------------------------------------------------------------------------ report
+# ----------------------------------------------------------------------------------- measure
+def measure(args: argparse.Namespace, variants: list[str], malloc_tuned: bool) -> dict[str, Any]:
+    """Time every shape (and the headline's memory, the transfer step) into the raw data."""
+    device = torch.device(args.device)
+    headline = ("32", 5, 4096, "float32")
+    rows: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
+    for width in args.widths:
+        for grid in args.grids:
+            for batch in args.batches:
+                for dname in args.dtypes:
+                    builders = {
+                        v: functools.partial(
+                            make_step, v, WIDTHS[width], grid, batch, DTYPES[dname], device
+                        )
+                        for v in variants
+                    }
+                    times, firsts = time_variants(builders, device, args)
+                    shape = {"widths": WIDTHS[width], "grid": grid, "batch": batch, "dtype": dname}
+                    rows.append({**shape, "seconds": times, "first_seconds": firsts})
+                    print(rows[-1], flush=True)
+                    key = (width, grid, batch, dname)
+                    if args.memory == "all" or (args.memory == "headline" and key == headline):
+                        mib = {
+                            v: peak_memory(v, width, grid, batch, dname, args)
+                            for v in variants
+                            if v != "compiled"
+                        }
+                        memory.append({**shape, "mib": mib})
+                        print(memory[-1], flush=True)
+    transfer: list[dict[str, Any]] = []
+    if not args.no_transfer:
+        for batch in args.batches:
+            for dname in args.dtypes:
+                builders = {
+                    a: functools.partial(
+                        transfer_step, a, WIDTHS["32"], 5, batch, DTYPES[dname], device
+                    )
+                    for a in ("lotra", "full")
+                }
+                t, _ = time_variants(builders, device, args)
+                shape = {"widths": WIDTHS["32"], "grid": 5, "batch": batch, "dtype": dname}
+                transfer.append({**shape, "seconds": t})
+                print(transfer[-1], flush=True)
+    hb = docblocks.owner("hard_benchmarks")  # provenance
+    return {
+        "schema": 1,
+        "section": args.section,
+        "command": "python scripts/bench_step.py " + " ".join(sys.argv[1:]),
+        "provenance": hb.provenance(threads=args.threads),
+        "device": device_name(device),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "malloc_tuning": malloc_tuned,
+        "pykan": _version("pykan") if "pykan" in variants else None,
+        "settings": {
+            k: getattr(args, k) for k in ("warmup", "repeats", "budget", "threads", "memory")
+        },
+        "variants": variants,
+        "rows": rows,
+        "memory": memory,
+        "transfer": transfer,
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()})"
 
 
+# ------------------------------------------------------------------------------------ report
 def fmt_ms(s: float | None) -> str:
     return "–" if s is None else f"{1e3 * s:.1f}"
 
 
-def fmt_ratio(a: float | None, b: float | None) -> str:
-    return "–" if a is None or b is None else f"{a / b:.1f}×"
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
 
 
-def main() -> None:
+def fmt_ratio(r: float | None) -> str:
+    return "–" if r is None else f"{r:.1f}×"
+
+
+def span(values: list[float], digits: int = 1, unit: str = "×") -> str:
+    """`lo–hi` of the values (as the table rounds them), with the unit after each."""
+    lo, hi = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return f"{lo}{unit}" if lo == hi else f"{lo}{unit}–{hi}{unit}"
+
+
+def shape_label(row: dict[str, Any]) -> str:
+    return f"{row['widths']}, grid {row['grid']}, batch {row['batch']}, {row['dtype']}"
+
+
+def table(data: dict[str, Any]) -> str:
+    """The block: the timings, memory and transfer tables and what they say, from the raw data."""
+    prov = data["provenance"]
+    variants = data["variants"]
+    hb = docblocks.owner("hard_benchmarks")
+    pykan = f", pykan {data['pykan']}" if data.get("pykan") else ""
+    lines = [
+        f"Measured at commit {hb.commit_label(prov)} on {prov['date'][:10]}: {data['device']}, "
+        f"{prov['machine']['cpu_count']} cores, {data['settings']['threads']} threads, "
+        f"torch {prov['torch']}{pykan}, {data['python']}, malloc tuning "
+        f"{'on' if data['malloc_tuning'] else 'off'}. Raw data: "
+        f"`docs/benchmarks/step_{data['section']}.json`.",
+        "",
+        "Milliseconds per training step (median); `×` = that variant's time over `forward`'s.",
+        "",
+    ]
+    head = ["widths", "grid", "batch", "dtype"]
+    for v in variants:
+        head += [f"{v} ms"] + ([f"{v} ×"] if v != "forward" else [])
+    if "compiled" in variants:
+        head += ["compile s"]
+    if "floor" in variants:
+        head += ["forward / floor"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in data["rows"]:
+        t = row["seconds"]
+        cells = [str(row["widths"]), str(row["grid"]), str(row["batch"]), row["dtype"]]
+        for v in variants:
+            cells.append(fmt_ms(t.get(v)))
+            if v != "forward":
+                cells.append(fmt_ratio(ratio(t.get(v), t.get("forward"))))
+        if "compiled" in variants:
+            first = row["first_seconds"].get("compiled")
+            cells.append("–" if first is None else f"{first:.0f}")
+        if "floor" in variants:
+            cells.append(fmt_ratio(ratio(t.get("forward"), t.get("floor"))))
+        lines.append("| " + " | ".join(cells) + " |")
+    if data["memory"]:
+        mem_head = list(data["memory"][0]["mib"])
+        lines += [
+            "",
+            "Peak memory growth over 3 steps, MiB (resident set on CPU, fresh process per cell):",
+            "",
+            "| widths | grid | batch | dtype | " + " | ".join(mem_head) + " |",
+            "|" + "---|" * (4 + len(mem_head)),
+        ]
+        for m in data["memory"]:
+            cells = " | ".join(
+                "–" if m["mib"][v] is None else f"{m['mib'][v]:.0f}" for v in mem_head
+            )
+            lines.append(f"| {m['widths']} | {m['grid']} | {m['batch']} | {m['dtype']} | {cells} |")
+    if data["transfer"]:
+        lines += [
+            "",
+            "Transfer step (forward engine, Adam): LoTRA at cr 0.25 against full fine-tuning, "
+            "ms per step.",
+            "",
+            "| widths | grid | batch | dtype | lotra ms | full ms | lotra / full |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in data["transfer"]:
+            t = r["seconds"]
+            lines.append(
+                f"| {r['widths']} | {r['grid']} | {r['batch']} | {r['dtype']} | "
+                f"{fmt_ms(t['lotra'])} | {fmt_ms(t['full'])} | {t['lotra'] / t['full']:.2f} |"
+            )
+    said = summary(data)
+    return "\n".join(lines + ([""] + said if said else []))
+
+
+def summary(data: dict[str, Any]) -> list[str]:
+    """What the tables say, as ranges over their rows (computed, never typed)."""
+    rows, out = data["rows"], []
+    over = {  # variant -> its time over forward's, per row where both ran
+        v: [r for r in (ratio(x["seconds"].get(v), x["seconds"].get("forward")) for x in rows) if r]
+        for v in data["variants"]
+        if v not in ("forward", "floor")
+    }
+    for v, rs in over.items():
+        if not rs:
+            continue
+        if v == "compiled":
+            firsts = [x["first_seconds"]["compiled"] for x in rows if x["seconds"].get("compiled")]
+            cold = [f for f in firsts if f >= 1.0]  # a shape that reused inductor's cache: ~0
+            out.append(
+                f"- Compiled steps take {span(rs)} the eager step's time at every shape"
+                + (f", after a cold compile of {span(cold, 0, ' s')}." if cold else ".")
+            )
+        else:
+            out.append(
+                f"- `{v}` takes {span(rs)} the forward engine's time per step "
+                f"({sum(r > 1 for r in rs)} of {len(rs)} shapes slower)."
+            )
+    floor = [
+        r
+        for r in (ratio(x["seconds"].get("forward"), x["seconds"].get("floor")) for x in rows)
+        if r
+    ]
+    if floor:
+        out.append(f"- The forward engine takes {span(floor)} the matrix-product floor's time.")
+    head = next(
+        (
+            x
+            for x in rows
+            if (x["widths"][1], x["grid"], x["batch"], x["dtype"]) == (32, 5, 4096, "float32")
+        ),
+        None,
+    )
+    if head is not None and len(data["variants"]) > 1:
+        t = head["seconds"]
+        others = ", ".join(
+            f"{v} {fmt_ratio(ratio(t[v], t['forward']))}"
+            for v in data["variants"]
+            if v != "forward" and t.get(v) is not None
+        )
+        out.append(
+            f"- At {shape_label(head)}: forward {fmt_ms(t['forward'])} ms per step; "
+            f"the others over it: {others}."
+        )
+    for m in data["memory"]:
+        mib = ", ".join(f"{v} {x:.0f}" for v, x in m["mib"].items() if x is not None)
+        out.append(f"- Peak memory at {shape_label(m)}, MiB: {mib}.")
+    if data["transfer"]:
+        rs = [r["seconds"]["lotra"] / r["seconds"]["full"] for r in data["transfer"]]
+        out.append(
+            f"- An Adam step with LoTRA takes {span(rs, 2)} a full fine-tuning Adam step's time."
+        )
+    return out
+
+
+def raw_path(section: str) -> Path:
+    return RAW / f"step_{section}.json"
+
+
+def block(name: str, doc: Path) -> str:
+    """The page's block `bench-step-<section>` from the committed raw data
+    (scripts/docblocks.py)."""
+    section = name.removeprefix(BLOCK)
+    return table(json.loads(raw_path(section).read_text(encoding="utf-8")))
+
+
+def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -359,15 +606,21 @@ def main() -> None:
     )
     p.add_argument("--no-transfer", action="store_true", help="skip the LoTRA vs full step table")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--section", default="step", help="name of the generated block in --out")
+    p.add_argument(
+        "--section",
+        default="step",
+        help="the raw data docs/benchmarks/step_SECTION.json and the block bench-step-SECTION",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc malloc as it is")
     p.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="Markdown file (default: docs/benchmarks.md for a full run)",
+        help="raw data JSON (default: docs/benchmarks/step_SECTION.json; --quick writes none)",
     )
+    p.add_argument("--tables", action="store_true", help="rewrite docs/benchmarks.md's blocks")
+    p.add_argument("--check", action="store_true", help="exit 1 if a block differs")
     # subprocess entry for peak memory
     p.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
@@ -377,139 +630,33 @@ def main() -> None:
     p.add_argument("--dtype", help=argparse.SUPPRESS)
     args = p.parse_args()
 
+    done = docblocks.table_mode(args.tables, args.check, PAGE, lambda: docblocks.regenerated(PAGE))
+    if done is not None:
+        return done
     torch.set_num_threads(args.threads)
     malloc_tuned = False if args.no_malloc_tuning else keep_freed_memory()
     if args.child_memory:
         peak_memory_child(args)
-        return
+        return 0
     if args.quick:
         args.widths, args.grids, args.batches, args.dtypes = ["32"], [5], [4096], ["float32"]
     variants = list(args.variants) + (
         ["compiled"] if args.compile and "compiled" not in args.variants else []
     )
-    if "pykan" in variants:
-        try:
-            import kan  # noqa: F401
-        except ImportError:
-            print(
-                "pykan is not installed (pip install -e '.[bench]'); skipping it", file=sys.stderr
-            )
-            variants.remove("pykan")
-    device = torch.device(args.device)
-    headline = ("32", 5, 4096, "float32")
-
-    lines = [
-        f"Device: {device_name(device)}, "
-        f"{args.threads} threads, torch {torch.__version__}, {platform.python_implementation()} "
-        f"{platform.python_version()}, malloc tuning {'on' if malloc_tuned else 'off'}.",
-        "",
-        "Milliseconds per training step (median); `×` = that variant's time over `forward`'s.",
-        "",
-    ]
-    head = ["widths", "grid", "batch", "dtype"]
-    for v in variants:
-        head += [f"{v} ms"] + ([f"{v} ×"] if v != "forward" else [])
-    if "compiled" in variants:
-        head += ["compile s"]
-    if "floor" in variants:
-        head += ["forward / floor"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    print("\n".join(lines), flush=True)
-
-    mem_rows: list[str] = []
-    for width in args.widths:
-        for grid in args.grids:
-            for batch in args.batches:
-                for dname in args.dtypes:
-                    dtype = DTYPES[dname]
-                    builders = {
-                        v: functools.partial(
-                            make_step, v, WIDTHS[width], grid, batch, dtype, device
-                        )
-                        for v in variants
-                    }
-                    times, firsts = time_variants(builders, device, args)
-                    compile_s = firsts.get("compiled")
-                    row = [str(WIDTHS[width]), str(grid), str(batch), dname]
-                    for v in variants:
-                        row.append(fmt_ms(times[v]))
-                        if v != "forward":
-                            row.append(fmt_ratio(times[v], times.get("forward")))
-                    if "compiled" in variants:
-                        row.append("–" if compile_s is None else f"{compile_s:.0f}")
-                    if "floor" in variants:
-                        row.append(fmt_ratio(times.get("forward"), times["floor"]))
-                    line = "| " + " | ".join(row) + " |"
-                    lines.append(line)
-                    print(line, flush=True)
-                    shape = (width, grid, batch, dname)
-                    if args.memory == "all" or (args.memory == "headline" and shape == headline):
-                        mems = {
-                            v: peak_memory(v, width, grid, batch, dname, args)
-                            for v in variants
-                            if v != "compiled"
-                        }
-                        cells = " | ".join("–" if m is None else f"{m:.0f}" for m in mems.values())
-                        mem_rows.append(
-                            f"| {WIDTHS[width]} | {grid} | {batch} | {dname} | {cells} |"
-                        )
-                        mem_head = list(mems)
-
-    if mem_rows:
-        block = [
-            "",
-            "Peak memory growth over 3 steps, MiB (resident set on CPU, fresh process per cell):",
-            "",
-            "| widths | grid | batch | dtype | " + " | ".join(mem_head) + " |",
-            "|" + "---|" * (4 + len(mem_head)),
-            *mem_rows,
-        ]
-        lines += block
-        print("\n".join(block), flush=True)
-
-    if not args.no_transfer:
-        block = [
-            "",
-            "Transfer step (forward engine): LoTRA at cr 0.25 vs full fine-tuning, ms per step. "
-            "LoTRA\nforms A + ΔA once per step and then runs the same dense network, so a LoTRA "
-            "step costs about\nwhat a full fine-tuning step does (plus the Tucker product): LoTRA "
-            "saves trainable parameters\nand optimizer state, not per-step compute.",
-            "",
-            "| widths | grid | batch | dtype | lotra ms | full ms | lotra / full |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        print("\n".join(block), flush=True)
-        for batch in args.batches:
-            for dname in args.dtypes:
-                builders = {
-                    a: functools.partial(
-                        transfer_step, a, WIDTHS["32"], 5, batch, DTYPES[dname], device
-                    )
-                    for a in ("lotra", "full")
-                }
-                t, _ = time_variants(builders, device, args)
-                line = (
-                    f"| {WIDTHS['32']} | 5 | {batch} | {dname} | {fmt_ms(t['lotra'])} | "
-                    f"{fmt_ms(t['full'])} | {t['lotra'] / t['full']:.2f} |"
-                )
-                block.append(line)
-                print(line, flush=True)
-        lines += block
-
-    out = args.out or (None if args.quick else ROOT / "docs" / "benchmarks.md")
+    if "pykan" in variants and _version("pykan") is None:
+        print("pykan is not installed (pip install -e '.[bench]'); skipping it", file=sys.stderr)
+        variants.remove("pykan")
+    data = measure(args, variants, malloc_tuned)
+    out = args.out or (None if args.quick else raw_path(args.section))
+    docblocks.write_raw(out, data)
+    print(table(data))
     if out is not None:
-        write_section(out, args.section, "\n".join(lines))
-        print(f"\nwrote {out}", file=sys.stderr)
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the generated block between this section's markers, keeping the prose around."""
-    BEGIN, END = f"<!-- bench_step:{name}:begin -->", f"<!-- bench_step:{name}:end -->"  # noqa: N806
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
-    path.write_text(docblocks.replace(text, (BEGIN, END), body, path))
+        print(
+            f"\nwrote {out}; `python scripts/bench_step.py --tables` rewrites the page",
+            file=sys.stderr,
+        )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

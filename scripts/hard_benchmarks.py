@@ -99,6 +99,11 @@ def provenance(threads: int) -> dict[str, Any]:
             "platform": platform.platform(),
             "processor": platform.machine(),
             "cpu_count": _cores(),
+            "cpu": _cpu_model(),
+            # the SIMD level MKL and ATen use: runs that are sensitive to round-off (a stiff
+            # member at its step budget) end elsewhere on another instruction set
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "python": platform.python_version(),
@@ -111,6 +116,15 @@ def commit_label(rec: dict[str, Any]) -> str:
     """A record's commit as the pages show it: 9 hex digits, `+` when its tree had uncommitted
     changes to tracked files (`git_dirty`), `?` when unknown."""
     return (rec.get("git_commit") or "?")[:9] + ("+" if rec.get("git_dirty") else "")
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (None off Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
 
 
 def _cores() -> int:
