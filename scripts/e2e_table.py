@@ -46,8 +46,9 @@ THREADS = 2
 
 
 def run_dir(work: Path, model: str, pde: str, seed: int, run: str) -> Path:
-    def slug(name: str) -> str:
-        return name.replace(" ", "_").replace("=", "").replace("+", "_")
+    def slug(name: str) -> str:  # a folder name that Hydra's override grammar takes as a value
+        name = name.replace(" ", "_").replace("=", "").replace("+", "_").replace(",", "-")
+        return "".join(c for c in name if c not in "[]{}()'\"")
 
     return work / slug(model) / pde / f"s{seed}" / slug(run)
 

@@ -193,6 +193,21 @@ def test_e2e_rows_of_lotra_with_tucker_on_every_layer_are_their_own(tmp_path: Pa
     assert e2e.run_label({"run": "full"}) == "full"
 
 
+def test_e2e_run_folders_are_values_hydra_accepts(tmp_path: Path) -> None:
+    """A model with a list setting (`chebyshev+model.hidden=[40,40]`) once put brackets into
+    hydra.run.dir, which Hydra's override grammar refused before the run started."""
+    import sys
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        e2e = _load("e2e_table")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    where = e2e.run_dir(tmp_path, "chebyshev+model.hidden=[40,40]", "elliptic", 0, "lotra cr=0.5")
+    assert not set("[],= +") & set(where.relative_to(tmp_path).as_posix())
+    assert where.parts[-4:] == ("chebyshev_model.hidden40-40", "elliptic", "s0", "lotra_cr0.5")
+
+
 def test_a_strategy_is_compared_with_the_scratch_run_measured_nearest_in_time(fb: Any) -> None:
     """With scratch measured on two days, each record's saving is against its seed's scratch
     of the nearer day (the machine's speed drifts); the scratch row shows the newest."""
