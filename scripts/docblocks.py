@@ -305,7 +305,8 @@ def ledger_problems(
 FIGURE = re.compile(r"(?<![\w.`=])(\d\.\d+)e([+-]?\d+)(?![\w`]|\.\d)")
 _CODE = re.compile(r"```.*?```|~~~.*?~~~|`[^`\n]*`", re.S)
 _DATA_DECLARED = re.compile(r"<!-- data: (.*?) -->")
-_DATA_CITED = re.compile(r"[\w./*-]+\.json|(?<![\w/])(?:docs/)?[\w-]+/(?=[\s`)*,;:]|$)")
+# a JSON file or glob, or a folder (nested ones too: docs/tolerance/bspline/) named in the text
+_DATA_CITED = re.compile(r"[\w./*-]+\.json|(?<![\w/])(?:[\w-]+/)+(?=[\s`)*,;:]|$)")
 
 
 def page_data(doc: Path, text: str) -> list[Path]:
@@ -348,6 +349,12 @@ def data_figures(path: Path) -> frozenset[str]:
     return frozenset(found)
 
 
+def _canonical(figure: str) -> str:
+    """A prose figure (`3.82e-5`) in the form data_figures writes it (`3.82e-05`)."""
+    m = FIGURE.fullmatch(figure)
+    return f"{m.group(1)}e{int(m.group(2)):+03d}"
+
+
 def prose_figures(text: str) -> list[tuple[int, str, str]]:
     """(line, figure as written, its canonical form) of every mantissa-exponent figure in the
     page's prose: outside generated blocks, code, and table rows."""
@@ -358,8 +365,7 @@ def prose_figures(text: str) -> list[tuple[int, str, str]]:
         line_start = text.rfind("\n", 0, i) + 1
         if any(a <= i < b for a, b in skip) or text[line_start:i].lstrip().startswith("|"):
             continue
-        canonical = f"{m.group(1)}e{int(m.group(2)):+03d}"
-        out.append((text.count("\n", 0, i) + 1, m.group(0), canonical))
+        out.append((text.count("\n", 0, i) + 1, m.group(0), _canonical(m.group(0))))
     return out
 
 
@@ -367,11 +373,15 @@ def untraced_figures(
     pages: dict[str, str], entries: list[dict[str, Any]] | None = None
 ) -> list[str]:
     """A line per prose figure that none of its page's data holds and the ledger does not list,
-    and per ledger figure that its page no longer quotes or that the data now holds."""
+    and per ledger figure that its page no longer quotes or, for a figure this project
+    measured, that the page's data now holds (a literature figure may match by chance)."""
     entries = ledger() if entries is None else entries
     listed: dict[str, set[str]] = {}
+    measured: dict[str, set[str]] = {}  # a literature figure (not-measured) may match by chance
     for e in entries:
         listed.setdefault(e["doc"], set()).update(e.get("figures", []))
+        if e.get("status") != "not-measured":
+            measured.setdefault(e["doc"], set()).update(e.get("figures", []))
     problems = []
     for doc, text in pages.items():
         held: set[str] = set()
@@ -386,8 +396,14 @@ def untraced_figures(
                     "by path, or <!-- data: GLOB -->); quote it from the raw data of the run "
                     f"that measured it, or list it in {LEDGER.relative_to(ROOT)} with why"
                 )
-        for fig in sorted(listed.get(doc, set()) - quoted):
-            problems.append(f"{LEDGER.relative_to(ROOT)}: {doc} no longer quotes {fig}")
+        for fig in sorted(listed.get(doc, set())):
+            if fig not in quoted:
+                problems.append(f"{LEDGER.relative_to(ROOT)}: {doc} no longer quotes {fig}")
+            elif fig in measured.get(doc, set()) and _canonical(fig) in held:
+                problems.append(
+                    f"{LEDGER.relative_to(ROOT)}: {doc}'s data now holds {fig}; drop it from the "
+                    "ledger"
+                )
     return problems
 
 

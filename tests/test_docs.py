@@ -169,6 +169,25 @@ def test_a_figure_of_the_data_the_page_names_passes() -> None:
     assert len(docblocks.untraced_figures(wrong_digits, [])) == 1
 
 
+def test_a_nested_folder_named_in_the_prose_is_the_pages_data() -> None:
+    """docs/tolerance/bspline/ holds the B-spline calibration (parabolic 6.75…e-05 in its
+    curve); the check once read only one folder level, so a page naming it could not use it."""
+    quote = "the B-spline parabolic pretrain reached 6.8e-5"
+    nested = {"docs/x.md": f"Its data are in `docs/tolerance/bspline/`: {quote}.\n"}
+    assert docblocks.untraced_figures(nested, []) == []
+    assert len(docblocks.untraced_figures({"docs/x.md": f"{quote}.\n"}, [])) == 1
+
+
+def test_a_measured_ledger_figure_that_the_data_now_holds_fails() -> None:
+    """A figure the ledger excuses but the page's data holds belongs to the data: the entry
+    must go. A literature figure (not-measured) that matches by chance stays."""
+    page = {"docs/x.md": "Raw data: docs/e2e/defaults.json. The wave source reached 1.12e-5.\n"}
+    entry = {"doc": "docs/x.md", "figures": ["1.12e-5"], "status": "untraced"}
+    (problem,) = docblocks.untraced_figures(page, [entry])
+    assert "data now holds 1.12e-5" in problem
+    assert docblocks.untraced_figures(page, [{**entry, "status": "not-measured"}]) == []
+
+
 def test_a_ledger_figure_the_page_no_longer_quotes_fails() -> None:
     entry = next(e for e in docblocks.ledger() if e.get("figures"))
     pages = docblocks.pages()
