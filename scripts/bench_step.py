@@ -572,7 +572,34 @@ def block(name: str, doc: Path) -> str:
     """The page's block `bench-step-<section>` from the committed raw data
     (scripts/docblocks.py)."""
     section = name.removeprefix(BLOCK)
-    return table(json.loads(raw_path(section).read_text(encoding="utf-8")))
+    data = json.loads(raw_path(section).read_text(encoding="utf-8"))
+    text = table(data)
+    if not data["malloc_tuning"] and raw_path("step").is_file():
+        tuned = json.loads(raw_path("step").read_text(encoding="utf-8"))
+        text += "".join("\n" + line for line in untuned_against_tuned(data, tuned))
+    return text
+
+
+def untuned_against_tuned(untuned: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
+    """The forward engine's distance to the floor without the malloc tuning, against the same
+    shape's with it (another run, the main table): what the tuning is worth, within noise."""
+
+    def key(row: dict[str, Any]) -> tuple:
+        return (tuple(row["widths"]), row["grid"], row["batch"], row["dtype"])
+
+    def over_floor(row: dict[str, Any]) -> float | None:
+        return ratio(row["seconds"].get("forward"), row["seconds"].get("floor"))
+
+    with_tuning = {key(r): over_floor(r) for r in tuned["rows"]}
+    out = []
+    for row in untuned["rows"]:
+        off, on = over_floor(row), with_tuning.get(key(row))
+        if off is not None and on is not None:
+            out.append(
+                f"- At {shape_label(row)}: forward / floor {fmt_ratio(off)} without the tuning, "
+                f"{fmt_ratio(on)} with it (the main table, another run)."
+            )
+    return out
 
 
 def main() -> int:
