@@ -90,6 +90,8 @@ def provenance(threads: int) -> dict[str, Any]:
     """Commit, date, machine and software of this benchmark process (the child runs the same)."""
     import torch
 
+    from pinnkan.common.machine import cpu_model
+
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
@@ -99,7 +101,7 @@ def provenance(threads: int) -> dict[str, Any]:
             "platform": platform.platform(),
             "processor": platform.machine(),
             "cpu_count": _cores(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             # the SIMD level MKL and ATen use: runs that are sensitive to round-off (a stiff
             # member at its step budget) end elsewhere on another instruction set
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -116,15 +118,6 @@ def commit_label(rec: dict[str, Any]) -> str:
     """A record's commit as the pages show it: 9 hex digits, `+` when its tree had uncommitted
     changes to tracked files (`git_dirty`), `?` when unknown."""
     return (rec.get("git_commit") or "?")[:9] + ("+" if rec.get("git_dirty") else "")
-
-
-def _cpu_model() -> str | None:
-    """The CPU's model name from /proc/cpuinfo (None off Linux)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
 
 
 def _cores() -> int:

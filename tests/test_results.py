@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 import pinnkan
 from pinnkan.common.atomic import WriteFailed
@@ -114,8 +115,13 @@ def test_layout_with_plain_h5py(tmp_path: Path, transfer: bool) -> None:
         assert a["config"] == res.config_yaml
         assert a["error_metric"] == ERROR_METRIC
         assert a["status"] == "ok"
-        for s in ("stage", "pde", "pde_params", "config", "error_metric", "status"):
+        for s in ("stage", "pde", "pde_params", "config", "error_metric", "status", "machine"):
             assert isinstance(a[s], str), s
+        machine = json.loads(a["machine"])  # what the run's last bits depend on
+        assert machine["torch"] == torch.__version__
+        assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert machine["threads"] == torch.get_num_threads()
+        assert {"platform", "cpu", "mkl_instructions", "python", "gpu"} <= set(machine)
 
         assert set(f["grid"].keys()) == {"x", "t"}
         np.testing.assert_array_equal(f["grid/x"][()], res.grid["x"])

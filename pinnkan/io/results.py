@@ -4,7 +4,9 @@ Layout (every string is a plain ``str`` attribute, so plain h5py reads the file 
 
 - root attributes: ``pinnkan_version``, ``stage``, ``pde``, ``pde_params`` (JSON object string),
   ``seed``, ``config`` (resolved YAML), ``error_metric`` (:data:`ERROR_METRIC`), ``status``
-  (:data:`STATUSES`: ``ok``, ``interrupted`` or ``diverged``), plus any extra entries of
+  (:data:`STATUSES`: ``ok``, ``interrupted`` or ``diverged``), ``machine`` (JSON object: platform,
+  CPU model, SIMD level, ``MKL_ENABLE_INSTRUCTIONS``, torch, threads, GPU; seeded runs reproduce
+  on one machine, not across CPUs: :mod:`pinnkan.common.machine`), plus any extra entries of
   :attr:`RunResult.attrs` (e.g. ``adapter``, ``cr``);
 - ``grid/<coord>``: 1-D axis of the evaluation grid for each coordinate;
 - ``fields/u_pred``, ``fields/u_ref``, ``fields/abs_error``: arrays on that grid, axis ``i`` is
@@ -37,6 +39,7 @@ import h5py
 import numpy as np
 
 from pinnkan.common.atomic import atomic_replace
+from pinnkan.common.machine import machine_info
 from pinnkan.io.axes import read_axes
 from pinnkan.io.xdmf import write_xdmf
 from pinnkan.version import __version__
@@ -65,6 +68,7 @@ RESERVED_ATTRS = (
     "config",
     "error_metric",
     "status",
+    "machine",
 )
 
 
@@ -160,6 +164,7 @@ def _write_file(f: h5py.File, result: RunResult) -> None:
     f.attrs["config"] = str(result.config_yaml)
     f.attrs["error_metric"] = ERROR_METRIC
     f.attrs["status"] = str(result.status)
+    f.attrs["machine"] = json.dumps(machine_info())
     for key, value in result.attrs.items():
         f.attrs[key] = value
 
