@@ -65,6 +65,16 @@ BLOCK = "bench-step-"  # block bench-step-<section> of PAGE
 WIDTHS = {"16": [2, 16, 16, 1], "32": [2, 32, 32, 1], "64": [2, 64, 64, 1]}
 VARIANTS = ("forward", "compiled", "unfused", "autograd", "effkan-ref", "pykan", "floor")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+SHAPE = ("widths", "grid", "batch", "dtype")  # a row's shape keys in the raw data
+
+
+def shape_of(row: dict[str, Any]) -> tuple:
+    """A raw-data row's shape as a hashable key."""
+    return tuple(tuple(row[k]) if k == "widths" else row[k] for k in SHAPE)
+
+
+# the shape whose memory is measured by default and whose row the summary spells out
+HEADLINE = shape_of({"widths": WIDTHS["32"], "grid": 5, "batch": 4096, "dtype": "float32"})
 
 
 # ----------------------------------------------------------------------------- reference layer
@@ -338,7 +348,6 @@ def peak_memory(variant: str, width: str, grid: int, batch: int, dtype: str, arg
 def measure(args: argparse.Namespace, variants: list[str], malloc_tuned: bool) -> dict[str, Any]:
     """Time every shape (and the headline's memory, the transfer step) into the raw data."""
     device = torch.device(args.device)
-    headline = ("32", 5, 4096, "float32")
     rows: list[dict[str, Any]] = []
     memory: list[dict[str, Any]] = []
     for width in args.widths:
@@ -355,8 +364,8 @@ def measure(args: argparse.Namespace, variants: list[str], malloc_tuned: bool) -
                     shape = {"widths": WIDTHS[width], "grid": grid, "batch": batch, "dtype": dname}
                     rows.append({**shape, "seconds": times, "first_seconds": firsts})
                     print(rows[-1], flush=True)
-                    key = (width, grid, batch, dname)
-                    if args.memory == "all" or (args.memory == "headline" and key == headline):
+                    headline = shape_of(shape) == HEADLINE
+                    if args.memory == "all" or (args.memory == "headline" and headline):
                         mib = {
                             v: peak_memory(v, width, grid, batch, dname, args)
                             for v in variants
@@ -420,6 +429,11 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a / b
 
 
+def over(row: dict[str, Any], variant: str, base: str = "forward") -> float | None:
+    """`variant`'s time over `base`'s in one row (None where either did not run)."""
+    return ratio(row["seconds"].get(variant), row["seconds"].get(base))
+
+
 def fmt_ratio(r: float | None) -> str:
     return "–" if r is None else f"{r:.1f}×"
 
@@ -464,12 +478,12 @@ def table(data: dict[str, Any]) -> str:
         for v in variants:
             cells.append(fmt_ms(t.get(v)))
             if v != "forward":
-                cells.append(fmt_ratio(ratio(t.get(v), t.get("forward"))))
+                cells.append(fmt_ratio(over(row, v)))
         if "compiled" in variants:
             first = row["first_seconds"].get("compiled")
             cells.append("–" if first is None else f"{first:.0f}")
         if "floor" in variants:
-            cells.append(fmt_ratio(ratio(t.get("forward"), t.get("floor"))))
+            cells.append(fmt_ratio(over(row, "forward", "floor")))
         lines.append("| " + " | ".join(cells) + " |")
     if data["memory"]:
         mem_head = list(data["memory"][0]["mib"])
@@ -507,12 +521,12 @@ def table(data: dict[str, Any]) -> str:
 def summary(data: dict[str, Any]) -> list[str]:
     """What the tables say, as ranges over their rows (computed, never typed)."""
     rows, out = data["rows"], []
-    over = {  # variant -> its time over forward's, per row where both ran
-        v: [r for r in (ratio(x["seconds"].get(v), x["seconds"].get("forward")) for x in rows) if r]
+    slower = {  # variant -> its time over forward's, per row where both ran
+        v: [r for r in (over(x, v) for x in rows) if r]
         for v in data["variants"]
         if v not in ("forward", "floor")
     }
-    for v, rs in over.items():
+    for v, rs in slower.items():
         if not rs:
             continue
         if v == "compiled":
@@ -527,25 +541,14 @@ def summary(data: dict[str, Any]) -> list[str]:
                 f"- `{v}` takes {span(rs)} the forward engine's time per step "
                 f"({sum(r > 1 for r in rs)} of {len(rs)} shapes slower)."
             )
-    floor = [
-        r
-        for r in (ratio(x["seconds"].get("forward"), x["seconds"].get("floor")) for x in rows)
-        if r
-    ]
+    floor = [r for r in (over(x, "forward", "floor") for x in rows) if r]
     if floor:
         out.append(f"- The forward engine takes {span(floor)} the matrix-product floor's time.")
-    head = next(
-        (
-            x
-            for x in rows
-            if (x["widths"][1], x["grid"], x["batch"], x["dtype"]) == (32, 5, 4096, "float32")
-        ),
-        None,
-    )
+    head = next((x for x in rows if shape_of(x) == HEADLINE), None)
     if head is not None and len(data["variants"]) > 1:
         t = head["seconds"]
         others = ", ".join(
-            f"{v} {fmt_ratio(ratio(t[v], t['forward']))}"
+            f"{v} {fmt_ratio(over(head, v))}"
             for v in data["variants"]
             if v != "forward" and t.get(v) is not None
         )
@@ -583,17 +586,10 @@ def block(name: str, doc: Path) -> str:
 def untuned_against_tuned(untuned: dict[str, Any], tuned: dict[str, Any]) -> list[str]:
     """The forward engine's distance to the floor without the malloc tuning, against the same
     shape's with it (another run, the main table): what the tuning is worth, within noise."""
-
-    def key(row: dict[str, Any]) -> tuple:
-        return (tuple(row["widths"]), row["grid"], row["batch"], row["dtype"])
-
-    def over_floor(row: dict[str, Any]) -> float | None:
-        return ratio(row["seconds"].get("forward"), row["seconds"].get("floor"))
-
-    with_tuning = {key(r): over_floor(r) for r in tuned["rows"]}
+    with_tuning = {shape_of(r): over(r, "forward", "floor") for r in tuned["rows"]}
     out = []
     for row in untuned["rows"]:
-        off, on = over_floor(row), with_tuning.get(key(row))
+        off, on = over(row, "forward", "floor"), with_tuning.get(shape_of(row))
         if off is not None and on is not None:
             out.append(
                 f"- At {shape_label(row)}: forward / floor {fmt_ratio(off)} without the tuning, "
