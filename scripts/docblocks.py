@@ -175,6 +175,20 @@ def table_mode(tables: bool, check_only: bool, doc: Path, fresh: Callable[[], st
     return None
 
 
+def layer_modes(attrs: Any) -> list[str] | None:
+    """Each layer's mode (lotra | full | frozen) from a results.h5's root attributes; None for
+    a run written before the attribute `layers` existed."""
+    if "layers" not in attrs:
+        return None
+    return [row.get("mode") for row in json.loads(attrs["layers"])]
+
+
+def tucker_everywhere(modes: list[str] | None) -> bool:
+    """Whether a LoTRA run had Tucker updates on every layer (the default before the edge layers
+    trained in full; records from then have no modes)."""
+    return modes is None or set(modes) == {"lotra"}
+
+
 def write_raw(path: Path | None, data: dict[str, Any]) -> None:
     """A step benchmark's raw data as JSON at `path` (its --out), if one was given."""
     if path is not None:

@@ -69,7 +69,7 @@ def read(path: Path) -> dict[str, Any]:
 
     with h5py.File(path / "results.h5", "r") as f:
         a, m = dict(f.attrs), dict(f["metrics"].attrs)
-    modes = [row.get("mode") for row in json.loads(a["layers"])] if "layers" in a else None
+    modes = docblocks.layer_modes(a)
     return {
         **({"layer_modes": modes} if modes else {}),  # each layer's: lotra | full | frozen
         "pde_params": json.loads(a["pde_params"]),
@@ -157,8 +157,7 @@ def run_label(rec: dict[str, Any]) -> str:
     """A record's run as its row names it: a LoTRA run with Tucker updates on every layer
     (the default before the edge layers trained in full; such records have no `layer_modes`)
     is a row of its own."""
-    modes = rec.get("layer_modes")
-    every = rec["run"].startswith("lotra") and (modes is None or set(modes) == {"lotra"})
+    every = rec["run"].startswith("lotra") and docblocks.tucker_everywhere(rec.get("layer_modes"))
     return rec["run"] + (EVERY_LAYER if every else "")
 
 

@@ -162,8 +162,9 @@ def read_member(run_dir: Path) -> dict[str, Any]:
         n_trainable=int(metrics.get("n_trainable", 0)),
         damping=float(attrs["damping"]) if "damping" in attrs else None,  # LM's initial λ
     )
-    if "layers" in attrs:  # each layer's mode: lotra | full | frozen
-        rec["layer_modes"] = [row.get("mode") for row in json.loads(attrs["layers"])]
+    modes = docblocks.layer_modes(attrs)
+    if modes is not None:  # each layer's mode: lotra | full | frozen
+        rec["layer_modes"] = modes
     adapter = run_dir / "adapter.safetensors"
     model = run_dir / "model.safetensors"
     rec["bytes_stored"] = (
@@ -362,7 +363,7 @@ def strategy_label(rec: dict[str, Any]) -> str:
     if rec["strategy"] not in TUCKER:
         return rec["strategy"]
     modes = next((m["layer_modes"] for m in rec["members"] if m.get("layer_modes")), None)
-    return rec["strategy"] + (EVERY_LAYER if modes is None or set(modes) == {"lotra"} else "")
+    return rec["strategy"] + (EVERY_LAYER if docblocks.tucker_everywhere(modes) else "")
 
 
 def summary_line(rec: dict[str, Any]) -> str:

@@ -88,28 +88,24 @@ def _git(*args: str) -> str | None:
 
 def provenance(threads: int) -> dict[str, Any]:
     """Commit, date, machine and software of this benchmark process (the child runs the same)."""
-    import torch
+    from pinnkan.common.machine import machine_info
 
-    from pinnkan.common.machine import cpu_model
-
+    info = machine_info()
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if dirty is None else bool(dirty),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
-            "platform": platform.platform(),
+            "platform": info["platform"],
             "processor": platform.machine(),
             "cpu_count": _cores(),
-            "cpu": cpu_model(),
-            # the SIMD level MKL and ATen use: runs that are sensitive to round-off (a stiff
-            # member at its step budget) end elsewhere on another instruction set
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            # CPU, the SIMD level MKL and ATen use, MKL's cap: runs sensitive to round-off (a
+            # stiff member at its step budget) end elsewhere on another instruction set
+            **{k: info[k] for k in ("cpu", "cpu_capability", "mkl_instructions", "gpu")},
         },
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        "python": info["python"],
+        "torch": info["torch"],
         "threads": threads,
     }
 
