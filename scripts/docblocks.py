@@ -65,8 +65,9 @@ OWNERS = {
     "lmkan-step": "bench_lmkan",
     "rational-fit": "rational_fit",
 }
-# block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json, bench-step-<section>
-# the step timings of docs/benchmarks/step_<section>.json
+# block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json (e2e-<study>.compare
+# its two compared models side by side), bench-step-<section> the step timings of
+# docs/benchmarks/step_<section>.json
 PREFIX_OWNERS = {"e2e-": "e2e_table", "bench-step-": "bench_step"}
 MARKER = re.compile(r"<!-- (/?)generated:([\w.-]+) -->")
 LEDGER = ROOT / "docs" / "untraced.yaml"

@@ -15,6 +15,9 @@ measured; a rerun skips the runs it holds). The tables are the generated blocks
 A model is a layer kind, optionally with its own settings after `+` (`bspline+train.tol=1e-6`
 runs `model=bspline train.tol=1e-6`): each side of a comparison at its own calibrated settings.
 
+    python scripts/e2e_table.py --name damping --compare chebyshev+optim.damping_rule=divide \\
+        chebyshev+optim.damping_rule=nielsen   # the two models block e2e-damping.compare sets
+                                               # side by side, with a verdict per row
     python scripts/e2e_table.py --tables     # rewrite every e2e block from the JSON
     python scripts/e2e_table.py --check      # exit 1 when a page's e2e block differs
 """
@@ -207,9 +210,77 @@ def table(path: Path) -> str:
     return "\n".join(rows) + "\n\n" + note
 
 
+def _ratio(x: float) -> str:
+    """A ratio of medians: two significant digits, whole numbers from 100 on."""
+    return f"{x:.2g}×" if x < 100 else f"{x:.0f}×"
+
+
+def _verdict(a: list[float], b: list[float], names: tuple[str, str]) -> str:
+    """Which side is lower: a name only where the two seeds' ranges are apart."""
+    if max(a) < min(b):
+        return names[0]
+    if max(b) < min(a):
+        return names[1]
+    return "overlap"
+
+
+def compare(path: Path) -> str:
+    """The study's two compared models (its JSON's `compare`, A and B) side by side, a row per
+    PDE and run both have: median [min–max] of each and which is lower where the ranges of the
+    seeds do not overlap, so that a page's verdict is read off the data, not typed."""
+    data = json.loads(path.read_text())
+    if len(data.get("compare", [])) != 2:
+        raise SystemExit(f"{path}: no 'compare': [A, B] (e2e_table.py --compare A B)")
+    a_model, b_model = data["compare"]
+    names = ("A", "B")
+    rows = [
+        f'A: `{a_model}`, B: `{b_model}`; "lower" names a side only where the seeds\' '
+        "ranges do not overlap; B / A is the ratio of the medians.",
+        "",
+        "| PDE | run | seeds | rel. L2: A | rel. L2: B | lower error | B / A | train s: A | "
+        "train s: B | fewer seconds | B / A | steps, median: A / B |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    runs = data["runs"]
+    pdes = list(dict.fromkeys(r["pde"] for r in runs))
+    for pde in pdes:
+        for run in [r + every for r in RUNS for every in ("", EVERY_LAYER)]:
+            side = [
+                sorted(
+                    (r for r in runs if (r["model"], r["pde"], run_label(r)) == (m, pde, run)),
+                    key=lambda r: r["seed"],
+                )
+                for m in (a_model, b_model)
+            ]
+            seeds = [[r["seed"] for r in recs] for recs in side]
+            if not side[0] or seeds[0] != seeds[1]:
+                continue  # only like against like: the same seeds on both sides
+            err = [[r["rel_l2"] for r in recs] for recs in side]
+            sec = [[r["train_seconds"] for r in recs] for recs in side]
+            steps = [statistics.median(r["steps_done"] for r in recs) for recs in side]
+            rows.append(
+                f"| {pde} | {run} | {', '.join(map(str, seeds[0]))} | "
+                f"{_spread(err[0], '.1e')} | {_spread(err[1], '.1e')} | "
+                f"{_verdict(*err, names)} | "
+                f"{_ratio(statistics.median(err[1]) / statistics.median(err[0]))} | "
+                f"{_spread(sec[0], '.0f')} | {_spread(sec[1], '.0f')} | "
+                f"{_verdict(*sec, names)} | "
+                f"{_ratio(statistics.median(sec[1]) / statistics.median(sec[0]))} | "
+                f"{steps[0]:.0f} / {steps[1]:.0f} |"
+            )
+    return "\n".join(rows)
+
+
+COMPARE = ".compare"  # block e2e-<name>.compare: compare() of docs/e2e/<name>.json
+
+
 def block(name: str, doc: Path) -> str:
-    """The body of block e2e-<name> from docs/e2e/<name>.json (scripts/docblocks.py)."""
-    return table(OUT / f"{name.removeprefix(PREFIX)}.json")
+    """The body of block e2e-<name> (the study's table) or e2e-<name>.compare (its two
+    compared models side by side) from docs/e2e/<name>.json (scripts/docblocks.py)."""
+    study = name.removeprefix(PREFIX)
+    if study.endswith(COMPARE):
+        return compare(OUT / f"{study.removesuffix(COMPARE)}.json")
+    return table(OUT / f"{study}.json")
 
 
 def regenerated(doc: Path) -> str:
@@ -229,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--work", type=Path, default=ROOT / "outputs" / "e2e_table")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="record in the study's JSON the two models its .compare block sets side by side",
+    )
     ap.add_argument("--tables", action="store_true")
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
@@ -239,6 +316,17 @@ def main(argv: list[str] | None = None) -> int:
                 done = docblocks.table_mode(args.tables, args.check, doc, partial(regenerated, doc))
                 worst = max(worst, done or 0)
         return worst
+    if args.compare:
+        path = args.out / f"{args.name}.json"
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such study; measure it first")
+        data = json.loads(path.read_text())
+        held = {r["model"] for r in data["runs"]}
+        if missing := [m for m in args.compare if m not in held]:
+            raise SystemExit(f"{path}: no runs of {', '.join(missing)} (held: {sorted(held)})")
+        data["compare"] = list(args.compare)
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        return 0
     print(measure(args))
     return 0
 

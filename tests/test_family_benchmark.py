@@ -228,3 +228,62 @@ def test_a_strategy_is_compared_with_the_scratch_run_measured_nearest_in_time(fb
     runs.append(on("6", _rec("full_nearest", 0, [0.5] * 10, [5e-5] * 10, 10.0)))  # 15 s
     rows = {line.split(" | ")[1]: line for line in fb.table(runs).splitlines()[2:]}
     assert "| 0 |" in rows["full_nearest"] and "4.00× (4.00–4.00)" in rows["full_nearest"]
+
+
+def _e2e() -> Any:
+    import sys
+
+    sys.path.insert(0, str(SCRIPTS))  # e2e_table imports docblocks beside it
+    try:
+        return _load("e2e_table")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def test_e2e_compare_names_a_side_only_where_the_seed_ranges_are_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Block e2e-<name>.compare sets the JSON's two `compare` models side by side: the lower
+    error or seconds named only where the seeds' ranges do not overlap, rows only where both
+    sides hold the same seeds, ratios of the medians."""
+    import json
+
+    e2e = _e2e()
+
+    def rec(model: str, run: str, seed: int, err: float, sec: float) -> dict:
+        return {
+            "model": model,
+            "pde": "elliptic",
+            "run": run,
+            "seed": seed,
+            "rel_l2": err,
+            "train_seconds": sec,
+            "steps_done": 10 + seed,
+            "layer_modes": ["full", "lotra", "full"],
+        }
+
+    runs = [
+        *(rec("a", "pretrain", s, 1e-5 * (s + 1), 10.0 + s) for s in range(3)),
+        *(rec("b", "pretrain", s, 1e-4 * (s + 1), 11.0 + s) for s in range(3)),
+        *(rec("a", "lotra cr=0.5", s, 1e-3, 5.0) for s in range(3)),
+        *(rec("b", "lotra cr=0.5", s, 1e-3, 5.0) for s in range(2)),  # seed 2 missing
+    ]
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"schema": 1, "runs": runs, "compare": ["a", "b"]}))
+    rows = [r for r in e2e.compare(path).splitlines() if r.startswith("| elliptic")]
+    assert len(rows) == 1  # the LoTRA run lacks seed 2 on side B: not like against like
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[3:7] == ["2.0e-05 [1.0e-05–3.0e-05]", "2.0e-04 [1.0e-04–3.0e-04]", "A", "10×"]
+    assert cells[9] == "overlap" and cells[11] == "11 / 11"
+    monkeypatch.setattr(e2e, "OUT", tmp_path)
+    assert e2e.block("e2e-study.compare", tmp_path) == e2e.compare(path)
+    path.write_text(json.dumps({"schema": 1, "runs": runs}))
+    with pytest.raises(SystemExit, match="compare"):
+        e2e.compare(path)
+    # --compare records the pair in the JSON, and refuses a model the study never ran
+    with pytest.raises(SystemExit, match="no runs of c"):
+        e2e.main(["--name", "study", "--out", str(tmp_path), "--compare", "a", "c"])
+    with pytest.raises(SystemExit, match="no such study"):
+        e2e.main(["--name", "other", "--out", str(tmp_path), "--compare", "a", "b"])
+    assert e2e.main(["--name", "study", "--out", str(tmp_path), "--compare", "b", "a"]) == 0
+    assert json.loads(path.read_text())["compare"] == ["b", "a"]
