@@ -119,11 +119,14 @@ def table(path: Path) -> str:
     data = json.loads(path.read_text())
     rows = [
         "| variant | overrides | seeds | rel. L2, median (min–max) | stopped by | steps, median "
-        "(min–max) | trainable at the end (full: {}) | grew at steps |".format(
-            next(iter(data["runs"].values()))[0]["n_full"]
-        ),
-        "|---|---|---|---|---|---|---|---|",
+        "(min–max) | train s, median (min–max) | trainable at the end (full: {}) | "
+        "grew at steps |".format(next(iter(data["runs"].values()))[0]["n_full"]),
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def seconds(values: list[float]) -> str:  # none where a second process shared the cores
+        return "–" if data["loaded"] else _range(values, ".0f")
+
     for variant, runs in data["runs"].items():
         stops = sorted({r["stop_reason"] for r in runs})
         if not any(r["grown"] for r in runs):
@@ -139,6 +142,7 @@ def table(path: Path) -> str:
             f"{', '.join(str(r['seed']) for r in runs)} | "
             f"{_range([r['rel_l2'] for r in runs], '.1e')} | {', '.join(stops)} | "
             f"{_range([float(r['steps_done']) for r in runs], '.0f')} | "
+            f"{seconds([r['train_seconds'] for r in runs])} | "
             f"{', '.join(map(str, trainable))} | {grew} |"
         )
     note = (
