@@ -191,7 +191,7 @@ def tucker_everywhere(modes: list[str] | None) -> bool:
 
 
 def write_raw(path: Path | None, data: dict[str, Any]) -> None:
-    """A step benchmark's raw data as JSON at `path` (its --out), if one was given."""
+    """A benchmark's raw data as JSON at `path` (its --out), if one was given."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

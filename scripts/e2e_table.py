@@ -94,7 +94,6 @@ def measure(args: argparse.Namespace) -> Path:
     path = args.out / f"{args.name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {"schema": 1, "runs": []}
     held = {(r["model"], r["pde"], r["seed"], r["run"]) for r in data["runs"]}
-    args.out.mkdir(parents=True, exist_ok=True)
     for model in args.models:
         for pde in args.pdes:
             for seed in args.seeds:
@@ -136,7 +135,7 @@ def measure(args: argparse.Namespace) -> Path:
                         if (r["model"], r["pde"], r["seed"], r["run"]) != key
                     ]
                     data["runs"].append(rec)  # a rebuilt source replaces its earlier record
-                    path.write_text(json.dumps(data, indent=1) + "\n")
+                    docblocks.write_raw(path, data)
                     print(
                         f"{model} {pde} s{seed} {run}: rel. L2 {rec['rel_l2']:.2e}, "
                         f"{rec['train_seconds']:.0f} s, {rec['stop_reason']}",
@@ -164,6 +163,15 @@ def run_label(rec: dict[str, Any]) -> str:
     return rec["run"] + (EVERY_LAYER if every else "")
 
 
+ROW_RUNS = [r + every for r in RUNS for every in ("", EVERY_LAYER)]  # a table's run labels
+
+
+def records(runs: list[dict[str, Any]], model: str, pde: str, run: str) -> list[dict[str, Any]]:
+    """One table row's records (a model, PDE and run label), by seed."""
+    recs = [r for r in runs if (r["model"], r["pde"], run_label(r)) == (model, pde, run)]
+    return sorted(recs, key=lambda r: r["seed"])
+
+
 def table(path: Path) -> str:
     """The Markdown table of one study: a row per model, PDE and run, over its seeds."""
     data = json.loads(path.read_text())
@@ -176,15 +184,10 @@ def table(path: Path) -> str:
     pdes = list(dict.fromkeys(r["pde"] for r in data["runs"]))
     for model in models:
         for pde in pdes:
-            for run in [r + every for r in RUNS for every in ("", EVERY_LAYER)]:
-                recs = [
-                    r
-                    for r in data["runs"]
-                    if (r["model"], r["pde"], run_label(r)) == (model, pde, run)
-                ]
+            for run in ROW_RUNS:
+                recs = records(data["runs"], model, pde, run)
                 if not recs:
                     continue
-                recs.sort(key=lambda r: r["seed"])
                 stops = ", ".join(sorted({r["stop_reason"] for r in recs}))
                 sizes = sorted({(r["n_trainable"], r["n_total"]) for r in recs})
                 rows.append(
@@ -244,14 +247,8 @@ def compare(path: Path) -> str:
     runs = data["runs"]
     pdes = list(dict.fromkeys(r["pde"] for r in runs))
     for pde in pdes:
-        for run in [r + every for r in RUNS for every in ("", EVERY_LAYER)]:
-            side = [
-                sorted(
-                    (r for r in runs if (r["model"], r["pde"], run_label(r)) == (m, pde, run)),
-                    key=lambda r: r["seed"],
-                )
-                for m in (a_model, b_model)
-            ]
+        for run in ROW_RUNS:
+            side = [records(runs, m, pde, run) for m in (a_model, b_model)]
             seeds = [[r["seed"] for r in recs] for recs in side]
             if not side[0] or seeds[0] != seeds[1]:
                 continue  # only like against like: the same seeds on both sides
@@ -325,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing := [m for m in args.compare if m not in held]:
             raise SystemExit(f"{path}: no runs of {', '.join(missing)} (held: {sorted(held)})")
         data["compare"] = list(args.compare)
-        path.write_text(json.dumps(data, indent=1) + "\n")
+        docblocks.write_raw(path, data)
         return 0
     print(measure(args))
     return 0
