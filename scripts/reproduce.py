@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -71,7 +72,7 @@ SEARCH_SEED = 99
 LM_STEPS, ADAM_STEPS, EVAL_EVERY_LM, EVAL_EVERY_ADAM = 100, 1000, 5, 50
 ADAM_LRS = (0.003, 0.01, 0.03, 0.1)
 ADAM_LRS_EQUAL_TIME = (0.001, *ADAM_LRS)  # phase 6: the Chebyshev KAN's best was 0.003
-LM_DAMPINGS = (1e-5, 1e-3, 1e-1)
+LM_DAMPINGS = (1e-7, 1e-5, 1e-3, 1e-1)  # 1e-7: the transfer's default (optim.damping)
 # the strategies' base rates: grids that bracket each optimizer's best (the first run's
 # (1e-4, 1e-3, 1e-2) and (0.003, 0.01, 0.03) had their best at an edge: GD diverged above 1e-4,
 # Adam was best at 0.03)
@@ -81,6 +82,7 @@ STRATEGY_STEPS = 500
 EQUAL_SECONDS = 10.0
 PRETRAIN: list[str] = []  # extra overrides of the family sources (--smoke: a few steps)
 EXTRA: list[str] = []  # extra overrides of every call (--smoke: tiny grids)
+ONLY: list[re.Pattern[str]] = []  # --only: run just the sweeps whose path below --root matches
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,18 @@ def pinnkan(args: list[str]) -> None:
         raise SystemExit(f"stopped: rc {proc.returncode} from pinnkan {' '.join(args)}")
 
 
-def multirun(stage: str, sweep: Path, overrides: list[str], jobs: int) -> None:
-    """One resumable multirun: skipped when `sweep/.done` exists."""
-    if (sweep / ".done").is_file():
+def wanted(root: Path, sweep: Path) -> bool:
+    """Whether --only selects this sweep (its path below the study root); all without --only."""
+    rel = sweep.relative_to(root).as_posix()
+    return not ONLY or any(p.search(rel) for p in ONLY)
+
+
+def multirun(
+    stage: str, sweep: Path, overrides: list[str], jobs: int, root: Path | None = None
+) -> None:
+    """One resumable multirun: skipped when `sweep/.done` exists, or when --only leaves it out
+    (given the study `root`; the sources, which every phase needs, always run)."""
+    if (sweep / ".done").is_file() or (root is not None and not wanted(root, sweep)):
         return
     launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     pinnkan([stage, "-m", *overrides, *launcher, f"hydra.sweep.dir={sweep}"])
@@ -188,7 +199,8 @@ def run_study(
     # LM's Gram matrix at P ≈ 26k makes a step take minutes, and Adam held at lr 0.01 under a
     # time cap diverged after ~1000 steps (rel. L2 0.99 at 120 s)
     wide = [f"model.hidden=[{WIDTHS[1]},{WIDTHS[1]}]", "optim=adam", "pde=elliptic"]
-    multirun("pretrain", src / "wide", [*wide, *PRETRAIN, "hydra.sweep.subdir=wide"], 1)
+    if WIDTHS[1] in strategy_widths:  # only phase 5 at width 64 uses it
+        multirun("pretrain", src / "wide", [*wide, *PRETRAIN, "hydra.sweep.subdir=wide"], 1)
     sources = {p: src / "families" / p for p in PDES}
     sources |= {"mlp": src / "models" / "mlp", "lmkan": src / "models" / "lmkan"}
     sources["wide"] = src / "wide" / "wide"  # a "[64,64]" in the path would break the override
@@ -203,33 +215,31 @@ def run_study(
                 root / pde / "search_lm" / v.key,
                 [*base, *v.overrides, *lm_budget(), damp],
                 jobs,
+                root,
             )
             multirun(
                 "transfer",
                 root / pde / "search_adam" / v.key,
                 [*base, *v.overrides, *adam_budget(), lrs],
                 jobs,
+                root,
             )
     runs = collect(root)
     for pde in PDES:  # 3. the LM grid; 4. Adam at the default target
         targets = f"pde.target.{PARAM[pde]}=" + ",".join(map(str, TARGETS[pde]))
         base = [f"pde={pde}", f"source={sources[pde]}", _seeds(SEEDS)]
         for v in VARIANTS:
-            damp = f"optim.damping={best(runs, pde, v, 'lm')}"
-            multirun(
-                "transfer",
-                root / pde / "lm" / v.key,
-                [*base, *v.overrides, *lm_budget(), damp, targets],
-                jobs,
-            )
+            sweep = root / pde / "lm" / v.key
+            if wanted(root, sweep):  # best() exits when --only left out its search
+                damp = f"optim.damping={best(runs, pde, v, 'lm')}"
+                multirun(
+                    "transfer", sweep, [*base, *v.overrides, *lm_budget(), damp, targets], jobs
+                )
         for v in ADAM_VARIANTS:
-            lr = f"optim.lr={best(runs, pde, v, 'adam')}"
-            multirun(
-                "transfer",
-                root / pde / "adam" / v.key,
-                [*base, *v.overrides, *adam_budget(), lr],
-                jobs,
-            )
+            sweep = root / pde / "adam" / v.key
+            if wanted(root, sweep):
+                lr = f"optim.lr={best(runs, pde, v, 'adam')}"
+                multirun("transfer", sweep, [*base, *v.overrides, *adam_budget(), lr], jobs)
 
     for width, source in zip(WIDTHS, (sources["elliptic"], sources["wide"])):  # 5. lr strategies
         if width not in strategy_widths:
@@ -254,6 +264,7 @@ def run_study(
                         _seeds(SEEDS),
                     ],
                     jobs,
+                    root,
                 )
     if not models:
         return
@@ -266,12 +277,14 @@ def run_study(
             root / "models" / f"{key}_lm_lotra",
             [*base, "optim=lm", "adapter=lotra", f"cr={cr}", "train.eval_every=5"],
             1,  # timed: one job at a time
+            root,
         )
         multirun(
             "transfer",
             root / "models" / f"{key}_lm_base",
             [*base, "optim=lm", "adapter=full,scratch", "train.eval_every=5"],
             1,  # timed: one job at a time
+            root,
         )
     for label, (name, model, _) in MODELS.items():  # 6b. each kind with Adam, searched
         adam_at_equal_time(root, Variant(label, ()).key, [*model, f"source={sources[name]}"])
@@ -282,7 +295,9 @@ def adam_at_equal_time(root: Path, key: str, model: list[str]) -> None:
     a calibration run (held-out seed) counts the steps the time allows, so that the lr decay
     (which spans train.steps) completes within the time; the lr is searched over
     ADAM_LRS_EQUAL_TIME on the held-out seed at that step budget; the seeds run at the searched
-    lr. One job at a time (timed)."""
+    lr. One job at a time (timed). --only selects the three sweeps by the last one's path."""
+    if not wanted(root, root / "models" / f"{key}_adam_full"):
+        return
     base = [*model, "pde=elliptic", "optim=adam", "adapter=full", "train.eval_every=50"]
     base.append(f"train.max_seconds={EQUAL_SECONDS}")
     held_out = f"seed={SEARCH_SEED}"
@@ -440,24 +455,53 @@ def collect(root: Path) -> list[Result]:
     return out
 
 
-def export(root: Path, out: Path, minutes: list[float]) -> None:
-    """The raw data of the study: every run's record, with the command, commit and machine."""
+def merge(records: list[dict[str, Any]], old: dict[str, Any]) -> dict[str, Any]:
+    """The old raw data's runs of every sweep that `records` does not hold, and where each kept
+    sweep was measured: `earlier` lists {provenance, sweeps} (the old file's own `earlier`
+    entries keep theirs; its other sweeps take its provenance)."""
+    fresh = {tuple(r["group"]) for r in records}
+    kept = [r for r in old["runs"] if tuple(r["group"]) not in fresh]
+    where = {tuple(g): i for i, e in enumerate(old.get("earlier", [])) for g in e["sweeps"]}
+    sources = [*old.get("earlier", []), {"provenance": old["provenance"], "sweeps": []}]
+    groups: dict[int, list[list[str]]] = {}
+    for g in sorted({tuple(r["group"]) for r in kept}):
+        groups.setdefault(where.get(g, len(sources) - 1), []).append(list(g))
+    earlier = [{"provenance": sources[i]["provenance"], "sweeps": gs} for i, gs in groups.items()]
+    return {"earlier": earlier, "runs": kept}
+
+
+def export(
+    root: Path,
+    out: Path,
+    minutes: list[float],
+    old: Path | None = None,
+    note: str = "",
+    command: str = "",
+) -> None:
+    """The raw data of the study: every run's record, with the command, commit and machine;
+    with `old`, merged with that raw data's runs of the sweeps not run again below `root`."""
     hb = docblocks.owner("hard_benchmarks")  # provenance
-    runs = collect(root)
+    records = [r.record() for r in collect(root)]
     history = []  # notes on how the runs went, kept across exports of the same study
     if out.is_file():
         history = json.loads(out.read_text(encoding="utf-8")).get("history", [])
+    earlier: list[dict[str, Any]] = []
+    if old is not None:
+        merged = merge(records, json.loads(old.read_text(encoding="utf-8")))
+        earlier, records = merged["earlier"], records + merged["runs"]
     data = {
-        "command": "python scripts/reproduce.py --root ROOT --raw " + str(out),
+        "command": command or f"python scripts/reproduce.py --root ROOT --raw {out}",
         "provenance": hb.provenance(threads=1),
         "jobs": "two at a time (joblib, one torch thread each); the equal-time phase one at a time",
         "study_minutes": minutes,
-        "history": history,
-        "runs": [r.record() for r in runs],
+        "history": history + ([note] if note else []),
+        "runs": records,
     }
+    if earlier:
+        data["earlier"] = earlier
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=None, separators=(",", ":")) + "\n", encoding="utf-8")
-    print(f"wrote {len(runs)} runs to {out}", flush=True)
+    print(f"wrote {len(records)} runs to {out}", flush=True)
 
 
 def load(raw: Path) -> list[Result]:
@@ -778,10 +822,51 @@ BLOCK = "results-study"  # the generated block of docs/results.md (scripts/docbl
 RAW = ROOT / "docs" / "results" / "study.json"
 
 
-def body(runs: list[Result]) -> str:
-    """The page's generated block: every table of the study, from the runs alone."""
+def unsearched(runs: list[Result]) -> list[str]:
+    """The LM-grid and Adam sweeps that did not run at their variant's searched damping or
+    learning rate (a merged raw data whose searches were re-run without them)."""
+    out = []
+    for pde in PDES:
+        for opt, key, variants in (
+            ("lm", "optim.damping", VARIANTS),
+            ("adam", "optim.lr", ADAM_VARIANTS),
+        ):
+            for v in variants:
+                sel = select(runs, pde, opt, v.key)
+                if not sel or not select(runs, pde, f"search_{opt}"):
+                    continue
+                want = best(runs, pde, v, opt)
+                ran = {float(r.get(key)) for r in sel}
+                if ran != {want}:
+                    out.append(f"{pde}/{opt}/{v.key} ran at {sorted(ran)}, searched {want:g}")
+    return out
+
+
+def provenance_line(data: dict[str, Any]) -> str:
+    """Where the runs were measured: the raw data's commit and date, and the sweeps an earlier
+    commit measured (merged raw data, `earlier`)."""
+
+    def at(prov: dict[str, Any]) -> str:
+        return f"commit {prov['git_commit'][:7]} ({prov['date'][:10]})"
+
+    earlier = data.get("earlier", [])
+    n_old = [sum(1 for r in data["runs"] if r["group"] in e["sweeps"]) for e in earlier]
+    parts = [f"{len(data['runs']) - sum(n_old)} runs written at {at(data['provenance'])}"]
+    parts += [
+        f"{n} kept from the data written at {at(e['provenance'])}" for n, e in zip(n_old, earlier)
+    ]
+    return "Raw data: " + "; ".join(parts) + " (the page's history says where each phase ran)."
+
+
+def body(runs: list[Result], data: dict[str, Any] | None = None) -> str:
+    """The page's generated block: every table of the study, from the raw data alone; fails
+    when a grid sweep did not run at its searched setting."""
+    stale = unsearched(runs)
+    if stale:
+        raise SystemExit("not at the searched setting: " + "; ".join(stale))
+    head = [provenance_line(data)] if data else []
     sections: list[tuple[str, Callable[[], list[str]]]] = [
-        ("", lambda: [sources_line(runs)]),
+        ("", lambda: [*head, sources_line(runs)]),
         (
             f"**LM, every target** (rel. L2 at the stop: {LM_STEPS} LM steps or the default "
             f"tolerance; median (min–max) over seeds {', '.join(map(str, SEEDS))}):",
@@ -838,13 +923,13 @@ def body(runs: list[Result]) -> str:
 
 def block(name: str, doc: Path) -> str:
     """The page's block from the committed raw data (scripts/docblocks.py)."""
-    return body(load(RAW))
+    return body(load(RAW), json.loads(RAW.read_text(encoding="utf-8")))
 
 
 def write_tables(raw: Path, target: Path, img: Path | None) -> None:
-    runs = load(raw)
+    runs, data = load(raw), json.loads(raw.read_text(encoding="utf-8"))
     text = target.read_text(encoding="utf-8")
-    target.write_text(docblocks.replace(text, BLOCK, body(runs), target), encoding="utf-8")
+    target.write_text(docblocks.replace(text, BLOCK, body(runs, data), target), encoding="utf-8")
     if img is not None:
         plots(runs, img)
         spectra_plot(runs, img)
@@ -881,7 +966,24 @@ def main() -> None:
         help=f"the widths of the learning-rate strategies (of {WIDTHS})",
     )
     ap.add_argument("--no-models", action="store_true", help="leave out phase 6")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="REGEX",
+        help="run just the sweeps whose path below --root matches one of these (the sources "
+        "always run), e.g. to re-measure what a change of defaults made stale",
+    )
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        metavar="RAW",
+        help="write --raw as this raw data with the sweeps run below --root replaced",
+    )
+    ap.add_argument("--note", default="", help="a line for the raw data's history")
     args = ap.parse_args()
+    ONLY.extend(re.compile(x) for x in args.only)
     if args.smoke:  # checks the plumbing in a few minutes (elliptic); its numbers mean nothing
         global LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES, STRATEGY_STEPS
         LM_STEPS, ADAM_STEPS, EQUAL_SECONDS, SEEDS, PDES = 2, 3, 1.0, (0,), ("elliptic",)
@@ -907,7 +1009,18 @@ def main() -> None:
         print(f"study done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
         minutes = [*minutes, round((time.perf_counter() - t0) / 60, 1)]
         log.write_text(json.dumps(minutes))
-    export(args.root, raw, minutes)
+    command = "python scripts/reproduce.py --root ROOT"
+    if args.only:
+        command += " --only " + " ".join(shlex.quote(x) for x in args.only)
+    if args.merge:
+        command += f" --merge {_shown(args.merge)}"
+    export(args.root, raw, minutes, args.merge, args.note, f"{command} --raw {_shown(raw)}")
+
+
+def _shown(path: Path) -> str:
+    """A path as the raw data's command shows it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

@@ -101,3 +101,85 @@ def test_the_strategy_table_takes_the_rate_with_the_lowest_median_over_seeds(rp:
     assert cells[1] == "–"  # no GD runs
     assert cells[2] == "1.2e-01 (1.0e-01–2.0e-01) (η 0.03); 1/6 runs diverged"
     assert rp.strategy_seeds(runs) == [0, 1, 2]
+
+
+def _rec(group: tuple[str, ...], name: str, **cfg: Any) -> dict[str, Any]:
+    return {"group": list(group), "name": name, "cfg": cfg, "rel_l2": 1e-4}
+
+
+def _prov(commit: str) -> dict[str, Any]:
+    return {"git_commit": commit * 40, "date": "2026-12-05T00:00:00+00:00"}
+
+
+def test_a_merge_replaces_whole_sweeps_and_says_where_the_kept_ones_ran(rp: Any) -> None:
+    """A sweep run again replaces every old run of it (not run by run); kept sweeps keep the
+    commit they ran at, through a second merge too."""
+    old = {
+        "provenance": _prov("a"),
+        "runs": [
+            _rec(("elliptic", "lm", "lotra_cr_0.5"), "0"),
+            _rec(("elliptic", "lm", "lotra_cr_0.5"), "1"),  # no new run has this name
+            _rec(("elliptic", "lm", "full_fine_tuning"), "0"),
+        ],
+    }
+    new = [_rec(("elliptic", "lm", "lotra_cr_0.5"), "0")]
+    merged = rp.merge(new, old)
+    assert [r["group"][2] for r in merged["runs"]] == ["full_fine_tuning"]
+    assert merged["earlier"] == [
+        {"provenance": _prov("a"), "sweeps": [["elliptic", "lm", "full_fine_tuning"]]}
+    ]
+    again = rp.merge(
+        [_rec(("wave", "lm", "scratch"), "0")],
+        {**merged, "runs": new + merged["runs"], "provenance": _prov("b")},
+    )
+    assert {e["provenance"]["git_commit"][0]: e["sweeps"] for e in again["earlier"]} == {
+        "a": [["elliptic", "lm", "full_fine_tuning"]],
+        "b": [["elliptic", "lm", "lotra_cr_0.5"]],
+    }
+    data = {
+        "provenance": _prov("c"),
+        "runs": [_rec(("wave", "lm", "scratch"), "0")] + again["runs"],
+        "earlier": again["earlier"],
+    }
+    line = rp.provenance_line(data)
+    assert "1 runs written at commit ccccccc" in line
+    assert "1 kept from the data written at commit aaaaaaa" in line and "bbbbbbb" in line
+
+
+def test_the_block_refuses_a_grid_sweep_not_at_its_searched_damping(rp: Any) -> None:
+    """A merged raw data whose search was re-run (1e-7 now wins) but whose grid sweep was kept
+    from the old search (1e-3) must not make a table."""
+
+    def run(group: tuple[str, ...], damping: float, err: float) -> Any:
+        return rp.Result(
+            name=f"{damping}",
+            group=group,
+            cfg={"seed": 0, "optim": {"damping": damping}, "pde": {"target": {"mu": 1.5}}},
+            status="ok",
+            rel_l2=err,
+            n_trainable=2760,
+        )
+
+    key = rp.KEY["full fine-tuning"]
+    search = [run(("elliptic", "search_lm", key), d, e) for d, e in ((1e-7, 1e-5), (1e-3, 1e-4))]
+    assert rp.unsearched([*search, run(("elliptic", "lm", key), 1e-7, 1e-5)]) == []
+    stale = rp.unsearched([*search, run(("elliptic", "lm", key), 1e-3, 1e-5)])
+    assert stale == [f"elliptic/lm/{key} ran at [0.001], searched 1e-07"]
+    with pytest.raises(SystemExit, match="not at the searched setting"):
+        rp.body([*search, run(("elliptic", "lm", key), 1e-3, 1e-5)])
+
+
+def test_only_selects_sweeps_by_their_path_below_the_root(rp: Any, tmp_path: Any) -> None:
+    import re
+
+    rp.ONLY[:] = [re.compile(r"/lm/lotra"), re.compile(r"^lr_strategies/")]
+    try:
+        assert rp.wanted(tmp_path, tmp_path / "wave" / "lm" / "lotra_cr_0.5")
+        assert rp.wanted(tmp_path, tmp_path / "lr_strategies" / "w20_gd_0")
+        assert not rp.wanted(tmp_path, tmp_path / "wave" / "lm" / "scratch")
+        assert not rp.wanted(tmp_path, tmp_path / "wave" / "adam" / "lotra_cr_0.5")
+        rp.multirun("transfer", tmp_path / "wave" / "lm" / "scratch", [], 1, tmp_path)
+        assert not (tmp_path / "wave").exists()  # left out: nothing ran, no .done marker
+    finally:
+        rp.ONLY.clear()
+    assert rp.wanted(tmp_path, tmp_path / "wave" / "lm" / "scratch")
