@@ -482,9 +482,10 @@ def export(
     with `old`, merged with that raw data's runs of the sweeps not run again below `root`."""
     hb = docblocks.owner("hard_benchmarks")  # provenance
     records = [r.record() for r in collect(root)]
-    history = []  # notes on how the runs went, kept across exports of the same study
-    if out.is_file():
-        history = json.loads(out.read_text(encoding="utf-8")).get("history", [])
+    history = []  # notes on how the runs went, kept across exports of the same study (or merge)
+    base = old if old is not None else out
+    if base.is_file():
+        history = json.loads(base.read_text(encoding="utf-8")).get("history", [])
     earlier: list[dict[str, Any]] = []
     if old is not None:
         merged = merge(records, json.loads(old.read_text(encoding="utf-8")))
@@ -594,6 +595,49 @@ def flatness_table(runs: list[Result]) -> list[str]:
                     ratios.append(float(r.curve[(r.curve.size - 1) // 2] / r.curve[-1]))
             cells.append(f"{np.median(ratios):.2f}" if ratios else "–")
         lines.append(f"| {v.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _span(values: list[float]) -> tuple[float, float]:
+    good = [v for v in values if math.isfinite(v)]
+    return (min(good), max(good)) if good else (math.nan, math.nan)
+
+
+def _times(x: float) -> str:
+    """A ratio to two significant digits, without an exponent (190, not 1.9e+02)."""
+    return f"{float(f'{x:.2g}'):g}"
+
+
+def ratio_table(runs: list[Result], ref: str = "full fine-tuning") -> list[str]:
+    """Each LM-grid variant against `ref`, per family: the ratio of the seeds' median errors
+    on each target (min–max over the family's targets), and on how many targets the seed
+    ranges are apart, the variant's above ("worse") or below ("better")."""
+    lines = ["| variant | " + " | ".join(PDES) + " |", "|---|" + "---|" * len(PDES)]
+    for v in VARIANTS:
+        if v.label == ref:
+            continue
+        cells = []
+        for pde in PDES:
+            ratios, worse, better = [], 0, 0
+            for t in TARGETS[pde]:
+                mine, theirs = (
+                    errors([r for r in select(runs, pde, "lm", k) if _same(r.target, t)])
+                    for k in (v.key, KEY[ref])
+                )
+                (lo, hi), (ref_lo, ref_hi) = _span(mine), _span(theirs)
+                if math.isnan(lo) or math.isnan(ref_lo):
+                    continue
+                ratios.append(float(np.nanmedian(mine) / np.nanmedian(theirs)))
+                worse += lo > ref_hi
+                better += hi < ref_lo
+            if not ratios:
+                cells.append("–")
+                continue
+            lo, hi = (_times(x) for x in (min(ratios), max(ratios)))
+            text = f"{lo}×" if lo == hi else f"{lo}–{hi}×"
+            apart = [f"{n}/{len(ratios)} {w}" for n, w in ((worse, "worse"), (better, "better"))]
+            cells.append(f"{text} ({', '.join(a for a in apart if not a.startswith('0/'))})")
+        lines.append(f"| {v.label} | " + " | ".join(cells).replace(" ()", "") + " |")
     return lines
 
 
@@ -871,6 +915,13 @@ def body(runs: list[Result], data: dict[str, Any] | None = None) -> str:
             f"**LM, every target** (rel. L2 at the stop: {LM_STEPS} LM steps or the default "
             f"tolerance; median (min–max) over seeds {', '.join(map(str, SEEDS))}):",
             lambda: [x for p in PDES for x in [*grid_table(runs, p), ""]],
+        ),
+        (
+            "**Against full fine-tuning** (LM grid): the median rel. L2 of a variant over full "
+            "fine-tuning's, per target (min–max over the family's targets), and on how many "
+            "targets every seed of one is above (worse) or below (better) every seed of the "
+            "other:",
+            lambda: ratio_table(runs),
         ),
         (
             "**Have the LM curves flattened?** rel. L2 at half the run / final rel. L2, "

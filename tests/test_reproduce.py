@@ -183,3 +183,29 @@ def test_only_selects_sweeps_by_their_path_below_the_root(rp: Any, tmp_path: Any
     finally:
         rp.ONLY.clear()
     assert rp.wanted(tmp_path, tmp_path / "wave" / "lm" / "scratch")
+
+
+def test_the_ratio_table_divides_medians_and_counts_targets_apart(rp: Any) -> None:
+    """LoTRA cr 0.5 against full fine-tuning on elliptic: 10× on mu 1.1 with the seeds apart,
+    2× on mu 1.5 with them overlapping; the range is over targets, the count over targets."""
+
+    def run(key: str, mu: float, seed: int, err: float) -> Any:
+        return rp.Result(
+            name=f"{key}{mu}{seed}",
+            group=("elliptic", "lm", key),
+            cfg={"seed": seed, "pde": {"name": "elliptic", "target": {"mu": mu}}},
+            status="ok",
+            rel_l2=err,
+            n_trainable=1,
+        )
+
+    full, lotra = rp.KEY["full fine-tuning"], rp.KEY["LoTRA cr 0.5"]
+    runs = [run(full, 1.1, s, e) for s, e in enumerate((1e-5, 2e-5, 3e-5))]
+    runs += [run(lotra, 1.1, s, e) for s, e in enumerate((1e-4, 2e-4, 5e-4))]
+    runs += [run(full, 1.5, s, e) for s, e in enumerate((1e-5, 2e-5, 8e-5))]
+    runs += [run(lotra, 1.5, s, e) for s, e in enumerate((3e-5, 4e-5, 9e-5))]
+    table = rp.ratio_table(runs)
+    row = next(line for line in table if line.startswith("| LoTRA cr 0.5 |"))
+    assert row.split(" | ")[1] == "2–10× (1/2 worse)"
+    assert next(x for x in table if x.startswith("| scratch |")).split(" | ")[1] == "–"
+    assert rp._times(186.4) == "190" and rp._times(0.853) == "0.85"
