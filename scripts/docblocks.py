@@ -331,8 +331,8 @@ def page_data(doc: Path, text: str) -> list[Path]:
     names += [g for m in _DATA_DECLARED.finditer(text) for g in m.group(1).split()]
     found: set[Path] = set()
     for name in names:
-        if name.rstrip("/") in ("docs", "."):  # the docs folder itself names no data
-            continue
+        if name.rstrip("/") in ("docs", ".") or name.startswith("/"):
+            continue  # the docs folder names no data; an absolute path (/tmp/...) is not ours
         pattern = name if name.endswith(".json") else name.rstrip("/") + "/**/*.json"
         for base in (ROOT, ROOT / "docs", doc.parent):
             found.update(p.resolve() for p in base.glob(pattern) if p.is_file())

@@ -169,6 +169,15 @@ def test_a_figure_of_the_data_the_page_names_passes() -> None:
     assert len(docblocks.untraced_figures(wrong_digits, [])) == 1
 
 
+def test_an_absolute_path_in_a_page_is_no_data_and_no_crash() -> None:
+    """A command block writing to /tmp/part.json (docs/results.md) made pathlib's glob raise
+    NotImplementedError; an absolute path names no file of the repository."""
+    page = {
+        "docs/x.md": "python x.py --raw /tmp/part.json --root /tmp/study/\nIt reached 1.12e-5.\n"
+    }
+    assert len(docblocks.untraced_figures(page, [])) == 1
+
+
 def test_a_nested_folder_named_in_the_prose_is_the_pages_data() -> None:
     """docs/tolerance/bspline/ holds the B-spline calibration (parabolic 6.75…e-05 in its
     curve); the check once read only one folder level, so a page naming it could not use it."""
