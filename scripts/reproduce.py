@@ -118,7 +118,7 @@ STRATEGIES = {  # label -> (lr_strategy, multipliers): U1's rate in the first hi
     "mis-scaled high (8η on U1, U3)": ("uniform", {**UNIT, "U1": 8, "U3": 8}),
     "theory, c_U1 = 16, c_U3 = 9 (default)": ("theory", {**UNIT, "U1": 16, "U3": 9}),
 }
-MODELS = {  # label -> (source dir name, model overrides, LoTRA cr: an adapter of 44-56 % of A)
+MODELS = {  # label -> (source dir, model overrides, LoTRA cr: an adapter of 35-46 % of the network)
     "Chebyshev KAN [20,20]": ("elliptic", (), 0.5),  # the default network, 2760 coefficients
     "tanh MLP [50,50]": ("mlp", ("model=mlp",), 0.125),  # n_d = 1: cr 0.5 exceeds the matrix
     "lmKAN [8,8]": ("lmkan", ("model=lmkan",), 0.125),
@@ -899,7 +899,7 @@ def provenance_line(data: dict[str, Any]) -> str:
     parts += [
         f"{n} kept from the data written at {at(e['provenance'])}" for n, e in zip(n_old, earlier)
     ]
-    return "Raw data: " + "; ".join(parts) + " (the page's history says where each phase ran)."
+    return "Raw data: " + "; ".join(parts) + " (the raw data's history says where each phase ran)."
 
 
 def body(runs: list[Result], data: dict[str, Any] | None = None) -> str:
