@@ -3,24 +3,15 @@ the machine to themselves, and none where a second process shared the cores."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+import docblocks
 
 
 def _growth_study() -> Any:
-    sys.path.insert(0, str(SCRIPTS))  # the script imports docblocks beside it
-    try:
-        spec = importlib.util.spec_from_file_location("growth_study", SCRIPTS / "growth_study.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return docblocks.owner("growth_study")  # as the docs check loads it
 
 
 def _run(seed: int, seconds: float) -> dict[str, Any]:
