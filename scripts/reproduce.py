@@ -635,9 +635,13 @@ def ratio_table(runs: list[Result], ref: str = "full fine-tuning") -> list[str]:
                 continue
             lo, hi = (_times(x) for x in (min(ratios), max(ratios)))
             text = f"{lo}×" if lo == hi else f"{lo}–{hi}×"
-            apart = [f"{n}/{len(ratios)} {w}" for n, w in ((worse, "worse"), (better, "better"))]
-            cells.append(f"{text} ({', '.join(a for a in apart if not a.startswith('0/'))})")
-        lines.append(f"| {v.label} | " + " | ".join(cells).replace(" ()", "") + " |")
+            apart = ", ".join(
+                f"{n}/{len(ratios)} {side}"
+                for n, side in ((worse, "worse"), (better, "better"))
+                if n
+            )
+            cells.append(f"{text} ({apart})" if apart else text)
+        lines.append(f"| {v.label} | " + " | ".join(cells) + " |")
     return lines
 
 
