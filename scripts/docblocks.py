@@ -64,6 +64,7 @@ OWNERS = {
     "lm-step": "bench_lm_step",
     "lmkan-step": "bench_lmkan",
     "rational-fit": "rational_fit",
+    "adam-widths": "adam_widths",
 }
 # block names by prefix: e2e-<study> is the table of docs/e2e/<study>.json (e2e-<study>.compare
 # its two compared models side by side), bench-step-<section> the step timings of

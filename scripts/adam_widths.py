@@ -1,0 +1,315 @@
+"""Adam's side of the model comparison: each layer kind at its best width and learning rate.
+
+Every kind's default network (about 2750 parameters) is sized for Levenberg–Marquardt, whose
+dense P × P solve grows as P³; Adam's step does not, so a fair comparison gives Adam its own
+width. Per kind, elliptic pretrain, at most --seconds of training per run, one run at a time:
+
+1. On the held-out seed 99, for each width of WIDTHS: a calibration run counts the Adam steps
+   the time allows (train.steps=100000), so that the learning-rate decay, which spans
+   train.steps, completes within the time; then Adam at that many steps for each lr of LRS,
+   and one lr beyond the grid where the best of a width is at the grid's edge.
+2. The held-out seed's best (width, lr) runs seeds 0, 1, 2, and so does the kind's default
+   network under LM (its own calibrated train.tol) under the same time cap.
+
+The raw data, docs/e2e/adam_widths.json, is scripts/e2e_table.py's format (a record per run,
+with its command, commit, date and machine), written after each run: an interrupted study keeps
+what it measured and a rerun skips the runs it holds. Block `adam-widths` of docs/models.md is
+generated from it.
+
+    python scripts/adam_widths.py                        # measure what the JSON lacks (~50 min)
+    python scripts/adam_widths.py --kinds chebyshev mlp  # some kinds only
+    python scripts/adam_widths.py --tables               # rewrite the block from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docblocks
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "docs" / "e2e" / "adam_widths.json"
+PAGE = ROOT / "docs" / "models.md"
+BLOCK = "adam-widths"
+WIDTHS = {  # hidden widths per kind: its default (~2750 parameters), then ~4x and ~14x that
+    "chebyshev": (20, 40, 80),
+    "bspline": (16, 32, 64),
+    "mlp": (50, 100, 200),
+    "lmkan": (8, 16, 32),
+    "rational": (20, 40, 80),
+}
+LM_SETTINGS = {"bspline": ("train.tol=1e-6",)}  # each kind's calibrated LM tolerance
+LRS = (0.003, 0.01, 0.03)
+BEYOND = {0.003: 0.001, 0.03: 0.1}  # the one lr past an edge of the grid
+SEARCH_SEED = 99
+SEEDS = (0, 1, 2)
+SECONDS = 30.0
+CALIBRATE_STEPS = 100000  # a step budget the time cap always ends first
+THREADS = 2
+
+Record = dict[str, Any]
+Runner = Callable[[str, int], Record]  # (model, seed) -> the run's record
+
+
+# --- the models (e2e_table's "<kind>+<override>+..." strings) ------------------------------------
+def adam_model(kind: str, width: int, seconds: float, steps: int, lr: float | None) -> str:
+    """Adam at one width, capped at `seconds`; no lr: the calibration run (default lr)."""
+    parts = [kind, "optim=adam", f"model.hidden=[{width},{width}]"]
+    parts += [f"train.max_seconds={seconds:g}", f"train.steps={steps}"]
+    return "+".join(parts + ([f"optim.lr={lr:g}"] if lr is not None else []))
+
+
+def lm_model(kind: str, seconds: float) -> str:
+    """The kind's default network under LM (the default optimizer), capped at `seconds`."""
+    return "+".join([kind, *LM_SETTINGS.get(kind, ()), f"train.max_seconds={seconds:g}"])
+
+
+def settings(model: str) -> dict[str, str]:
+    """A model string's overrides as a dict, its kind under `kind`."""
+    kind, *overrides = model.split("+")
+    return {"kind": kind, **dict(o.split("=", 1) for o in overrides)}
+
+
+def width(model: str) -> int | None:
+    hidden = settings(model).get("model.hidden")
+    return int(hidden.strip("[]").split(",")[0]) if hidden else None
+
+
+def is_adam(model: str) -> bool:
+    return settings(model).get("optim") == "adam"
+
+
+def is_search(rec: Record) -> bool:
+    """A held-out run of the lr search (not a calibration, not a seed of the comparison)."""
+    s = settings(rec["model"])
+    return (
+        rec["seed"] == SEARCH_SEED
+        and s.get("optim") == "adam"
+        and "optim.lr" in s
+        and s.get("train.steps") != str(CALIBRATE_STEPS)
+    )
+
+
+def score(rec: Record) -> float:
+    """A run's error for the search: a diverged run (no error) ranks last."""
+    err = rec.get("rel_l2")
+    return err if err is not None and math.isfinite(err) else math.inf
+
+
+def best(runs: list[Record], kind: str, w: int | None = None) -> Record:
+    """The kind's best held-out search run (at width `w`, or over every width)."""
+    cands = [
+        r
+        for r in runs
+        if is_search(r) and settings(r["model"])["kind"] == kind and w in (None, width(r["model"]))
+    ]
+    if not cands:
+        raise SystemExit(f"no lr search of {kind}" + (f" at width {w}" if w else "") + " yet")
+    return min(cands, key=lambda r: (score(r), r["model"]))
+
+
+# --- measuring -----------------------------------------------------------------------------------
+def study(kinds: list[str], seconds: float, run: Runner) -> None:
+    """Steps 1 and 2 of the module's docstring for each kind; `run` skips what it holds."""
+    for kind in kinds:
+        held = []
+        for w in WIDTHS[kind]:
+            cal = run(adam_model(kind, w, seconds, CALIBRATE_STEPS, None), SEARCH_SEED)
+            steps = max(1, cal["steps_done"])
+            held += [run(adam_model(kind, w, seconds, steps, lr), SEARCH_SEED) for lr in LRS]
+            top = float(settings(best(held, kind, w)["model"])["optim.lr"])
+            if top in BEYOND:
+                held.append(run(adam_model(kind, w, seconds, steps, BEYOND[top]), SEARCH_SEED))
+        chosen = best(held, kind)["model"]
+        for seed in SEEDS:
+            run(chosen, seed)
+            run(lm_model(kind, seconds), seed)
+
+
+def runner(path: Path, work: Path) -> Runner:
+    """A Runner that runs `pinnkan pretrain pde=elliptic` in a subprocess, one at a time, and
+    appends each record to the JSON at `path` (a run it holds is returned, not run again)."""
+    e2e = docblocks.owner("e2e_table")
+    hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
+    data = json.loads(path.read_text()) if path.is_file() else {"schema": 1, "runs": []}
+
+    def run(model: str, seed: int) -> Record:
+        for rec in data["runs"]:
+            if (rec["model"], rec["seed"]) == (model, seed):
+                return rec
+        cmd = e2e.command(model, "elliptic", seed, "pretrain", work)
+        where = e2e.run_dir(work, model, "elliptic", seed, "pretrain")
+        full = [sys.executable, "-m", "pinnkan.cli", *cmd[1:], f"hydra.run.dir={where}"]
+        full += ["train.progress=log", f"threads={THREADS}"]
+        t0 = time.perf_counter()
+        rc, _, err = hb.run_child(full, hb.child_env(THREADS), None)
+        wall = time.perf_counter() - t0
+        if not (where / "results.h5").is_file():
+            raise SystemExit(f"{' '.join(cmd)} failed (rc {rc}):\n{err[-2000:]}")
+        rec = {"model": model, "pde": "elliptic", "seed": seed, "run": "pretrain"}
+        rec |= {"command": " ".join(cmd), "wall_seconds": wall, **_read(e2e, where)}
+        rec |= hb.provenance(THREADS)
+        data["runs"].append(rec)
+        docblocks.write_raw(path, data)
+        print(
+            f"{model} s{seed}: rel. L2 {score(rec):.2e}, {rec['train_seconds']:.0f} s, "
+            f"{rec['steps_done']} steps, {rec['status']}/{rec['stop_reason']}",
+            flush=True,
+        )
+        return rec
+
+    return run
+
+
+def _read(e2e: Any, where: Path) -> Record:
+    """e2e_table's record of a run; a diverged run (no error metrics) keeps its status."""
+    import h5py
+
+    with h5py.File(where / "results.h5", "r") as f:
+        status = str(f.attrs.get("status", "ok"))
+        if status != "diverged":
+            return e2e.read(where)
+        m = dict(f["metrics"].attrs)
+    return {
+        "status": status,
+        "stop_reason": "diverged",
+        "rel_l2": None,
+        "train_seconds": float(m.get("train_seconds", math.nan)),
+        "steps_done": int(m.get("diverged_at_step", m.get("steps_done", 0))),
+        "n_total": int(m.get("n_total", 0)),
+    }
+
+
+# --- the block -----------------------------------------------------------------------------------
+def _err(recs: list[Record]) -> str:
+    errs = [score(r) for r in recs]
+    if len(errs) == 1:
+        return f"{errs[0]:.1e}" if math.isfinite(errs[0]) else "diverged"
+    mid = statistics.median(errs)
+    return f"{mid:.1e} [{min(errs):.1e}–{max(errs):.1e}]"
+
+
+def _secs(recs: list[Record]) -> str:
+    s = [r["train_seconds"] for r in recs]
+    return f"{statistics.median(s):.0f} [{min(s):.0f}–{max(s):.0f}]"
+
+
+def search_table(runs: list[Record]) -> list[str]:
+    """Held-out seed: a row per kind and width, a column per lr; the kind's best in bold."""
+    lrs = sorted({float(settings(r["model"])["optim.lr"]) for r in runs if is_search(r)})
+    rows = [
+        "| kind | hidden | parameters | Adam steps in the time | "
+        + " | ".join(f"lr {lr:g}" for lr in lrs)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(lrs),
+    ]
+    for kind in dict.fromkeys(settings(r["model"])["kind"] for r in runs if is_search(r)):
+        top = best(runs, kind)
+        for w in WIDTHS.get(kind, ()):
+            at = [r for r in runs if is_search(r) and settings(r["model"])["kind"] == kind]
+            at = [r for r in at if width(r["model"]) == w]
+            if not at:
+                continue
+            cells = []
+            for lr in lrs:
+                rec = [r for r in at if float(settings(r["model"])["optim.lr"]) == lr]
+                cell = _err(rec) if rec else "–"
+                cells.append(f"**{cell}**" if rec and rec[0] is top else cell)
+            steps = settings(at[0]["model"])["train.steps"]
+            rows.append(
+                f"| {kind} | [{w},{w}] | {at[0]['n_total']} | {steps} | " + " | ".join(cells) + " |"
+            )
+    return rows
+
+
+def seeds_table(runs: list[Record]) -> list[str]:
+    """Seeds 0, 1, 2: each kind's default network under LM against its best Adam setting."""
+    rows = [
+        "| kind | LM: network | rel. L2 | train s | stopped by | Adam: network, lr, steps | "
+        "rel. L2 | train s | stopped by | Adam / LM | lower error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    seeded = [r for r in runs if r["seed"] in SEEDS]
+    for kind in dict.fromkeys(settings(r["model"])["kind"] for r in seeded):
+        mine = [r for r in seeded if settings(r["model"])["kind"] == kind]
+        lm = sorted((r for r in mine if not is_adam(r["model"])), key=lambda r: r["seed"])
+        adam = sorted((r for r in mine if is_adam(r["model"])), key=lambda r: r["seed"])
+        if not lm or not adam or [r["seed"] for r in lm] != [r["seed"] for r in adam]:
+            continue  # like against like: the same seeds on both sides
+        s = settings(adam[0]["model"])
+        a_err, l_err = [score(r) for r in adam], [score(r) for r in lm]
+        if max(l_err) < min(a_err):
+            lower = "LM"
+        elif max(a_err) < min(l_err):
+            lower = "Adam"
+        else:
+            lower = "overlap"
+        ratio = statistics.median(a_err) / statistics.median(l_err)
+        stops = [", ".join(sorted({r["stop_reason"] for r in side})) for side in (lm, adam)]
+        rows.append(
+            f"| {kind} | {lm[0]['n_total']} parameters | {_err(lm)} | {_secs(lm)} | {stops[0]} | "
+            f"{s['model.hidden']} ({adam[0]['n_total']}), {s['optim.lr']}, {s['train.steps']} | "
+            f"{_err(adam)} | {_secs(adam)} | {stops[1]} | {ratio:.2g}× | {lower} |"
+        )
+    return rows
+
+
+def table(path: Path = RAW) -> str:
+    data = json.loads(path.read_text())
+    runs = data["runs"]
+    hb = docblocks.owner("hard_benchmarks")
+    commits = sorted({hb.commit_label(r) for r in runs})
+    dates = sorted(r["date"][:10] for r in runs)
+    machine = runs[0]["machine"]
+    seconds = sorted({settings(r["model"])["train.max_seconds"] for r in runs})
+    return "\n".join(
+        [
+            f"Held-out seed {SEARCH_SEED}, at most {' / '.join(seconds)} s of training per run "
+            "(rel. L2 where the run stopped; bold: the kind's best, which the seeds run):",
+            "",
+            *search_table(runs),
+            "",
+            'Seeds 0, 1, 2 (median [min–max]); "lower" names a side only where the seeds\' '
+            "ranges do not overlap; Adam / LM is the ratio of the medians:",
+            "",
+            *seeds_table(runs),
+            "",
+            f"Raw data: `docs/e2e/{path.name}` ({len(runs)} runs; commit {', '.join(commits)}; "
+            f"{dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") + f"; "
+            f"{machine['processor']}, {machine['cpu_count']} cores, {THREADS} torch threads; "
+            "one run at a time).",
+        ]
+    )
+
+
+def block(name: str, doc: Path) -> str:
+    """The body of block adam-widths (scripts/docblocks.py)."""
+    return table()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kinds", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
+    ap.add_argument("--seconds", type=float, default=SECONDS, help="training cap per run")
+    ap.add_argument("--out", type=Path, default=RAW, help="the raw data JSON")
+    ap.add_argument("--work", type=Path, default=ROOT / "outputs" / "adam_widths")
+    ap.add_argument("--tables", action="store_true", help="rewrite the block from the JSON")
+    args = ap.parse_args(argv)
+    if not args.tables:
+        study(args.kinds, args.seconds, runner(args.out, args.work))
+    text = PAGE.read_text()
+    if BLOCK in docblocks.names(text, PAGE):
+        PAGE.write_text(docblocks.replace(text, BLOCK, table(args.out), PAGE))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""scripts/adam_widths.py: the search runs each width's lr grid at its calibrated steps, goes one
+lr past an edge where the best sits there, runs the seeds at the held-out seed's best, and the
+tables mark the best and name a lower side only where the seeds' ranges are apart."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import docblocks
+
+
+def _aw() -> Any:
+    return docblocks.owner("adam_widths")  # as the docs check loads it
+
+
+def _fake(errors: dict[tuple[int, float], float], log: list[tuple[str, int]]) -> Any:
+    """A Runner: Adam's error from (width, lr), None (diverged) where absent; LM at 1e-5."""
+    aw = _aw()
+
+    def run(model: str, seed: int) -> dict[str, Any]:
+        log.append((model, seed))
+        s = aw.settings(model)
+        if s.get("train.steps") == str(aw.CALIBRATE_STEPS):
+            return {"steps_done": 10 * aw.width(model)}
+        err = errors.get((aw.width(model), float(s["optim.lr"]))) if aw.is_adam(model) else 1e-5
+        return {"model": model, "seed": seed, "rel_l2": err, "steps_done": 1}
+
+    return run
+
+
+def test_search_extends_an_edge_and_seeds_run_at_the_best() -> None:
+    aw = _aw()
+    errors = {(20, 0.003): 3e-3, (20, 0.01): 2e-3, (20, 0.03): 4e-3}  # best inside: no extension
+    errors |= {(40, 0.003): 2e-3, (40, 0.01): 1e-3, (40, 0.03): 5e-4, (40, 0.1): 4e-4}
+    errors |= {(80, 0.003): 9e-4, (80, 0.01): 1e-3}  # 0.03 diverged; best at the low edge
+    log: list[tuple[str, int]] = []
+    aw.study(["chebyshev"], 30.0, _fake(errors, log))
+    held_out = [aw.settings(m) for m, s in log if s == aw.SEARCH_SEED]
+    lrs = {
+        w: [
+            float(s["optim.lr"])
+            for s in held_out
+            if s["model.hidden"] == f"[{w},{w}]" and "optim.lr" in s
+        ]
+        for w in (20, 40, 80)
+    }
+    assert lrs == {
+        20: [0.003, 0.01, 0.03],
+        40: [0.003, 0.01, 0.03, 0.1],
+        80: [0.003, 0.01, 0.03, 0.001],
+    }
+    steps = {s["model.hidden"]: s["train.steps"] for s in held_out if "optim.lr" in s}
+    assert steps == {"[20,20]": "200", "[40,40]": "400", "[80,80]": "800"}  # each its own
+    seeded = [(m, s) for m, s in log if s != aw.SEARCH_SEED]
+    best = aw.adam_model("chebyshev", 40, 30.0, 400, 0.1)
+    assert seeded == [(m, s) for s in (0, 1, 2) for m in (best, aw.lm_model("chebyshev", 30.0))]
+
+
+def test_a_diverged_run_ranks_last() -> None:
+    aw = _aw()
+    runs = [
+        {"model": aw.adam_model("mlp", 50, 30.0, 9, lr), "seed": 99, "rel_l2": err}
+        for lr, err in ((0.003, 0.5), (0.01, None), (0.03, math.nan))
+    ]
+    assert aw.settings(aw.best(runs, "mlp")["model"])["optim.lr"] == "0.003"
+
+
+def _rec(model: str, seed: int, err: float | None, n: int = 2760) -> dict[str, Any]:
+    return {
+        "model": model,
+        "seed": seed,
+        "rel_l2": err,
+        "train_seconds": 10.0 + seed,
+        "steps_done": 100,
+        "stop_reason": "steps" if "adam" in model else "tolerance",
+        "n_total": n,
+        "date": "2026-12-06T12:00:00+00:00",
+        "git_commit": "0123456789abcdef",
+        "git_dirty": False,
+        "machine": {"processor": "x86_64", "cpu_count": 2},
+    }
+
+
+def test_tables_mark_the_best_and_verdicts(tmp_path: Path) -> None:
+    aw = _aw()
+    a = [aw.adam_model("chebyshev", w, 30.0, 100, lr) for w in (20, 40) for lr in (0.01, 0.03)]
+    runs = [_rec(m, 99, e) for m, e in zip(a, (3e-3, 2e-3, 1e-3, None))]
+    runs += [_rec(a[2], s, 1e-3 * (s + 1)) for s in (0, 1, 2)]
+    runs += [_rec(aw.lm_model("chebyshev", 30.0), s, 1e-5 * (s + 1)) for s in (0, 1, 2)]
+    path = tmp_path / "adam_widths.json"
+    path.write_text(json.dumps({"schema": 1, "runs": runs}))
+    text = aw.table(path)
+    assert "| chebyshev | [40,40] | 2760 | 100 | **1.0e-03** | diverged |" in text
+    assert "| chebyshev | [20,20] | 2760 | 100 | 3.0e-03 | 2.0e-03 |" in text
+    row = next(line for line in text.splitlines() if "2760 parameters |" in line)
+    assert "2.0e-05 [1.0e-05–3.0e-05]" in row and "[40,40] (2760), 0.01, 100" in row
+    assert row.endswith("| 1e+02× | LM |")
+    runs[-1]["rel_l2"] = 5e-3  # an LM seed above Adam's lowest: the ranges overlap
+    path.write_text(json.dumps({"schema": 1, "runs": runs}))
+    assert aw.table(path).splitlines()[-3].endswith("| overlap |")
