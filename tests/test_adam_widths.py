@@ -33,7 +33,8 @@ def _fake(errors: dict[tuple[int, float], float], log: list[tuple[str, int]]) ->
 
 def test_search_extends_an_edge_and_seeds_run_at_the_best() -> None:
     aw = _aw()
-    errors = {(20, 0.003): 3e-3, (20, 0.01): 2e-3, (20, 0.03): 4e-3}  # best inside: no extension
+    errors = {(10, 0.003): 5e-3, (10, 0.01): 4e-3, (10, 0.03): 6e-3}  # best inside: no extension
+    errors |= {(20, 0.003): 3e-3, (20, 0.01): 2e-3, (20, 0.03): 4e-3}
     errors |= {(40, 0.003): 2e-3, (40, 0.01): 1e-3, (40, 0.03): 5e-4, (40, 0.1): 4e-4}
     errors |= {(80, 0.003): 9e-4, (80, 0.01): 1e-3}  # 0.03 diverged; best at the low edge
     log: list[tuple[str, int]] = []
@@ -45,15 +46,21 @@ def test_search_extends_an_edge_and_seeds_run_at_the_best() -> None:
             for s in held_out
             if s["model.hidden"] == f"[{w},{w}]" and "optim.lr" in s
         ]
-        for w in (20, 40, 80)
+        for w in (10, 20, 40, 80)
     }
     assert lrs == {
+        10: [0.003, 0.01, 0.03],
         20: [0.003, 0.01, 0.03],
         40: [0.003, 0.01, 0.03, 0.1],
         80: [0.003, 0.01, 0.03, 0.001],
     }
     steps = {s["model.hidden"]: s["train.steps"] for s in held_out if "optim.lr" in s}
-    assert steps == {"[20,20]": "200", "[40,40]": "400", "[80,80]": "800"}  # each its own
+    assert steps == {
+        "[10,10]": "100",
+        "[20,20]": "200",
+        "[40,40]": "400",
+        "[80,80]": "800",
+    }  # each its own
     seeded = [(m, s) for m, s in log if s != aw.SEARCH_SEED]
     best = aw.adam_model("chebyshev", 40, 30.0, 400, 0.1)
     assert seeded == [(m, s) for s in (0, 1, 2) for m in (best, aw.lm_model("chebyshev", 30.0))]
@@ -88,16 +95,20 @@ def test_tables_mark_the_best_and_verdicts(tmp_path: Path) -> None:
     aw = _aw()
     a = [aw.adam_model("chebyshev", w, 30.0, 100, lr) for w in (20, 40) for lr in (0.01, 0.03)]
     runs = [_rec(m, 99, e) for m, e in zip(a, (3e-3, 2e-3, 1e-3, None))]
+    runs[0]["steps_done"] = 90  # stopped by the time cap before its calibrated steps
+    calibration = aw.adam_model("chebyshev", 20, 30.0, aw.CALIBRATE_STEPS, None)
+    runs.append(_rec(calibration, 99, 4e-3))
     runs += [_rec(a[2], s, 1e-3 * (s + 1)) for s in (0, 1, 2)]
+    runs += [_rec(a[1], s, 1e-9) for s in (0, 1, 2)]  # seeds of a superseded best: not shown
     runs += [_rec(aw.lm_model("chebyshev", 30.0), s, 1e-5 * (s + 1)) for s in (0, 1, 2)]
     path = tmp_path / "adam_widths.json"
     path.write_text(json.dumps({"schema": 1, "runs": runs}))
     text = aw.table(path)
-    assert "| chebyshev | [40,40] | 2760 | 100 | **1.0e-03** | diverged |" in text
-    assert "| chebyshev | [20,20] | 2760 | 100 | 3.0e-03 | 2.0e-03 |" in text
+    assert "| chebyshev | [40,40] | 2760 | 100 (100–100) | **1.0e-03** | diverged | – |" in text
+    assert "| chebyshev | [20,20] | 2760 | 100 (90–100) | 3.0e-03 | 2.0e-03 | 4.0e-03 |" in text
     row = next(line for line in text.splitlines() if "2760 parameters |" in line)
     assert "2.0e-05 [1.0e-05–3.0e-05]" in row and "[40,40] (2760), 0.01, 100" in row
-    assert row.endswith("| 1e+02× | LM |")
+    assert row.endswith("| 100× | LM |")
     runs[-1]["rel_l2"] = 5e-3  # an LM seed above Adam's lowest: the ranges overlap
     path.write_text(json.dumps({"schema": 1, "runs": runs}))
     assert aw.table(path).splitlines()[-3].endswith("| overlap |")
