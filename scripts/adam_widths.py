@@ -154,7 +154,7 @@ def runner(path: Path, work: Path) -> Runner:
         t0 = time.perf_counter()
         rc, _, err = hb.run_child(full, hb.child_env(THREADS), None)
         wall = time.perf_counter() - t0
-        if not (where / "results.h5").is_file():
+        if rc and _status(where) != "diverged":  # a diverged run is a result, not a failure
             raise SystemExit(f"{' '.join(cmd)} failed (rc {rc}):\n{err[-2000:]}")
         rec = {"model": model, "pde": "elliptic", "seed": seed, "run": "pretrain"}
         rec |= {"command": " ".join(cmd), "wall_seconds": wall, **_read(e2e, where)}
@@ -171,17 +171,26 @@ def runner(path: Path, work: Path) -> Runner:
     return run
 
 
+def _status(where: Path) -> str | None:
+    """The status a run's results.h5 records (None: no results.h5)."""
+    import h5py
+
+    if not (where / "results.h5").is_file():
+        return None
+    with h5py.File(where / "results.h5", "r") as f:
+        return str(f.attrs.get("status", "ok"))
+
+
 def _read(e2e: Any, where: Path) -> Record:
     """e2e_table's record of a run; a diverged run (no error metrics) keeps its status."""
     import h5py
 
+    if _status(where) != "diverged":
+        return e2e.read(where)
     with h5py.File(where / "results.h5", "r") as f:
-        status = str(f.attrs.get("status", "ok"))
-        if status != "diverged":
-            return e2e.read(where)
         m = dict(f["metrics"].attrs)
     return {
-        "status": status,
+        "status": "diverged",
         "stop_reason": "diverged",
         "rel_l2": None,
         "train_seconds": float(m.get("train_seconds", math.nan)),

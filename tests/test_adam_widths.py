@@ -112,3 +112,34 @@ def test_tables_mark_the_best_and_verdicts(tmp_path: Path) -> None:
     runs[-1]["rel_l2"] = 5e-3  # an LM seed above Adam's lowest: the ranges overlap
     path.write_text(json.dumps({"schema": 1, "runs": runs}))
     assert aw.table(path).splitlines()[-3].endswith("| overlap |")
+
+
+def test_runner_keeps_a_diverged_run_and_stops_on_a_failure(tmp_path: Path, monkeypatch) -> None:
+    import h5py
+    import pytest
+
+    aw, hb = _aw(), docblocks.owner("hard_benchmarks")
+    model = aw.adam_model("chebyshev", 20, 30.0, 100, 0.1)
+    where = docblocks.owner("e2e_table").run_dir(tmp_path, model, "elliptic", 0, "pretrain")
+
+    def diverges(cmd: list[str], env: dict[str, str], timeout: float | None) -> tuple:
+        where.mkdir(parents=True)
+        with h5py.File(where / "results.h5", "w") as f:
+            f.attrs["status"] = "diverged"
+            f.create_group("metrics").attrs.update(
+                {"train_seconds": 3.0, "diverged_at_step": 42, "n_total": 2760}
+            )
+        return 1, "", "diverged"
+
+    monkeypatch.setattr(hb, "run_child", diverges)
+    out = tmp_path / "raw.json"
+    rec = aw.runner(out, tmp_path)(model, 0)
+    assert (rec["status"], rec["rel_l2"], rec["steps_done"]) == ("diverged", None, 42)
+    assert json.loads(out.read_text())["runs"][0]["model"] == model  # written at once
+    monkeypatch.setattr(hb, "run_child", lambda *a: (2, "", "bad override"))
+    with pytest.raises(SystemExit, match="bad override"):
+        aw.runner(out, tmp_path)(aw.lm_model("mlp", 30.0), 1)  # rc 2, no results.h5
+    with h5py.File(where / "results.h5", "w") as f:  # an earlier attempt's finished run
+        f.attrs["status"] = "ok"
+    with pytest.raises(SystemExit, match="bad override"):  # is not this failed run's result
+        aw.runner(tmp_path / "other.json", tmp_path)(model, 0)
