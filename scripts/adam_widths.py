@@ -7,7 +7,9 @@ width. Per kind, elliptic pretrain, at most --seconds of training per run, one r
 1. On the held-out seed 99, for each width of WIDTHS: a calibration run counts the Adam steps
    the time allows (train.steps=100000), so that the learning-rate decay, which spans
    train.steps, completes within the time; then Adam at that many steps for each lr of LRS,
-   and one lr beyond the grid where the best of a width is at the grid's edge.
+   and the next rate of LADDER past an edge while the width's best sits at that edge. Where
+   the kind's best is then its narrowest width, half that width is searched the same way
+   (down to MIN_WIDTH), so that no best rests on an untried narrower network.
 2. The held-out seed's best (width, lr) runs seeds 0, 1, 2, and so does the kind's default
    network under LM (its own calibrated train.tol) under the same time cap.
 
@@ -16,7 +18,7 @@ with its command, commit, date and machine), written after each run: an interrup
 what it measured and a rerun skips the runs it holds. Block `adam-widths` of docs/models.md is
 generated from it.
 
-    python scripts/adam_widths.py                        # measure what the JSON lacks (~50 min)
+    python scripts/adam_widths.py                        # measure what the JSON lacks (~80 min)
     python scripts/adam_widths.py --kinds chebyshev mlp  # some kinds only
     python scripts/adam_widths.py --tables               # rewrite the block from the JSON
 """
@@ -50,7 +52,8 @@ WIDTHS = {  # hidden widths per kind: half its default, its default (~2750 param
 }
 LM_SETTINGS = {"bspline": ("train.tol=1e-6",)}  # each kind's calibrated LM tolerance
 LRS = (0.003, 0.01, 0.03)
-BEYOND = {0.003: 0.001, 0.03: 0.1}  # the one lr past an edge of the grid
+LADDER = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)  # the rates past the grid's edges
+MIN_WIDTH = 2
 SEARCH_SEED = 99
 SEEDS = (0, 1, 2)
 SECONDS = 30.0
@@ -122,18 +125,37 @@ def best(runs: list[Record], kind: str, w: int | None = None) -> Record:
 def study(kinds: list[str], seconds: float, run: Runner) -> None:
     """Steps 1 and 2 of the module's docstring for each kind; `run` skips what it holds."""
     for kind in kinds:
-        held = []
-        for w in WIDTHS[kind]:
-            cal = run(adam_model(kind, w, seconds, CALIBRATE_STEPS, None), SEARCH_SEED)
-            steps = max(1, cal["steps_done"])
-            held += [run(adam_model(kind, w, seconds, steps, lr), SEARCH_SEED) for lr in LRS]
-            top = float(settings(best(held, kind, w)["model"])["optim.lr"])
-            if top in BEYOND:
-                held.append(run(adam_model(kind, w, seconds, steps, BEYOND[top]), SEARCH_SEED))
+        held: list[Record] = []
+        widths = list(WIDTHS[kind])
+        for w in widths:  # grows below its narrowest while that is the kind's best
+            held += search_width(kind, w, seconds, run)
+            narrowest = min(widths)
+            if w == widths[-1] and width(best(held, kind)["model"]) == narrowest:
+                if narrowest // 2 >= MIN_WIDTH:
+                    widths.append(narrowest // 2)
         chosen = best(held, kind)["model"]
         for seed in SEEDS:
             run(chosen, seed)
             run(lm_model(kind, seconds), seed)
+
+
+def search_width(kind: str, w: int, seconds: float, run: Runner) -> list[Record]:
+    """One width on the held-out seed: the calibration, the lr grid at the calibrated steps,
+    then LADDER's next rate past an edge while the best sits at that edge."""
+    cal = run(adam_model(kind, w, seconds, CALIBRATE_STEPS, None), SEARCH_SEED)
+    steps = max(1, cal["steps_done"])
+    held = [run(adam_model(kind, w, seconds, steps, lr), SEARCH_SEED) for lr in LRS]
+    while True:
+        tried = sorted(float(settings(r["model"])["optim.lr"]) for r in held)
+        top = float(settings(best(held, kind, w)["model"])["optim.lr"])
+        i = LADDER.index(top)
+        if top == tried[0] and i > 0:
+            nxt = LADDER[i - 1]
+        elif top == tried[-1] and i + 1 < len(LADDER):
+            nxt = LADDER[i + 1]
+        else:
+            return held
+        held.append(run(adam_model(kind, w, seconds, steps, nxt), SEARCH_SEED))
 
 
 def runner(path: Path, work: Path) -> Runner:

@@ -51,7 +51,7 @@ def test_search_extends_an_edge_and_seeds_run_at_the_best() -> None:
     assert lrs == {
         10: [0.003, 0.01, 0.03],
         20: [0.003, 0.01, 0.03],
-        40: [0.003, 0.01, 0.03, 0.1],
+        40: [0.003, 0.01, 0.03, 0.1, 0.3],  # 0.3 diverged: 0.1 is no longer at the edge
         80: [0.003, 0.01, 0.03, 0.001],
     }
     steps = {s["model.hidden"]: s["train.steps"] for s in held_out if "optim.lr" in s}
@@ -64,6 +64,20 @@ def test_search_extends_an_edge_and_seeds_run_at_the_best() -> None:
     seeded = [(m, s) for m, s in log if s != aw.SEARCH_SEED]
     best = aw.adam_model("chebyshev", 40, 30.0, 400, 0.1)
     assert seeded == [(m, s) for s in (0, 1, 2) for m in (best, aw.lm_model("chebyshev", 30.0))]
+
+
+def test_a_best_at_the_narrowest_width_searches_half_of_it() -> None:
+    aw = _aw()
+    errors = {
+        (w, lr): w * 1e-4 * (2 if lr != 0.01 else 1)
+        for w in (2, 5, 10, 20, 40, 80)
+        for lr in (0.003, 0.01, 0.03)
+    }  # narrower is better, down to MIN_WIDTH
+    log: list[tuple[str, int]] = []
+    aw.study(["chebyshev"], 30.0, _fake(errors, log))
+    widths = list(dict.fromkeys(aw.width(m) for m, s in log if s == aw.SEARCH_SEED))
+    assert widths == [10, 20, 40, 80, 5, 2]  # 2 // 2 is below MIN_WIDTH
+    assert {aw.width(m) for m, s in log if s == 0 and aw.is_adam(m)} == {2}
 
 
 def test_a_diverged_run_ranks_last() -> None:
