@@ -255,10 +255,8 @@ def search_table(runs: list[Record]) -> list[str]:
     for kind in dict.fromkeys(settings(r["model"])["kind"] for r in runs if is_search(r)):
         top = best(runs, kind)
         mine = [r for r in runs if settings(r["model"])["kind"] == kind]
-        for w in WIDTHS.get(kind, ()):
+        for w in sorted({width(r["model"]) for r in mine if is_search(r)}):  # extensions too
             at = [r for r in mine if is_search(r) and width(r["model"]) == w]
-            if not at:
-                continue
             cells = []
             for lr in lrs:
                 rec = [r for r in at if float(settings(r["model"])["optim.lr"]) == lr]

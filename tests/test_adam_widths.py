@@ -108,7 +108,8 @@ def _rec(model: str, seed: int, err: float | None, n: int = 2760) -> dict[str, A
 def test_tables_mark_the_best_and_verdicts(tmp_path: Path) -> None:
     aw = _aw()
     a = [aw.adam_model("chebyshev", w, 30.0, 100, lr) for w in (20, 40) for lr in (0.01, 0.03)]
-    runs = [_rec(m, 99, e) for m, e in zip(a, (3e-3, 2e-3, 1e-3, None))]
+    a.append(aw.adam_model("chebyshev", 3, 30.0, 100, 0.01))  # a width below WIDTHS' grid
+    runs = [_rec(m, 99, e) for m, e in zip(a, (3e-3, 2e-3, 1e-3, None, 8e-3))]
     runs[0]["steps_done"] = 90  # stopped by the time cap before its calibrated steps
     calibration = aw.adam_model("chebyshev", 20, 30.0, aw.CALIBRATE_STEPS, None)
     runs.append(_rec(calibration, 99, 4e-3))
@@ -120,6 +121,7 @@ def test_tables_mark_the_best_and_verdicts(tmp_path: Path) -> None:
     text = aw.table(path)
     assert "| chebyshev | [40,40] | 2760 | 100 (100–100) | **1.0e-03** | diverged | – |" in text
     assert "| chebyshev | [20,20] | 2760 | 100 (90–100) | 3.0e-03 | 2.0e-03 | 4.0e-03 |" in text
+    assert text.index("| [3,3] |") < text.index("| [20,20] |") < text.index("| [40,40] |")
     row = next(line for line in text.splitlines() if "2760 parameters |" in line)
     assert "2.0e-05 [1.0e-05–3.0e-05]" in row and "[40,40] (2760), 0.01, 100" in row
     assert row.endswith("| 100× | LM |")
