@@ -348,8 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.tables:
         study(args.kinds, args.seconds, runner(args.out, args.work))
+    if not args.out.is_file():
+        raise SystemExit(f"{args.out}: no raw data yet; run the study first")
     text = PAGE.read_text()
-    if BLOCK in docblocks.names(text, PAGE):
+    if args.out.resolve() != RAW.resolve():  # elsewhere (e.g. a trial): shown, page untouched
+        print(table(args.out))
+    elif BLOCK in docblocks.names(text, PAGE):
         PAGE.write_text(docblocks.replace(text, BLOCK, table(args.out), PAGE))
     return 0
 

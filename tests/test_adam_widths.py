@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import docblocks
+import pytest
 
 
 def _aw() -> Any:
@@ -132,7 +133,6 @@ def test_tables_mark_the_best_and_verdicts(tmp_path: Path) -> None:
 
 def test_runner_keeps_a_diverged_run_and_stops_on_a_failure(tmp_path: Path, monkeypatch) -> None:
     import h5py
-    import pytest
 
     aw, hb = _aw(), docblocks.owner("hard_benchmarks")
     model = aw.adam_model("chebyshev", 20, 30.0, 100, 0.1)
@@ -159,3 +159,15 @@ def test_runner_keeps_a_diverged_run_and_stops_on_a_failure(tmp_path: Path, monk
         f.attrs["status"] = "ok"
     with pytest.raises(SystemExit, match="bad override"):  # is not this failed run's result
         aw.runner(tmp_path / "other.json", tmp_path)(model, 0)
+
+
+def test_tables_from_other_data_leave_the_page_alone(tmp_path: Path, capsys) -> None:
+    aw = _aw()
+    before = aw.PAGE.read_text()
+    with pytest.raises(SystemExit, match="no raw data yet"):
+        aw.main(["--tables", "--out", str(tmp_path / "missing.json")])
+    runs = [_rec(aw.adam_model("mlp", 50, 30.0, 100, 0.01), 99, 1e-3)]
+    (tmp_path / "trial.json").write_text(json.dumps({"schema": 1, "runs": runs}))
+    aw.main(["--tables", "--out", str(tmp_path / "trial.json")])
+    assert "| mlp | [50,50] | 2760 | 100 (100–100) | **1.0e-03** | – |" in capsys.readouterr().out
+    assert aw.PAGE.read_text() == before
