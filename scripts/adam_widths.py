@@ -30,7 +30,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,6 @@ SEARCH_SEED = 99
 SEEDS = (0, 1, 2)
 SECONDS = 30.0
 CALIBRATE_STEPS = 100000  # a step budget the time cap always ends first
-THREADS = 2
 
 Record = dict[str, Any]
 Runner = Callable[[str, int], Record]  # (model, seed) -> the run's record
@@ -99,7 +97,7 @@ def is_search(rec: Record) -> bool:
         rec["seed"] == SEARCH_SEED
         and s.get("optim") == "adam"
         and "optim.lr" in s
-        and s.get("train.steps") != str(CALIBRATE_STEPS)
+        and not is_calibration(rec)
     )
 
 
@@ -162,25 +160,19 @@ def runner(path: Path, work: Path) -> Runner:
     """A Runner that runs `pinnkan pretrain pde=elliptic` in a subprocess, one at a time, and
     appends each record to the JSON at `path` (a run it holds is returned, not run again)."""
     e2e = docblocks.owner("e2e_table")
-    hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
+    hb = docblocks.owner("hard_benchmarks")  # provenance
     data = json.loads(path.read_text()) if path.is_file() else {"schema": 1, "runs": []}
 
     def run(model: str, seed: int) -> Record:
         for rec in data["runs"]:
             if (rec["model"], rec["seed"]) == (model, seed):
                 return rec
-        cmd = e2e.command(model, "elliptic", seed, "pretrain", work)
-        where = e2e.run_dir(work, model, "elliptic", seed, "pretrain")
-        full = [sys.executable, "-m", "pinnkan.cli", *cmd[1:], f"hydra.run.dir={where}"]
-        full += ["train.progress=log", f"threads={THREADS}"]
-        t0 = time.perf_counter()
-        rc, _, err = hb.run_child(full, hb.child_env(THREADS), None)
-        wall = time.perf_counter() - t0
+        cmd, where, rc, err, wall = e2e.launch(model, "elliptic", seed, "pretrain", work)
         if rc and _status(where) != "diverged":  # a diverged run is a result, not a failure
             raise SystemExit(f"{' '.join(cmd)} failed (rc {rc}):\n{err[-2000:]}")
         rec = {"model": model, "pde": "elliptic", "seed": seed, "run": "pretrain"}
         rec |= {"command": " ".join(cmd), "wall_seconds": wall, **_read(e2e, where)}
-        rec |= hb.provenance(THREADS)
+        rec |= hb.provenance(e2e.THREADS)
         data["runs"].append(rec)
         docblocks.write_raw(path, data)
         print(
@@ -223,11 +215,11 @@ def _read(e2e: Any, where: Path) -> Record:
 
 # --- the block -----------------------------------------------------------------------------------
 def _err(recs: list[Record]) -> str:
+    """median [min–max] of the runs' errors; a single diverged run says so."""
     errs = [score(r) for r in recs]
-    if len(errs) == 1:
-        return f"{errs[0]:.1e}" if math.isfinite(errs[0]) else "diverged"
-    mid = statistics.median(errs)
-    return f"{mid:.1e} [{min(errs):.1e}–{max(errs):.1e}]"
+    if len(errs) == 1 and not math.isfinite(errs[0]):
+        return "diverged"
+    return docblocks.owner("e2e_table")._spread(errs, ".1e")
 
 
 def is_calibration(rec: Record) -> bool:
@@ -306,12 +298,7 @@ def seeds_table(runs: list[Record]) -> list[str]:
 
 
 def table(path: Path = RAW) -> str:
-    data = json.loads(path.read_text())
-    runs = data["runs"]
-    hb = docblocks.owner("hard_benchmarks")
-    commits = sorted({hb.commit_label(r) for r in runs})
-    dates = sorted(r["date"][:10] for r in runs)
-    machine = runs[0]["machine"]
+    runs = json.loads(path.read_text())["runs"]
     seconds = sorted({settings(r["model"])["train.max_seconds"] for r in runs})
     return "\n".join(
         [
@@ -325,10 +312,7 @@ def table(path: Path = RAW) -> str:
             "",
             *seeds_table(runs),
             "",
-            f"Raw data: `docs/e2e/{path.name}` ({len(runs)} runs; commit {', '.join(commits)}; "
-            f"{dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "") + f"; "
-            f"{machine['processor']}, {machine['cpu_count']} cores, {THREADS} torch threads; "
-            "one run at a time).",
+            docblocks.owner("e2e_table").raw_data(path, runs) + "; one run at a time).",
         ]
     )
 

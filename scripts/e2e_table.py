@@ -88,9 +88,24 @@ def read(path: Path) -> dict[str, Any]:
     }
 
 
+def launch(
+    model: str, pde: str, seed: int, run: str, work: Path
+) -> tuple[list[str], Path, int, str, float]:
+    """One run's pinnkan command in a subprocess (THREADS torch threads) in its run_dir: the
+    command as a user types it, the folder, the exit code, stderr and the wall seconds."""
+    hb = docblocks.owner("hard_benchmarks")  # child processes
+    cmd = command(model, pde, seed, run, work)
+    where = run_dir(work, model, pde, seed, run)
+    full = [sys.executable, "-m", "pinnkan.cli", *cmd[1:], f"hydra.run.dir={where}"]
+    full += ["train.progress=log", f"threads={THREADS}"]
+    t0 = time.perf_counter()
+    rc, _, err = hb.run_child(full, hb.child_env(THREADS), None)
+    return cmd, where, rc, err, time.perf_counter() - t0
+
+
 def measure(args: argparse.Namespace) -> Path:
     """Run what the JSON does not hold yet, one command at a time, saving after each."""
-    hb = docblocks.owner("hard_benchmarks")  # provenance, child processes
+    hb = docblocks.owner("hard_benchmarks")  # provenance
     path = args.out / f"{args.name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {"schema": 1, "runs": []}
     held = {(r["model"], r["pde"], r["seed"], r["run"]) for r in data["runs"]}
@@ -102,20 +117,7 @@ def measure(args: argparse.Namespace) -> Path:
                 if any(r != "pretrain" for r in todo) and not (source / "results.h5").is_file():
                     todo = ["pretrain", *[r for r in todo if r != "pretrain"]]
                 for run in sorted(todo, key=lambda r: r != "pretrain"):  # the source first
-                    cmd = command(model, pde, seed, run, args.work)
-                    where = run_dir(args.work, model, pde, seed, run)
-                    full = [
-                        sys.executable,
-                        "-m",
-                        "pinnkan.cli",
-                        *cmd[1:],
-                        f"hydra.run.dir={where}",
-                        "train.progress=log",
-                        f"threads={THREADS}",
-                    ]
-                    t0 = time.perf_counter()
-                    rc, _, err = hb.run_child(full, hb.child_env(THREADS), None)
-                    wall = time.perf_counter() - t0
+                    cmd, where, rc, err, wall = launch(model, pde, seed, run, args.work)
                     if rc:
                         raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
                     key = (model, pde, seed, run)
@@ -199,18 +201,25 @@ def table(path: Path) -> str:
                     + ", ".join(f"{t} / {n}" for t, n in sizes)
                     + " |"
                 )
-    first = data["runs"][0]
-    commits = sorted({docblocks.owner("hard_benchmarks").commit_label(r) for r in data["runs"]})
-    dates = sorted(r["date"][:10] for r in data["runs"])
-    machine = first["machine"]
     note = (
-        f"Raw data: `docs/e2e/{path.name}` ({len(data['runs'])} runs; commit "
-        f"{', '.join(commits)}; {dates[0]}"
-        + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
-        + f"; {machine['processor']}, {machine['cpu_count']} cores, {THREADS} torch threads). "
-        "Each run stopped by its own signal; rel. L2 is of the model where it stopped."
+        raw_data(path, data["runs"])
+        + "). Each run stopped by its own signal; rel. L2 is of the model where it stopped."
     )
     return "\n".join(rows) + "\n\n" + note
+
+
+def raw_data(path: Path, runs: list[dict[str, Any]]) -> str:
+    """A study's raw-data line (no closing parenthesis, for the caller's own additions): the
+    file, how many runs, their commits, dates and machine."""
+    commits = sorted({docblocks.owner("hard_benchmarks").commit_label(r) for r in runs})
+    dates = sorted(r["date"][:10] for r in runs)
+    machine = runs[0]["machine"]
+    return (
+        f"Raw data: `docs/e2e/{path.name}` ({len(runs)} runs; commit "
+        f"{', '.join(commits)}; {dates[0]}"
+        + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+        + f"; {machine['processor']}, {machine['cpu_count']} cores, {THREADS} torch threads"
+    )
 
 
 def _ratio(x: float) -> str:
